@@ -1,0 +1,366 @@
+"""The LanceDB corpus store: per-corpus ``documents`` and ``views`` tables, the embedding cache, the registry.
+
+Each corpus gets its own pair of tables (``<corpus>__documents``, ``<corpus>__views``) rather than one shared
+table with a ``corpus`` column: BM25 statistics must be per corpus, and corpora may use embedding models of
+different dimensions. Every write is one LanceDB commit (atomic), and every id is content-derived, so any
+write can be repeated after a crash and converge to the same content.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS, IvfHnswSq
+
+from storage.ids import content_hash
+
+log = logging.getLogger(__name__)
+
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+REGISTRY = "corpora"
+# LanceDB's filter strings are SQL: long IN lists are split so each statement stays small.
+_IN_BATCH = 2_000
+
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("lexical", pa.string()),  # what BM25 indexes: title + text (+ expansions, later)
+        pa.field("metadata", pa.string()),  # canonical JSON
+        pa.field("content_hash", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+REGISTRY_SCHEMA = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("query_prefix", pa.string()),
+        pa.field("passage_prefix", pa.string()),
+        pa.field("dim", pa.int32()),
+        pa.field("source", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def views_schema(dim: int) -> pa.Schema:
+    """Schema of a corpus's ``views`` table; ``text`` is exactly what was embedded (less the model prefix)."""
+    return pa.schema(
+        [
+            pa.field("view_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string()),
+            pa.field("kind", pa.string()),
+            pa.field("ordinal", pa.int32()),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("model", pa.string()),
+            pa.field("content_hash", pa.string()),
+        ]
+    )
+
+
+def cache_schema(dim: int) -> pa.Schema:
+    """Schema of an embedding cache table: one vector per content hash."""
+    return pa.schema(
+        [
+            pa.field("content_hash", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """A SQL ``IN`` list of string literals (single quotes doubled, so ids with quotes are safe)."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _chunks(values: Sequence[str], size: int = _IN_BATCH) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """A (n, dim) float array as an Arrow fixed-size-list column."""
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusInfo:
+    """A registered corpus: the embedding model and prefixes its vectors were made with."""
+
+    name: str
+    model: str
+    query_prefix: str
+    passage_prefix: str
+    dim: int
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class UnknownCorpusError(LookupError):
+    """The corpus was never ingested."""
+
+
+class CorpusStore:
+    """All LanceDB access for corpora; ``tasks`` never talk to LanceDB directly."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.db = lancedb.connect(uri)
+
+    def _exists(self, name: str) -> bool:
+        token = None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            if name in page.tables:
+                return True
+            token = page.page_token
+            if not token:
+                return False
+
+    # -- registry ----------------------------------------------------------------------------------------
+    def corpora(self) -> list[CorpusInfo]:
+        """Every registered corpus, by name."""
+        if not self._exists(REGISTRY):
+            return []
+        rows = self.db.open_table(REGISTRY).to_arrow().to_pylist()
+        return sorted((CorpusInfo(**row) for row in rows), key=lambda c: c.name)
+
+    def corpus(self, name: str) -> CorpusInfo:
+        """The registered corpus ``name``, or an error that lists the ones that exist."""
+        for info in self.corpora():
+            if info.name == name:
+                return info
+        known = ", ".join(c.name for c in self.corpora()) or "none yet"
+        raise UnknownCorpusError(
+            f"corpus {name!r} was never ingested into {self.uri} (known: {known}); "
+            f"run `zsr ingest SOURCE --corpus {name}` first"
+        )
+
+    def register(self, info: CorpusInfo) -> None:
+        """Insert or update the registry row of a corpus."""
+        row = pa.Table.from_pylist([asdict(info)], REGISTRY_SCHEMA)
+        if not self._exists(REGISTRY):
+            self.db.create_table(REGISTRY, schema=REGISTRY_SCHEMA)
+        table = self.db.open_table(REGISTRY)
+        table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
+
+    # -- tables ------------------------------------------------------------------------------------------
+    @staticmethod
+    def check_name(name: str) -> str:
+        """Validate a corpus name (it becomes part of table names)."""
+        if not CORPUS_NAME.match(name):
+            raise ValueError(
+                f"corpus name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_' "
+                "starting with a letter or digit"
+            )
+        return name
+
+    def documents(self, corpus: str) -> lancedb.table.Table:
+        """The ``documents`` table of ``corpus``, created empty on first use."""
+        name = f"{corpus}__documents"
+        if not self._exists(name):
+            return self.db.create_table(name, schema=DOCUMENTS_SCHEMA)
+        return self.db.open_table(name)
+
+    def views(self, corpus: str, dim: int) -> lancedb.table.Table:
+        """The ``views`` table of ``corpus``, created empty on first use."""
+        name = f"{corpus}__views"
+        if not self._exists(name):
+            return self.db.create_table(name, schema=views_schema(dim))
+        return self.db.open_table(name)
+
+    def versions(self, corpus: str) -> dict[str, int]:
+        """Current LanceDB version of each table of ``corpus`` (0 where it does not exist yet)."""
+        out = {}
+        for kind in ("documents", "views"):
+            name = f"{corpus}__{kind}"
+            out[kind] = self.db.open_table(name).version if self._exists(name) else 0
+        return out
+
+    def counts(self, corpus: str) -> dict[str, int]:
+        """Rows in each table of ``corpus``."""
+        out = {}
+        for kind in ("documents", "views"):
+            name = f"{corpus}__{kind}"
+            out[kind] = self.db.open_table(name).count_rows() if self._exists(name) else 0
+        return out
+
+    # -- documents ---------------------------------------------------------------------------------------
+    def document_hashes(self, corpus: str) -> dict[str, str]:
+        """``doc_id -> content_hash`` of every stored document (the re-index diff's left side)."""
+        table = self.documents(corpus).to_arrow().select(["doc_id", "content_hash"])
+        return dict(zip(table["doc_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True))
+
+    def upsert_documents(self, corpus: str, rows: pa.Table) -> None:
+        """Insert or replace documents by ``doc_id`` (one commit)."""
+        table = self.documents(corpus)
+        table.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+    def delete_documents(self, corpus: str, doc_ids: Sequence[str], dim: int) -> None:
+        """Delete documents and all their views; views first, so no view outlives its document's row."""
+        views, documents = self.views(corpus, dim), self.documents(corpus)
+        for part in _chunks(doc_ids):
+            views.delete(f"doc_id IN ({sql_list(part)})")
+        for part in _chunks(doc_ids):
+            documents.delete(f"doc_id IN ({sql_list(part)})")
+
+    def fetch_documents(
+        self, corpus: str, doc_ids: Sequence[str], columns: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Selected columns of the given documents (order not guaranteed)."""
+        table, out = self.documents(corpus), []
+        for part in _chunks(doc_ids):
+            out += (
+                table.search()
+                .where(f"doc_id IN ({sql_list(part)})")
+                .select(list(columns))
+                .limit(None)
+                .to_list()
+            )
+        return out
+
+    # -- views -------------------------------------------------------------------------------------------
+    def replace_views(self, corpus: str, dim: int, doc_ids: Sequence[str], rows: pa.Table) -> None:
+        """Make ``rows`` the views of ``doc_ids``: insert the new ones, then drop the ones no longer produced.
+
+        Insert-then-delete keeps every document searchable throughout; a crash in between leaves only
+        extra rows that the next run removes.
+        """
+        table = self.views(corpus, dim)
+        if rows.num_rows:
+            table.merge_insert("view_id").when_not_matched_insert_all().execute(rows)
+        keep = set(rows["view_id"].to_pylist())
+        for part in _chunks(doc_ids):
+            existing = (
+                table.search()
+                .where(f"doc_id IN ({sql_list(part)})")
+                .select(["view_id"])
+                .limit(None)
+                .to_arrow()
+            )
+            stale = [v for v in existing["view_id"].to_pylist() if v not in keep]
+            for stale_part in _chunks(stale):
+                table.delete(f"view_id IN ({sql_list(stale_part)})")
+
+    # -- embedding cache ---------------------------------------------------------------------------------
+    def cache_table(self, model_key: str, dim: int) -> lancedb.table.Table:
+        """The embedding cache of one model (shared by every corpus that uses the model)."""
+        name = f"embedcache__{model_key}"
+        if not self._exists(name):
+            return self.db.create_table(name, schema=cache_schema(dim))
+        return self.db.open_table(name)
+
+    def cached_vectors(self, model_key: str, dim: int, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors already computed for any of ``hashes``."""
+        table, out = self.cache_table(model_key, dim), {}
+        for part in _chunks(hashes):
+            found = (
+                table.search()
+                .where(f"content_hash IN ({sql_list(part)})")
+                .select(["content_hash", "vector"])
+                .limit(None)
+                .to_arrow()
+            )
+            if found.num_rows:
+                vectors = found["vector"].combine_chunks().flatten().to_numpy().reshape(found.num_rows, dim)
+                out.update(zip(found["content_hash"].to_pylist(), vectors, strict=True))
+        return out
+
+    def cache_vectors(self, model_key: str, dim: int, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Persist freshly computed vectors (one commit per call, so finished batches survive a crash)."""
+        rows = pa.Table.from_arrays(
+            [pa.array(hashes, pa.string()), vectors_to_arrow(vectors)], schema=cache_schema(dim)
+        )
+        self.cache_table(model_key, dim).merge_insert("content_hash").when_not_matched_insert_all().execute(
+            rows
+        )
+
+    # -- indexes -----------------------------------------------------------------------------------------
+    def rebuild_fts(self, corpus: str) -> None:
+        """(Re)build the BM25 index over ``lexical``.
+
+        Rebuilt rather than optimised incrementally, so the index (and every BM25 score) is the same as a
+        fresh ingest of the same content would give.
+        """
+        self.documents(corpus).create_index(
+            "lexical", config=FTS(language="English", stem=True, remove_stop_words=True), replace=True
+        )
+
+    def has_fts(self, corpus: str) -> bool:
+        """Whether the BM25 index exists and covers every row."""
+        for index in self.documents(corpus).list_indices():
+            if index.index_type == "FTS":
+                stats = self.documents(corpus).index_stats(index.name)
+                return stats is not None and stats.num_unindexed_rows == 0
+        return False
+
+    def ensure_vector_index(self, corpus: str, dim: int, min_rows: int) -> bool:
+        """Build or refresh the ANN index once the corpus has ``min_rows`` views; exact search below that."""
+        table = self.views(corpus, dim)
+        rows = table.count_rows()
+        if rows < min_rows:
+            return False
+        indexed = any(i.index_type.startswith("IVF") for i in table.list_indices())
+        if not indexed:
+            log.info("building an ANN index over %d views of %s", rows, corpus)
+            table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
+        return True
+
+    # -- search ------------------------------------------------------------------------------------------
+    def dense_search(
+        self, corpus: str, dim: int, vectors: np.ndarray, limit: int, kind: str = "chunk"
+    ) -> list[list[tuple[str, float]]]:
+        """Nearest views of ``kind`` for each query vector: per query, ``(doc_id, cosine)`` best first."""
+        table = self.views(corpus, dim)
+        result = (
+            table.search(list(vectors))
+            .distance_type("cosine")
+            .where(f"kind = '{kind}'", prefilter=True)
+            .select(["doc_id"])
+            .limit(limit)
+            .to_arrow()
+        )
+        hits: list[list[tuple[str, float]]] = [[] for _ in range(len(vectors))]
+        qidx = (
+            result["query_index"].to_pylist()
+            if "query_index" in result.column_names
+            else [0] * result.num_rows
+        )
+        for q, doc_id, dist in zip(
+            qidx, result["doc_id"].to_pylist(), result["_distance"].to_pylist(), strict=True
+        ):
+            hits[q].append((doc_id, 1.0 - dist))
+        for ranked in hits:
+            ranked.sort(key=lambda h: -h[1])
+        return hits
+
+    def fts_search(self, corpus: str, text: str, limit: int) -> list[tuple[str, float]]:
+        """BM25 hits for ``text`` as ``(doc_id, score)``, best first."""
+        table = self.documents(corpus)
+        rows = table.search(text, query_type="fts").select(["doc_id", "_score"]).limit(limit).to_list()
+        return [(r["doc_id"], float(r["_score"])) for r in rows]
+
+
+def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+def model_key(model: str, passage_prefix: str) -> str:
+    """Cache key of a passage-embedding configuration: another prefix embeds the same text differently."""
+    return content_hash(model, passage_prefix)[:16]

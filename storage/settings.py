@@ -1,0 +1,58 @@
+"""The one place that reads configuration: environment variables with the prefix ``ZSR_`` (or a ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """zsr configuration. Every field can be set as ``ZSR_<FIELD>`` (for instance ``ZSR_HOME=/data/zsr``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ZSR_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path("~/.zsr"), description="Root folder for the index and the warehouse.")
+    lancedb_uri: str | None = Field(
+        default=None, description="Any LanceDB URI (path, s3://...); defaults to <home>/lancedb."
+    )
+    embedding_model: str = Field(
+        default=DEFAULT_MODEL,
+        description="sentence-transformers model name or local path used when a corpus is first ingested.",
+    )
+    query_prefix: str | None = Field(default=None, description="Override the model's declared query prefix.")
+    passage_prefix: str | None = Field(
+        default=None, description="Override the model's declared passage prefix."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Texts per encoder forward pass.")
+    write_batch_size: int = Field(
+        default=256, ge=1, description="Chunks embedded and committed per idempotent write batch."
+    )
+    device: str | None = Field(default=None, description="torch device (cpu, cuda, mps); auto when unset.")
+    chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by consecutive chunks.")
+    ann_min_rows: int = Field(
+        default=100_000, ge=1, description="Build an ANN vector index once a corpus has this many chunks."
+    )
+    max_doc_bytes: int = Field(
+        default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
+    )
+
+    @property
+    def home_dir(self) -> Path:
+        """The home folder with ``~`` expanded."""
+        return self.home.expanduser()
+
+    @property
+    def lancedb(self) -> str:
+        """The LanceDB URI in effect."""
+        return self.lancedb_uri or str(self.home_dir / "lancedb")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process (tests build their own ``Settings`` instead)."""
+    return Settings()

@@ -1,0 +1,95 @@
+"""The library API and composition root: builds the store and the embedder from :class:`Settings`.
+
+The CLI, the Prefect flows and Python users all come through here, so each of them indexes and searches
+the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from storage.corpus_store import CorpusStore
+from storage.settings import Settings, get_settings
+from tasks.embed import Embedder, ModelSpec, load_embedder, model_spec
+from tasks.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.search import Method, Ranking, Searcher
+from tasks.sources import FieldMap, SourceFormat, SourceReport, read_source
+
+
+def open_store(settings: Settings | None = None) -> CorpusStore:
+    """The LanceDB store at the configured URI (created on first use)."""
+    settings = settings or get_settings()
+    if "://" not in settings.lancedb:
+        Path(settings.lancedb).mkdir(parents=True, exist_ok=True)
+    return CorpusStore(settings.lancedb)
+
+
+def embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Embedder]:
+    """A zero-argument loader, so commands that need no model never pay for loading one."""
+    return lambda: load_embedder(spec, settings.device, settings.batch_size)
+
+
+def ingest(
+    source: Path,
+    corpus: str,
+    *,
+    fmt: SourceFormat | None = None,
+    fields: FieldMap | None = None,
+    skip_bad: bool = False,
+    keep_deleted: bool = False,
+    model: str | None = None,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> tuple[ReindexReport, SourceReport]:
+    """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped."""
+    settings = settings or get_settings()
+    store = open_store(settings)
+    store.check_name(corpus)
+    read = read_source(
+        source, fmt=fmt, fields=fields or FieldMap(), skip_bad=skip_bad, max_doc_bytes=settings.max_doc_bytes
+    )
+    explicit = model is not None or "embedding_model" in settings.model_fields_set
+    requested = model_spec(model or settings.embedding_model, settings.query_prefix, settings.passage_prefix)
+    spec = resolve_corpus(store, corpus, requested, explicit)
+    report = reindex(
+        store,
+        corpus,
+        read.documents,
+        spec,
+        embedder_factory(spec, settings),
+        overlap=settings.chunk_overlap,
+        batch_docs=settings.write_batch_size,
+        keep_deleted=keep_deleted,
+        ann_min_rows=settings.ann_min_rows,
+        source=str(source),
+        progress=progress,
+    )
+    return report, read
+
+
+def searcher(corpus: str, settings: Settings | None = None) -> Searcher:
+    """A :class:`Searcher` over ``corpus``, using the model the corpus was indexed with."""
+    settings = settings or get_settings()
+    store = open_store(settings)
+    info = store.corpus(corpus)
+    spec = ModelSpec(info.model, info.query_prefix, info.passage_prefix)
+    return Searcher(store, corpus, embedder_factory(spec, settings))
+
+
+def search(
+    corpus: str, query: str, method: str | Method = "dense", k: int = 10, settings: Settings | None = None
+) -> Ranking:
+    """Top ``k`` ``(doc_id, score)`` for one query."""
+    return searcher(corpus, settings).search(query, method, k)
+
+
+def search_many(
+    corpus: str,
+    queries: Mapping[str, str],
+    method: str | Method = "dense",
+    k: int = 10,
+    settings: Settings | None = None,
+) -> dict[str, Ranking]:
+    """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
+    return searcher(corpus, settings).search_batch(queries, method, k)

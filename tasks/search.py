@@ -1,0 +1,206 @@
+"""Retrieval methods as named, parameterised components: ``dense``, ``bm25``, ``hybrid(fusion=rrf, ...)``.
+
+Chunk hits aggregate to documents by their best chunk (max), and every ranking breaks ties on
+``(-score, doc_id)`` so results are deterministic across runs and platforms (as pyserini does).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from storage.corpus_store import CorpusStore
+from storage.types import Run
+from tasks.embed import Embedder
+
+log = logging.getLogger(__name__)
+
+Ranking = list[tuple[str, float]]
+
+
+class DenseParams(BaseModel):
+    """Bi-encoder cosine similarity over chunk vectors; a document scores as its best chunk."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bm25Params(BaseModel):
+    """BM25 over title + text with LanceDB's native full-text index (English stemming, stop words)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HybridParams(BaseModel):
+    """Fusion of dense and bm25 rankings, each cut at ``depth``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fusion: Literal["rrf", "score"] = Field(
+        default="rrf", description="reciprocal rank or min-max score fusion"
+    )
+    rrf_k: int = Field(default=60, ge=1, description="RRF constant: score = sum w / (rrf_k + rank)")
+    dense_weight: float = Field(default=1.0, ge=0, description="weight of the dense ranking")
+    bm25_weight: float = Field(default=1.0, ge=0, description="weight of the bm25 ranking")
+    depth: int = Field(default=1000, ge=1, description="hits taken from each ranking before fusion")
+
+
+METHODS: dict[str, type[BaseModel]] = {"dense": DenseParams, "bm25": Bm25Params, "hybrid": HybridParams}
+_CALL = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method name with validated parameters; ``str()`` gives the canonical spelling stored in runs."""
+
+    name: str
+    params: BaseModel
+
+    def __str__(self) -> str:
+        changed = self.params.model_dump(exclude_defaults=True)
+        args = ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))
+        return f"{self.name}({args})" if args else self.name
+
+
+def _literal(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+def parse_method(spec: str) -> Method:
+    """Parse ``name`` or ``name(key=value, ...)``; an unknown name or parameter is a clear error."""
+    match = _CALL.match(spec)
+    if not match or match.group(1) not in METHODS:
+        raise ValueError(f"unknown method {spec!r}; available: {', '.join(METHODS)} (see `zsr methods`)")
+    name, arglist = match.group(1), match.group(2) or ""
+    args = {}
+    for part in filter(None, (p.strip() for p in arglist.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ValueError(f"method {spec!r}: parameter {part!r} must be written key=value")
+        args[key.strip()] = _literal(value.strip())
+    try:
+        return Method(name, METHODS[name](**args))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"method {spec!r}: {problems}") from None
+
+
+def rank(scores: Mapping[str, float], k: int | None = None) -> Ranking:
+    """Sort by ``(-score, doc_id)``, the deterministic tie-break, and keep the top ``k``."""
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return ordered if k is None else ordered[:k]
+
+
+def rrf(rankings: Sequence[Ranking], weights: Sequence[float], k: int) -> dict[str, float]:
+    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_i w_i / (k + rank_i)``, ranks from 1."""
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for position, (doc_id, _) in enumerate(ranking, start=1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + position)
+    return fused
+
+
+def score_fusion(rankings: Sequence[Ranking], weights: Sequence[float]) -> dict[str, float]:
+    """Weighted sum of min-max normalised scores; a document missing from a ranking gets 0 there."""
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if not ranking:
+            continue
+        scores = [s for _, s in ranking]
+        low, span = min(scores), max(scores) - min(scores)
+        for doc_id, score in ranking:
+            norm = (score - low) / span if span > 0 else 1.0
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * norm
+    return fused
+
+
+def fts_query(text: str) -> str:
+    """Query text for the full-text index: punctuation would be read as query syntax, so it is dropped."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+class Searcher:
+    """Runs methods against one corpus; the embedding model is loaded on the first dense query."""
+
+    def __init__(self, store: CorpusStore, corpus: str, get_embedder: Callable[[], Embedder]) -> None:
+        self.store = store
+        self.corpus = corpus
+        self.info = store.corpus(corpus)
+        self._get_embedder = get_embedder
+        counts = store.counts(corpus)
+        self._views_per_doc = counts["views"] / max(counts["documents"], 1)
+        self._n_views = counts["views"]
+
+    def search(self, query: str, method: str | Method = "dense", k: int = 10) -> Ranking:
+        """Top ``k`` documents for one query."""
+        return self.search_batch({"q": query}, method, k)["q"]
+
+    def search_batch(
+        self, queries: Mapping[str, str], method: str | Method = "dense", k: int = 10
+    ) -> dict[str, Ranking]:
+        """Top ``k`` documents for each query, by query id; dense queries are encoded in one batch."""
+        method = parse_method(method) if isinstance(method, str) else method
+        ids = list(queries)
+        texts = [queries[i] for i in ids]
+        if method.name == "dense":
+            rankings = self._dense(texts, k)
+        elif method.name == "bm25":
+            rankings = self._bm25(texts, k)
+        else:
+            params = method.params
+            assert isinstance(params, HybridParams)
+            dense, lexical = self._dense(texts, params.depth), self._bm25(texts, params.depth)
+            weights = (params.dense_weight, params.bm25_weight)
+            rankings = [
+                rank(
+                    rrf(pair, weights, params.rrf_k)
+                    if params.fusion == "rrf"
+                    else score_fusion(pair, weights),
+                    k,
+                )
+                for pair in zip(dense, lexical, strict=True)
+            ]
+        return dict(zip(ids, rankings, strict=True))
+
+    def run(self, queries: Mapping[str, str], method: str | Method = "dense", k: int = 100) -> Run:
+        """The BEIR/ir-measures run shape: ``{query_id: {doc_id: score}}``."""
+        return {qid: dict(ranking) for qid, ranking in self.search_batch(queries, method, k).items()}
+
+    def _dense(self, texts: list[str], k: int) -> list[Ranking]:
+        if not texts:
+            return []
+        embedder = self._get_embedder()
+        vectors = embedder.encode(texts, queries=True)
+        # Fetch enough chunks that k distinct documents are among them; widen for queries that fall short.
+        limit = min(self._n_views, math.ceil(k * self._views_per_doc * 1.5) + 10)
+        out: list[Ranking] = [[] for _ in texts]
+        pending = list(range(len(texts)))
+        while pending:
+            hits = self.store.dense_search(self.corpus, self.info.dim, vectors[pending], limit)
+            retry = []
+            for q, chunk_hits in zip(pending, hits, strict=True):
+                best: dict[str, float] = {}
+                for doc_id, score in chunk_hits:  # best first, so the first hit of a document is its max
+                    best.setdefault(doc_id, score)
+                if len(best) < k and limit < self._n_views:
+                    retry.append(q)
+                else:
+                    out[q] = rank(best, k)
+            pending, limit = retry, min(self._n_views, limit * 2)
+        return out
+
+    def _bm25(self, texts: list[str], k: int) -> list[Ranking]:
+        out = []
+        for text in texts:
+            query = fts_query(text)
+            out.append(rank(dict(self.store.fts_search(self.corpus, query, k)), k) if query else [])
+        return out
