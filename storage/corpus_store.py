@@ -315,10 +315,13 @@ class CorpusStore:
         rows = table.count_rows()
         if rows < min_rows:
             return False
-        indexed = any(i.index_type.startswith("IVF") for i in table.list_indices())
-        if not indexed:
+        index = next((i for i in table.list_indices() if i.columns == ["vector"]), None)
+        if index is None:
             log.info("building an ANN index over %d views of %s", rows, corpus)
             table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
+        elif table.index_stats(index.name).num_unindexed_rows:
+            # New rows are searched exactly until folded into the index; optimize() folds them in.
+            table.optimize()
         return True
 
     # -- search ------------------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+"""Deterministic stand-ins for the embedding model, for tests of logic (the real model is tested apart)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+import numpy as np
+
+from storage.types import Document
+from tasks.embed import ModelSpec
+
+WORD = re.compile(r"\w+")
+
+
+class FakeEmbedder:
+    """Hashed bag of words: texts sharing words get similar vectors, so dense search behaves plausibly.
+
+    Counts every text it encodes, so tests can assert what was (not) re-encoded.
+    """
+
+    def __init__(self, dim: int = 32, max_tokens: int = 16, delay: float = 0.0, name: str = "fake-bow") -> None:
+        self.spec = ModelSpec(name, "q: ", "p: ")
+        self.dim = dim
+        self.max_tokens = max_tokens
+        self.delay = delay
+        self.encoded: list[str] = []
+
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        return [[m.span() for m in WORD.finditer(t)] for t in texts]
+
+    def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
+        if self.delay:
+            time.sleep(self.delay)
+        self.encoded += texts
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            for word in WORD.findall(text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
+        out[:, 0] += 1e-3  # no all-zero rows
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def make_docs(n: int, words_per_doc: int = 8, prefix: str = "d") -> list[Document]:
+    """``n`` distinct documents with a few shared and a few unique words each."""
+    vocab = ["wing", "flow", "heat", "shock", "boundary", "layer", "mach", "pressure", "lift", "drag"]
+    docs = []
+    for i in range(n):
+        words = [vocab[(i * 3 + j) % len(vocab)] for j in range(words_per_doc)] + [f"term{i}"]
+        docs.append(Document(f"{prefix}{i}", f"title {i}", " ".join(words), {"n": i}, f"mem:{i}"))
+    return docs

@@ -1,0 +1,111 @@
+"""The ``zsr`` CLI end to end with the real embedded model on the bundled demo slice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import DEMO_DATA, app
+from storage.settings import get_settings
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    path = tmp_path_factory.mktemp("zsr-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZSR_HOME", str(path))
+        get_settings.cache_clear()
+        yield path
+    get_settings.cache_clear()
+
+
+def zsr(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def zsr_json(*args: str):
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_ingest_then_reingest_encodes_nothing(home):
+    first = zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    assert (first["added"], first["chunks_encoded"]) == (323, first["chunks_written"])
+    second = zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    assert (second["unchanged"], second["added"], second["chunks_encoded"]) == (323, 0, 0)
+    assert second["versions"] == first["versions"]
+
+
+def test_search_each_method(home):
+    zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    for method in ("dense", "bm25", "hybrid", "hybrid(fusion=score)"):
+        result = zsr_json("search", "boundary layer heat transfer", "--corpus", "demo", "--method", method, "-k", "5")
+        assert len(result["hits"]) == 5
+        assert [h["rank"] for h in result["hits"]] == [1, 2, 3, 4, 5]
+        text = " ".join((h["title"] + " " + h["text"]).lower() for h in result["hits"][:3])
+        assert "heat" in text or "boundary" in text, method
+    code, output = zsr("search", "wings", "--corpus", "demo", "--method", "splade")
+    assert code == 2 and "unknown method 'splade'" in output
+
+
+def test_corpora_and_methods(home):
+    zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    rows = zsr_json("corpora")
+    demo = next(r for r in rows if r["name"] == "demo")
+    assert demo["documents_rows"] == 323 and demo["views_rows"] >= 323 and demo["model"] == "all-MiniLM-L6-v2"
+    assert demo["documents_version"] > 0
+    methods = {m["method"]: m for m in zsr_json("methods")}
+    assert methods["hybrid"]["params"]["rrf_k"]["default"] == 60
+
+
+def test_demo_scores_are_real(home):
+    result = zsr_json("demo", "--corpus", "demo2")
+    assert result["queries"] == 40
+    # The slice is easier than the full collection (fewer distractors); these are floors, well below
+    # what the methods reach, that a broken pipeline (random or empty rankings) cannot pass.
+    for method in ("bm25", "dense", "hybrid"):
+        assert result["scores"][method]["nDCG@10"] > 0.4, method
+
+
+def test_bad_input_fails_cleanly_and_writes_nothing(home, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"_id": "1", "text": "fine"}\n{"_id": "2", "text": \n{"_id": "1", "text": "dup"}\n')
+    code, output = zsr("ingest", str(source), "--corpus", "bad")
+    assert code == 2
+    assert "bad.jsonl:2" in output and "bad.jsonl:3" in output and "nothing was written" in output
+    assert all(r["name"] != "bad" for r in zsr_json("corpora"))
+    report = zsr_json("ingest", str(source), "--corpus", "bad", "--skip-bad")
+    assert report["added"] == 1 and len(report["skipped"]) == 2
+    code, output = zsr("search", "x", "--corpus", "never")
+    assert code == 2 and "zsr ingest" in output
+
+
+def test_console_script_runs(home):
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("zsr")), "methods", "--json"], capture_output=True, text=True, check=True
+    )
+    assert {m["method"] for m in json.loads(result.stdout)} == {"dense", "bm25", "hybrid"}
+
+
+def test_real_tokenizer_chunks_fit_the_window():
+    from storage.types import Document
+    from tasks.chunking import chunk_documents
+    from tasks.embed import load_embedder, model_spec
+
+    embedder = load_embedder(model_spec("all-MiniLM-L6-v2"))
+    assert embedder.max_tokens == 254 and embedder.dim == 384
+    text = " ".join(["the shock wave interacts with the laminar boundary layer near the leading edge"] * 80)
+    chunks = chunk_documents([Document("x", "Shock interaction", text)], embedder, overlap=32)
+    assert len(chunks) > 1
+    for chunk in chunks:
+        assert len(embedder.token_offsets([chunk.text])[0]) <= embedder.max_tokens
