@@ -15,7 +15,7 @@ from storage.settings import Settings
 from tasks.api import ingest, searcher
 from tasks.evaluate import evaluate, load_qrels, load_queries
 
-# ../shared/data/README.md: BM25 = LanceDB native FTS row, dense = all-MiniLM-L6-v2, hybrid = RRF k=60 top 1000.
+# ../shared/data/README.md: BM25 = the LanceDB FTS row, dense = all-MiniLM-L6-v2, hybrid = RRF k=60 top 1000.
 REFERENCE = {
     ("cranfield", "bm25"): (0.375, 0.746),
     ("cranfield", "dense"): (0.382, 0.772),
@@ -48,7 +48,8 @@ def main() -> int:
                 ok = got["nDCG@10"] >= ref[0] - TOLERANCE and got["R@100"] >= ref[1] - TOLERANCE
                 failed |= not ok
                 print(
-                    f"{dataset:10} {method:7} {got['nDCG@10']:8.3f} {ref[0]:6.3f} {got['R@100']:7.3f} {ref[1]:6.3f}"
+                    f"{dataset:10} {method:7} {got['nDCG@10']:8.3f} {ref[0]:6.3f} "
+                    f"{got['R@100']:7.3f} {ref[1]:6.3f}"
                     f"  {'ok' if ok else 'BELOW REFERENCE'}"
                 )
     return 1 if failed else 0

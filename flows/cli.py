@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 app = typer.Typer(
-    help="zsr: zero-shot retrieval. Index a corpus into LanceDB, search it, and measure methods without labels.",
+    help="zsr: zero-shot retrieval. Index a corpus into LanceDB, search it, measure methods without labels.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -116,7 +116,8 @@ def ingest(
         + (f", {report.kept_deleted} kept though gone from the source" if report.kept_deleted else "")
     )
     out.print(
-        f"chunks: {report.chunks_written} written ({report.chunks_encoded} encoded, {report.chunks_cached} from cache); "
+        f"chunks: {report.chunks_written} written ({report.chunks_encoded} encoded, "
+        f"{report.chunks_cached} from cache); "
         f"table versions: documents {report.versions['documents']}, views {report.versions['views']}; "
         f"{report.seconds:.1f}s"
     )
@@ -242,7 +243,8 @@ def demo(
         emit_json({"index": asdict(report), "queries": len(queries), "scores": scores})
         return
     out.print(
-        f"indexed [bold]{corpus}[/]: {report.added} added, {report.changed} changed, {report.unchanged} unchanged"
+        f"indexed [bold]{corpus}[/]: {report.added} added, {report.changed} changed, "
+        f"{report.unchanged} unchanged"
     )
     measures = list(next(iter(scores.values())))
     table = Table("method", *measures, title=f"{len(queries)} queries with human qrels")

@@ -19,6 +19,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS, IvfHnswSq
+from lancedb.query import LanceVectorQueryBuilder
 
 from storage.ids import content_hash
 
@@ -267,7 +268,8 @@ class CorpusStore:
 
     def cached_vectors(self, model_key: str, dim: int, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for any of ``hashes``."""
-        table, out = self.cache_table(model_key, dim), {}
+        table = self.cache_table(model_key, dim)
+        out: dict[str, np.ndarray] = {}
         for part in _chunks(hashes):
             found = (
                 table.search()
@@ -316,10 +318,11 @@ class CorpusStore:
         if rows < min_rows:
             return False
         index = next((i for i in table.list_indices() if i.columns == ["vector"]), None)
+        stats = table.index_stats(index.name) if index else None
         if index is None:
             log.info("building an ANN index over %d views of %s", rows, corpus)
             table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
-        elif table.index_stats(index.name).num_unindexed_rows:
+        elif stats is not None and stats.num_unindexed_rows:
             # New rows are searched exactly until folded into the index; optimize() folds them in.
             table.optimize()
         return True
@@ -329,10 +332,10 @@ class CorpusStore:
         self, corpus: str, dim: int, vectors: np.ndarray, limit: int, kind: str = "chunk"
     ) -> list[list[tuple[str, float]]]:
         """Nearest views of ``kind`` for each query vector: per query, ``(doc_id, cosine)`` best first."""
-        table = self.views(corpus, dim)
+        query = self.views(corpus, dim).search(list(vectors))
+        assert isinstance(query, LanceVectorQueryBuilder)
         result = (
-            table.search(list(vectors))
-            .distance_type("cosine")
+            query.distance_type("cosine")
             .where(f"kind = '{kind}'", prefilter=True)
             .select(["doc_id"])
             .limit(limit)

@@ -92,9 +92,14 @@ class SentenceTransformerEmbedder:
         self.spec = spec
         self.batch_size = batch_size
         self.model = SentenceTransformer(path, device=device, local_files_only=True)
-        self.dim = int(self.model.get_embedding_dimension())
+        dim, window = self.model.get_embedding_dimension(), self.model.max_seq_length
+        if dim is None or window is None:
+            raise ValueError(
+                f"model {spec.name!r} declares no embedding dimension or max_seq_length; pick another"
+            )
+        self.dim = int(dim)
         # Two positions go to the [CLS]/[SEP]-style special tokens the model adds itself.
-        self.max_tokens = int(self.model.max_seq_length) - 2
+        self.max_tokens = int(window) - 2
         self._tokenizer = self.model.tokenizer
 
     def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:

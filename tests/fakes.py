@@ -20,7 +20,9 @@ class FakeEmbedder:
     Counts every text it encodes, so tests can assert what was (not) re-encoded.
     """
 
-    def __init__(self, dim: int = 32, max_tokens: int = 16, delay: float = 0.0, name: str = "fake-bow") -> None:
+    def __init__(
+        self, dim: int = 32, max_tokens: int = 16, delay: float = 0.0, name: str = "fake-bow"
+    ) -> None:
         self.spec = ModelSpec(name, "q: ", "p: ")
         self.dim = dim
         self.max_tokens = max_tokens

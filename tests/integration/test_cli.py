@@ -49,7 +49,9 @@ def test_ingest_then_reingest_encodes_nothing(home):
 def test_search_each_method(home):
     zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
     for method in ("dense", "bm25", "hybrid", "hybrid(fusion=score)"):
-        result = zsr_json("search", "boundary layer heat transfer", "--corpus", "demo", "--method", method, "-k", "5")
+        result = zsr_json(
+            "search", "boundary layer heat transfer", "--corpus", "demo", "--method", method, "-k", "5"
+        )
         assert len(result["hits"]) == 5
         assert [h["rank"] for h in result["hits"]] == [1, 2, 3, 4, 5]
         text = " ".join((h["title"] + " " + h["text"]).lower() for h in result["hits"][:3])
@@ -92,7 +94,10 @@ def test_bad_input_fails_cleanly_and_writes_nothing(home, tmp_path):
 
 def test_console_script_runs(home):
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("zsr")), "methods", "--json"], capture_output=True, text=True, check=True
+        [str(Path(sys.executable).with_name("zsr")), "methods", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert {m["method"] for m in json.loads(result.stdout)} == {"dense", "bm25", "hybrid"}
 

@@ -12,12 +12,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_tasks_and_storage_do_not_import_prefect():
     modules = [
-        f"{package}.{m.name}" for package in ("tasks", "storage") for m in pkgutil.iter_modules([str(ROOT / package)])
+        f"{package}.{m.name}"
+        for package in ("tasks", "storage")
+        for m in pkgutil.iter_modules([str(ROOT / package)])
     ]
     assert "tasks.index" in modules and "storage.corpus_store" in modules
     code = "import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
     code += "print(sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.')))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 

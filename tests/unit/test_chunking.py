@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from storage.types import Document
 from tasks.chunking import chunk_documents, windows
 from tests.fakes import FakeEmbedder
@@ -9,7 +11,7 @@ def test_windows_cover_every_token_with_overlap():
     spans = windows(40, 16, 4)
     assert spans[0] == (0, 16)
     assert spans[-1][1] == 40
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end - start == 4  # consecutive windows share exactly the overlap
     assert all(end - start <= 16 for start, end in spans)
 

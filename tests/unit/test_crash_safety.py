@@ -1,4 +1,4 @@
-"""A re-index killed with SIGKILL at any point, then run again, ends with exactly the tables of a clean run."""
+"""A re-index killed with SIGKILL at any point, then run again, ends with the tables of a clean run."""
 
 from __future__ import annotations
 
@@ -21,14 +21,28 @@ ROOT = Path(__file__).resolve().parents[2]
 def write_source(path: Path, docs) -> Path:
     with path.open("w") as out:
         for d in docs:
-            out.write(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": d.metadata}) + "\n")
+            out.write(
+                json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": d.metadata}) + "\n"
+            )
     return path
 
 
-def index(uri: str, source: Path, delay: float = 0.0) -> subprocess.Popen:
+def index(uri: str, source: Path, delay: float = 0.0, step: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.kill_target", uri, str(source), str(delay)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.kill_target",
+            uri,
+            str(source),
+            str(delay),
+            *(["step"] if step else []),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
 
 
@@ -48,8 +62,11 @@ def snapshot(uri: str) -> dict[str, list]:
 def sources(tmp_path_factory):
     folder = tmp_path_factory.mktemp("src")
     base = make_docs(20)
-    edited = [d if i % 3 else type(d)(d.doc_id, d.title, d.text + " revised", d.metadata) for i, d in enumerate(base)]
-    v2 = edited[4:] + make_docs(6, prefix="n")  # 4 deleted, 6 added, 6 changed
+    edited = [
+        d if i % 3 else type(d)(d.doc_id, d.title, d.text + " revised", d.metadata)
+        for i, d in enumerate(base)
+    ]
+    v2 = edited[4:] + make_docs(6, prefix="n")  # 4 deleted, 6 added, 5 changed
     return write_source(folder / "v1.jsonl", base), write_source(folder / "v2.jsonl", v2)
 
 
@@ -61,21 +78,25 @@ def expected(sources, tmp_path_factory):
     return snapshot(uri)
 
 
-# v2 re-indexes 12 documents in 6 batches of 2; the kills land in an encode, in a write, and in the
-# deletions and index rebuild that follow the last batch.
+# v2 re-indexes 11 documents in 6 batches of 2. The child waits for a go after each batch, so it cannot
+# run ahead of the test; the kills land in the next encode, in a write, and in the deletions and index
+# rebuild that follow the last batch.
 @pytest.mark.parametrize(("batches_before_kill", "pause"), [(1, 0.07), (3, 0.16), (6, 0.0)])
 def test_killed_reindex_converges_to_a_clean_run(sources, expected, tmp_path, batches_before_kill, pause):
     uri = str(tmp_path / "db")
     finish(index(uri, sources[0]))
-    proc = index(uri, sources[1], delay=0.15)
+    proc = index(uri, sources[1], delay=0.15, step=True)
     for _ in range(batches_before_kill):
         line = proc.stdout.readline()
         assert line.startswith("batch"), line
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     time.sleep(pause)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    assert snapshot(uri) != expected  # the kill really interrupted the run
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and "done" not in rest
+    if batches_before_kill < 6:
+        assert snapshot(uri) != expected  # the kill really left the run unfinished
     finish(index(uri, sources[1]))
     assert snapshot(uri) == expected
     # and a further run finds nothing to do

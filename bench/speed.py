@@ -1,0 +1,78 @@
+"""Ingest overhead, re-index cost and query latency on Cranfield, measured side by side in one run.
+
+Usage: python bench/speed.py [DATA_DIR] [--rounds N]
+1. Pipeline overhead: full ``zsr`` ingest (read, validate, chunk, hash, embed, cache, write, BM25 index)
+   against raw ``SentenceTransformer.encode`` of exactly the texts the pipeline embeds, same loaded model,
+   alternated over N rounds (min of each side).
+2. Re-index of the unchanged corpus against the full ingest.
+3. Per-query latency (p50/p95) of dense, bm25 and hybrid over Cranfield's 225 queries, one query a call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from storage.settings import Settings
+from tasks.api import embedder_factory, ingest, searcher
+from tasks.chunking import chunk_documents
+from tasks.embed import model_spec
+from tasks.evaluate import load_queries
+from tasks.sources import read_source
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "data", nargs="?", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    folder = args.data / "cranfield"
+    base = Settings()
+    embedder = embedder_factory(model_spec(base.embedding_model), base)()  # load once, shared by both sides
+    docs = read_source(folder, fmt="beir", skip_bad=True).documents
+    texts = [c.text for c in chunk_documents(docs, embedder, base.chunk_overlap)]
+
+    raw, full, again = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            start = time.perf_counter()
+            embedder.model.encode(texts, batch_size=base.batch_size, normalize_embeddings=True)
+            raw.append(time.perf_counter() - start)
+            settings = Settings(home=Path(tmp) / f"round{r}")
+            start = time.perf_counter()
+            ingest(folder, "cranfield", fmt="beir", skip_bad=True, settings=settings)
+            full.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            report, _ = ingest(folder, "cranfield", fmt="beir", skip_bad=True, settings=settings)
+            again.append(time.perf_counter() - start)
+            assert report.unchanged == len(docs) and report.chunks_encoded == 0
+        print(f"documents {len(docs)}, chunks {len(texts)}, rounds {args.rounds}")
+        print(f"raw encode            {min(raw):7.2f} s  ({len(texts) / min(raw):.1f} chunks/s)")
+        print(f"full ingest           {min(full):7.2f} s  ({len(docs) / min(full):.1f} docs/s)")
+        print(f"pipeline overhead     {min(full) / min(raw) - 1:+7.1%}   (target <= +15%)")
+        print(
+            f"unchanged re-index    {min(again):7.3f} s = {min(again) / min(full):.2%} of the full ingest"
+            " (target <= 2%)"
+        )
+
+        engine = searcher("cranfield", settings)
+        queries = list(load_queries(folder / "queries.jsonl").values())
+        engine.search(queries[0], "dense")  # warm caches and the query encoder
+        print("method   p50 ms   p95 ms")
+        for method in ("dense", "bm25", "hybrid"):
+            times = []
+            for query in queries:
+                start = time.perf_counter()
+                engine.search(query, method, k=10)
+                times.append((time.perf_counter() - start) * 1000)
+            print(f"{method:7} {np.percentile(times, 50):7.1f}  {np.percentile(times, 95):7.1f}")
+
+
+if __name__ == "__main__":
+    main()
