@@ -43,7 +43,7 @@ def main() -> int:
             queries = {q: t for q, t in load_queries(folder / "queries.jsonl").items() if q in qrels}
             engine = searcher(dataset, settings)
             for method in ("bm25", "dense", "hybrid"):
-                got = evaluate(engine.run(queries, method, k=100), qrels, ("nDCG@10", "R@100"))
+                got = evaluate(engine.search_batch(queries, method, k=100), qrels, ("nDCG@10", "R@100"))
                 ref = REFERENCE[(dataset, method)]
                 ok = got["nDCG@10"] >= ref[0] - TOLERANCE and got["R@100"] >= ref[1] - TOLERANCE
                 failed |= not ok

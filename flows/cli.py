@@ -238,7 +238,9 @@ def demo(
         qrels = load_qrels(data / "qrels" / "test.tsv")
         queries = {qid: text for qid, text in load_queries(data / "queries.jsonl").items() if qid in qrels}
         engine = searcher(corpus)
-        scores = {m: evaluate(engine.run(queries, m, k=100), qrels) for m in ("bm25", "dense", "hybrid")}
+        scores = {
+            m: evaluate(engine.search_batch(queries, m, k=100), qrels) for m in ("bm25", "dense", "hybrid")
+        }
     if as_json:
         emit_json({"index": asdict(report), "queries": len(queries), "scores": scores})
         return

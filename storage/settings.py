@@ -47,6 +47,16 @@ class Settings(BaseSettings):
         return self.home.expanduser()
 
     @property
+    def warehouse_dir(self) -> Path:
+        """Where evaluation results live (Parquet files and ``catalog.duckdb``)."""
+        return self.home_dir / "warehouse"
+
+    @property
+    def testsets_dir(self) -> Path:
+        """Where registered test sets are kept (validated copies, BEIR layout)."""
+        return self.home_dir / "testsets"
+
+    @property
     def lancedb(self) -> str:
         """The LanceDB URI in effect."""
         return self.lancedb_uri or str(self.home_dir / "lancedb")

@@ -1,10 +1,11 @@
-"""Reading BEIR test sets and scoring runs with ir-measures (never hand-written metrics)."""
+"""Reading BEIR files and scoring rankings with ir-measures (never hand-written metrics)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import ir_measures
 
@@ -30,10 +31,56 @@ def load_qrels(path: Path) -> Qrels:
     return qrels
 
 
-def evaluate(run: Run, qrels: Qrels, measures: Iterable[str] = DEFAULT_MEASURES) -> dict[str, float]:
-    """Aggregate scores of ``run`` over the queries of ``qrels`` (ir-measures' names as keys)."""
-    parsed = [ir_measures.parse_measure(m) for m in measures]
-    # A judged query the run has nothing for still counts (as zero), as trec_eval -c does.
-    full_run = {qid: run.get(qid, {}) or {"": 0.0} for qid in qrels}
-    scores = ir_measures.calc_aggregate(parsed, qrels, full_run)
-    return {str(m): float(scores[m]) for m in parsed}
+def parse_measures(names: Iterable[str]) -> list[Any]:
+    """ir-measures measure objects for ``names``; an unknown name is one clear error naming all bad ones."""
+    parsed, bad = [], []
+    for name in names:
+        try:
+            parsed.append(ir_measures.parse_measure(name))
+        except (ValueError, NameError, SyntaxError, TypeError):
+            bad.append(name)
+    if bad:
+        raise ValueError(
+            f"unknown measure(s) {', '.join(map(repr, bad))}; use ir-measures names such as "
+            f"{', '.join(DEFAULT_MEASURES)} (see https://ir-measur.es/en/latest/measures.html)"
+        )
+    if not parsed:
+        raise ValueError("no measures given")
+    return parsed
+
+
+def rank_scores(rankings: Mapping[str, Sequence[tuple[str, float]]], qrels: Qrels) -> Run:
+    """The run ir-measures scores, with scores derived from our ranks.
+
+    trec_eval re-sorts by score and breaks ties on doc id *descending*, which would reorder our ties
+    (broken on doc id ascending); strictly decreasing scores make it score the ranking we return. Judged
+    queries without any hit get a placeholder, so they count as zero instead of being dropped.
+    """
+    run: Run = {}
+    for qid in qrels:
+        ranking = rankings.get(qid, ())
+        run[qid] = {doc_id: float(len(ranking) - i) for i, (doc_id, _) in enumerate(ranking)} or {"": 0.0}
+    return run
+
+
+def score_queries(
+    rankings: Mapping[str, Sequence[tuple[str, float]]],
+    qrels: Qrels,
+    measures: Iterable[str] = DEFAULT_MEASURES,
+) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+    """Aggregate values by measure, and ``(query_id, measure, value)`` per judged query."""
+    parsed = parse_measures(measures)
+    run = rank_scores(rankings, qrels)
+    evaluator = ir_measures.evaluator(parsed, qrels)
+    per_query = [(m.query_id, str(m.measure), float(m.value)) for m in evaluator.iter_calc(run)]
+    aggregate = {str(m): float(v) for m, v in evaluator.calc_aggregate(run).items()}
+    return aggregate, per_query
+
+
+def evaluate(
+    rankings: Mapping[str, Sequence[tuple[str, float]]],
+    qrels: Qrels,
+    measures: Iterable[str] = DEFAULT_MEASURES,
+) -> dict[str, float]:
+    """Aggregate scores of ranked results over the judged queries (ir-measures' names as keys)."""
+    return score_queries(rankings, qrels, measures)[0]

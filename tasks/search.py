@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storage.corpus_store import CorpusStore
-from storage.types import Run
 from tasks.embed import Embedder
 
 log = logging.getLogger(__name__)
@@ -170,10 +169,6 @@ class Searcher:
                 for pair in zip(dense, lexical, strict=True)
             ]
         return dict(zip(ids, rankings, strict=True))
-
-    def run(self, queries: Mapping[str, str], method: str | Method = "dense", k: int = 100) -> Run:
-        """The BEIR/ir-measures run shape: ``{query_id: {doc_id: score}}``."""
-        return {qid: dict(ranking) for qid, ranking in self.search_batch(queries, method, k).items()}
 
     def _dense(self, texts: list[str], k: int) -> list[Ranking]:
         if not texts:

@@ -1,0 +1,209 @@
+"""The results warehouse: immutable Parquet files per run, and a DuckDB catalog that holds only views.
+
+Layout under the warehouse root::
+
+    runs/<run_id>.parquet            one row: provenance, parameters, timings
+    metrics/<run_id>.parquet         aggregate value per measure
+    query_metrics/<run_id>.parquet   value per query and measure
+    queries/<run_id>.parquet         per-query cost: latency (later: LLM calls, tokens, cache hits)
+    rankings/<run_id>.parquet        the run itself, as TREC rows (query, doc, rank, score)
+    catalog.duckdb                   views over the files above, and comparison macros
+
+Writers never open ``catalog.duckdb``: they only add Parquet files, each written to a temporary name and
+renamed into place, with the ``runs`` row last. Every view joins on ``runs``, so a run becomes visible at
+once when its ``runs`` file lands, and an evaluation killed midway leaves nothing visible. A notebook can
+therefore hold the catalog open (even read-write) while flows keep writing, and sees new runs on its next
+query, because the views read the folders anew each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+CATALOG = "catalog.duckdb"
+# Bump when the view definitions change: an out-of-date catalog is rebuilt (atomically) on next open.
+CATALOG_VERSION = 1
+_STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "runs": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("eval_id", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("corpus", pa.string()),
+            ("testset", pa.string()),
+            ("testset_hash", pa.string()),
+            ("method", pa.string()),
+            ("method_name", pa.string()),
+            ("params", pa.string()),
+            ("depth", pa.int32()),
+            ("embedding_model", pa.string()),
+            ("llm_model", pa.string()),
+            ("git_sha", pa.string()),
+            ("packages", pa.string()),
+            ("documents_version", pa.int64()),
+            ("views_version", pa.int64()),
+            ("n_queries", pa.int32()),
+            ("retrieval_seconds", pa.float64()),
+            ("eval_seconds", pa.float64()),
+        ]
+    ),
+    "metrics": pa.schema([("run_id", pa.string()), ("measure", pa.string()), ("value", pa.float64())]),
+    "query_metrics": pa.schema(
+        [("run_id", pa.string()), ("query_id", pa.string()), ("measure", pa.string()), ("value", pa.float64())]
+    ),
+    "queries": pa.schema([("run_id", pa.string()), ("query_id", pa.string()), ("latency_ms", pa.float64())]),
+    "rankings": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("query_id", pa.string()),
+            ("doc_id", pa.string()),
+            ("rank", pa.int32()),
+            ("score", pa.float64()),
+        ]
+    ),
+}
+DATA_TABLES = [t for t in SCHEMAS if t != "runs"]
+
+_VIEWS = """
+CREATE OR REPLACE VIEW runs AS
+    SELECT * FROM read_parquet('{root}/runs/*.parquet', union_by_name = true);
+{data_views}
+CREATE OR REPLACE VIEW leaderboard AS
+    WITH ranked AS (
+        SELECT r.*, row_number() OVER (
+            PARTITION BY corpus, testset, method ORDER BY created_at DESC, run_id DESC) AS recency
+        FROM runs r)
+    SELECT r.corpus, r.testset, r.method, m.measure, m.value,
+           rank() OVER (PARTITION BY r.corpus, r.testset, m.measure ORDER BY m.value DESC) AS place,
+           r.run_id, r.created_at
+    FROM ranked r JOIN metrics m USING (run_id)
+    WHERE r.recency = 1;
+CREATE OR REPLACE VIEW latest_runs AS
+    SELECT * EXCLUDE (recency) FROM (
+        SELECT *, row_number() OVER (
+            PARTITION BY corpus, testset, method ORDER BY created_at DESC, run_id DESC) AS recency
+        FROM runs)
+    WHERE recency = 1;
+CREATE OR REPLACE VIEW run_deltas AS
+    SELECT r.corpus, r.testset, r.method, m.measure, r.run_id, r.created_at, m.value,
+           lag(r.run_id) OVER w AS previous_run_id,
+           lag(m.value) OVER w AS previous_value,
+           m.value - lag(m.value) OVER w AS delta
+    FROM runs r JOIN metrics m USING (run_id)
+    WINDOW w AS (PARTITION BY r.corpus, r.testset, r.method, m.measure ORDER BY r.created_at, r.run_id);
+CREATE OR REPLACE MACRO query_deltas(run_a, run_b) AS TABLE
+    SELECT a.measure, a.query_id, a.value AS value_a, b.value AS value_b, b.value - a.value AS delta
+    FROM query_metrics a JOIN query_metrics b ON a.query_id = b.query_id AND a.measure = b.measure
+    WHERE a.run_id = run_a AND b.run_id = run_b;
+CREATE OR REPLACE MACRO win_tie_loss(run_a, run_b) AS TABLE
+    SELECT measure,
+           count(*) FILTER (WHERE delta > 1e-9) AS wins,
+           count(*) FILTER (WHERE abs(delta) <= 1e-9) AS ties,
+           count(*) FILTER (WHERE delta < -1e-9) AS losses
+    FROM query_deltas(run_a, run_b) GROUP BY measure ORDER BY measure;
+CREATE OR REPLACE TABLE catalog_info AS SELECT {version} AS version, '{root}' AS root;
+"""
+_DATA_VIEW = """CREATE OR REPLACE VIEW {table} AS
+    SELECT t.* FROM read_parquet('{root}/{table}/*.parquet', union_by_name = true) t
+    SEMI JOIN runs USING (run_id);
+"""
+
+
+class Warehouse:
+    """Append-only run storage plus the catalog of views that analysts query."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+        self.catalog_path = self.root / CATALOG
+        self._tmp = self.root / "_tmp"
+        for table, schema in SCHEMAS.items():
+            folder = self.root / table
+            folder.mkdir(parents=True, exist_ok=True)
+            # A zero-row file keeps every glob non-empty, so views work before the first run.
+            empty = folder / "_schema.parquet"
+            if not empty.exists():
+                self._write_atomic(schema.empty_table(), empty)
+        self._clean_stale()
+        self.ensure_catalog()
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def write_run(self, run: pa.Table, data: dict[str, pa.Table]) -> None:
+        """Publish one run: its data files first, its ``runs`` row last (the moment it becomes visible)."""
+        (run_id,) = run["run_id"].to_pylist()
+        for table, rows in data.items():
+            self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / f"{run_id}.parquet")
+        self._write_atomic(run.cast(SCHEMAS["runs"]), self.root / "runs" / f"{run_id}.parquet")
+        log.info("published run %s to %s", run_id, self.root)
+
+    def _write_atomic(self, rows: pa.Table, target: Path) -> None:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, suffix=".parquet")
+        os.close(fd)
+        pq.write_table(rows, tmp)
+        with open(tmp, "rb") as written:  # noqa: PTH123 - fsync needs the descriptor
+            os.fsync(written.fileno())
+        os.replace(tmp, target)
+
+    def _clean_stale(self) -> None:
+        """Remove what writers that died left behind: temporary files, and data files of unpublished runs."""
+        cutoff = time.time() - _STALE_SECONDS
+        published = {p.stem for p in (self.root / "runs").glob("*.parquet")}
+        leftovers = list(self._tmp.glob("*")) if self._tmp.exists() else []
+        for table in DATA_TABLES:
+            leftovers += [
+                p for p in (self.root / table).glob("*.parquet") if p.stem not in published and p.stem != "_schema"
+            ]
+        for path in leftovers:
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def ensure_catalog(self) -> None:
+        """Create the catalog, or rebuild it when its views are out of date or the folder moved.
+
+        It is built under a temporary name and renamed into place: a session holding the old catalog
+        keeps its (still valid) file, and nobody ever waits on a DuckDB lock.
+        """
+        if self.catalog_path.exists():
+            try:
+                with duckdb.connect(str(self.catalog_path), read_only=True) as con:
+                    row = con.execute("SELECT version, root FROM catalog_info").fetchone()
+            except duckdb.Error as error:
+                # Someone holds it open read-write (a notebook): it was current when they opened it.
+                log.info("catalog %s not checked (%s)", self.catalog_path, error)
+                return
+            if row == (CATALOG_VERSION, str(self.root)):
+                return
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp / f"catalog-{os.getpid()}-{time.time_ns()}.duckdb"
+        with duckdb.connect(str(tmp)) as con:
+            con.execute(self._script())
+        os.replace(tmp, self.catalog_path)
+
+    def _script(self) -> str:
+        root = str(self.root).replace("'", "''")
+        data_views = "".join(_DATA_VIEW.format(table=t, root=root) for t in DATA_TABLES)
+        return _VIEWS.format(root=root, data_views=data_views, version=CATALOG_VERSION)
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the catalog's views, so zsr itself never contends for the file's lock."""
+        con = duckdb.connect()
+        con.execute(self._script())
+        return con
+
+    def query(self, sql: str, params: list[object] | None = None) -> pa.Table:
+        """Run one SQL statement against the catalog's views and return the result as Arrow."""
+        with self.connect() as con:
+            return con.sql(sql, params=params).to_arrow_table()

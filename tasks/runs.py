@@ -1,0 +1,199 @@
+"""Evaluation runs: score methods on a test set and publish every number to the warehouse.
+
+Each method gets one run (its own ``run_id``); the methods of one ``zsr eval`` share an ``eval_id``. All
+inputs are validated before any retrieval starts, and a run becomes visible in the warehouse only once all
+of its rows are stored (see ``storage.warehouse``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import pyarrow as pa
+
+from storage.warehouse import SCHEMAS, Warehouse
+from tasks.evaluate import DEFAULT_MEASURES, parse_measures, score_queries
+from tasks.search import Method, Ranking, Searcher, parse_method
+from tasks.testsets import TestSet
+
+log = logging.getLogger(__name__)
+
+PACKAGES = ("zsr", "lancedb", "sentence-transformers", "torch", "ir-measures", "duckdb", "litellm", "prefect")
+_CUTOFF = re.compile(r"@(\d+)$")
+
+
+@dataclass
+class RunResult:
+    """One published run."""
+
+    run_id: str
+    method: str
+    metrics: dict[str, float]
+    n_queries: int
+    retrieval_seconds: float
+    eval_seconds: float
+
+
+def new_id(label: str = "") -> str:
+    """A sortable, readable, unique id: UTC time, an optional label, random suffix."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    label = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+    return "-".join(filter(None, (stamp, label, secrets.token_hex(3))))
+
+
+def depth_for(measures: Sequence[str]) -> int:
+    """How many documents to retrieve: the deepest cutoff asked for, at least 100, 1000 for uncut measures."""
+    cutoffs = [_CUTOFF.search(m) for m in measures]
+    if any(c is None for c in cutoffs):
+        return 1000
+    return max(100, *(int(c.group(1)) for c in cutoffs if c))
+
+
+def git_sha() -> str | None:
+    """The commit of the zsr checkout, when zsr runs from one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def prepare(methods: Sequence[str], measures: Sequence[str] | None) -> tuple[list[Method], list[str]]:
+    """Parse methods and measures up front, so a typo fails before any work starts."""
+    if not methods:
+        raise ValueError("no methods given; try --methods dense,bm25,hybrid")
+    parsed = [parse_method(m) for m in methods]
+    measures = list(measures or DEFAULT_MEASURES)
+    parse_measures(measures)
+    return parsed, measures
+
+
+def evaluate_methods(
+    searcher: Searcher,
+    testset: TestSet,
+    methods: Sequence[str],
+    warehouse: Warehouse,
+    *,
+    measures: Sequence[str] | None = None,
+    depth: int | None = None,
+    eval_id: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[RunResult]:
+    """Run each method over the test set's judged queries, score it and publish it as a run.
+
+    Queries are searched one at a time so each gets an honest latency. ``progress`` is called with
+    (method, queries done, queries total).
+    """
+    parsed, measures = prepare(methods, measures)
+    if not testset.queries or not testset.qrels:
+        raise ValueError(f"test set {testset.name!r} of corpus {testset.corpus!r} has no judged queries")
+    depth = depth or depth_for(measures)
+    eval_id = eval_id or new_id()
+    versions = searcher.store.versions(searcher.corpus)
+    common = {
+        "eval_id": eval_id,
+        "corpus": searcher.corpus,
+        "testset": testset.name,
+        "testset_hash": testset.content_hash,
+        "depth": depth,
+        "embedding_model": searcher.info.model,
+        "llm_model": None,
+        "git_sha": git_sha(),
+        "packages": json.dumps(package_versions(), sort_keys=True),
+        "documents_version": versions["documents"],
+        "views_version": versions["views"],
+    }
+    results = []
+    for method in parsed:
+        rankings: dict[str, Ranking] = {}
+        latency: dict[str, float] = {}
+        started = time.perf_counter()
+        for done, (qid, text) in enumerate(testset.queries.items(), start=1):
+            t0 = time.perf_counter()
+            rankings[qid] = searcher.search(text, method, depth)
+            latency[qid] = (time.perf_counter() - t0) * 1000
+            if progress:
+                progress(str(method), done, len(testset.queries))
+        retrieval = time.perf_counter() - started
+        started = time.perf_counter()
+        aggregate, per_query = score_queries(rankings, testset.qrels, measures)
+        run_id = new_id(method.name)
+        warehouse.write_run(
+            _run_row(run_id, method, common, len(testset.queries), retrieval, time.perf_counter() - started),
+            _data(run_id, rankings, latency, aggregate, per_query),
+        )
+        results.append(
+            RunResult(run_id, str(method), aggregate, len(testset.queries), retrieval, time.perf_counter() - started)
+        )
+        log.info("run %s (%s): %s", run_id, method, aggregate)
+    return results
+
+
+def _run_row(
+    run_id: str, method: Method, common: dict, n_queries: int, retrieval: float, scoring: float
+) -> pa.Table:
+    row = {
+        **common,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC),
+        "method": str(method),
+        "method_name": method.name,
+        "params": method.params.model_dump_json(),
+        "n_queries": n_queries,
+        "retrieval_seconds": retrieval,
+        "eval_seconds": scoring,
+    }
+    return pa.Table.from_pylist([row], SCHEMAS["runs"])
+
+
+def _data(
+    run_id: str,
+    rankings: dict[str, Ranking],
+    latency: dict[str, float],
+    aggregate: dict[str, float],
+    per_query: list[tuple[str, str, float]],
+) -> dict[str, pa.Table]:
+    ranked = [(qid, doc_id, r, score) for qid, hits in rankings.items() for r, (doc_id, score) in enumerate(hits, 1)]
+    qids, docs, ranks, scores = (list(col) for col in zip(*ranked, strict=True)) if ranked else ([], [], [], [])
+    return {
+        "metrics": pa.table(
+            {"run_id": [run_id] * len(aggregate), "measure": list(aggregate), "value": list(aggregate.values())}
+        ),
+        "query_metrics": pa.table(
+            {
+                "run_id": [run_id] * len(per_query),
+                "query_id": [q for q, _, _ in per_query],
+                "measure": [m for _, m, _ in per_query],
+                "value": [v for _, _, v in per_query],
+            }
+        ),
+        "queries": pa.table(
+            {"run_id": [run_id] * len(latency), "query_id": list(latency), "latency_ms": list(latency.values())}
+        ),
+        "rankings": pa.table(
+            {"run_id": [run_id] * len(qids), "query_id": qids, "doc_id": docs, "rank": ranks, "score": scores}
+        ),
+    }

@@ -1,0 +1,356 @@
+"""Register human test sets per corpus as validated copies, so later edits of the originals never shift results.
+
+A registered set lives in ``<root>/<corpus>/<name>/`` in BEIR layout (``queries.jsonl``, ``qrels/test.tsv``)
+plus ``testset.json`` (provenance and a content hash). It is read back with the evaluation loaders, and its
+hash is checked on every load, so an edited copy fails loudly instead of changing scores silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from storage.corpus_store import CORPUS_NAME, CorpusStore, now
+from storage.ids import canonical_json, content_hash
+from storage.types import BadInputError, Problem, Qrels
+from tasks.evaluate import load_qrels, load_queries
+
+logger = logging.getLogger(__name__)
+
+TestSetFormat = Literal["beir", "trec"]
+_LISTED = ("corpus", "name", "kind", "n_queries", "n_qrels", "created_at", "source")
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A registered test set: only queries with both text and judgements; ``content_hash`` is provenance."""
+
+    corpus: str
+    name: str
+    queries: dict[str, str]
+    qrels: Qrels
+    content_hash: str
+    source: str
+    created_at: str
+    kind: str
+
+
+@dataclass
+class ValidationReport:
+    """What a test set holds as read (``n_queries``, ``n_qrels``) and what was dropped or is unreachable."""
+
+    n_queries: int
+    n_qrels: int
+    n_judged_queries: int
+    missing_docs: list[tuple[str, str]]
+    unjudged_queries: list[str]
+    queries_without_text: list[str]
+    warnings: list[str]
+
+
+class UnknownTestSetError(LookupError):
+    """No test set of that name is registered for the corpus."""
+
+
+def read_testset_files(
+    path: Path, *, fmt: TestSetFormat | None = None, split: str = "test", queries: Path | None = None
+) -> tuple[dict[str, str], Qrels]:
+    """Read queries and qrels from a BEIR folder, or from a TREC qrels file plus a queries file.
+
+    Args:
+        path: A BEIR folder (``queries.jsonl``, ``qrels/<split>.tsv``) or a TREC qrels file.
+        fmt: ``"beir"`` or ``"trec"``; a folder is read as BEIR and a file as TREC when ``None``.
+        split: The BEIR qrels split.
+        queries: The queries file (``.jsonl`` as in BEIR, or ``.tsv``: query-id TAB text); required for TREC,
+            and overrides the folder's ``queries.jsonl`` for BEIR.
+
+    Raises:
+        BadInputError: a file is missing or unreadable, or has malformed lines, duplicate query ids or
+            conflicting grades (every problem of the file, each with its ``file:line``).
+    """
+    if not path.exists():
+        raise _fatal(path, "does not exist", f"check the path (relative to {Path.cwd()})")
+    fmt = fmt or ("beir" if path.is_dir() else "trec")
+    if fmt == "beir":
+        qrels_path = path / "qrels" / f"{split}.tsv"
+        if not qrels_path.is_file():
+            splits = ", ".join(sorted(p.stem for p in (path / "qrels").glob("*.tsv"))) or "none"
+            raise _fatal(qrels_path, "not found", f"pick a split that exists (found: {splits})")
+        queries = queries or path / "queries.jsonl"
+    elif queries is None:
+        raise _fatal(path, "TREC qrels hold no query texts", "pass the queries file (.jsonl or .tsv) too")
+    return _read_queries(queries), _read_qrels(qrels_path if fmt == "beir" else path, trec=fmt == "trec")
+
+
+def validate(
+    queries: dict[str, str],
+    qrels: Qrels,
+    corpus_doc_ids: set[str],
+    *,
+    location: str,
+    corpus: str | None = None,
+) -> ValidationReport:
+    """Check a test set against its corpus; the report lists what register drops and what stays unfindable.
+
+    Judged documents absent from the corpus stay in the qrels: dropping them would inflate recall.
+
+    Raises:
+        BadInputError: no query has both text and a judgement, or no judged document is in the corpus.
+    """
+    judged = [q for q in qrels if q in queries]
+    if not judged:
+        raise _fatal(
+            location,
+            f"no query has both text and a judgement ({len(queries)} queries, {len(qrels)} judged query ids)",
+            "check that the query ids of the queries file match those of the qrels",
+        )
+    pairs = [(q, d) for q in judged for d in qrels[q]]
+    missing = [(q, d) for q, d in pairs if d not in corpus_doc_ids]
+    target = f"corpus {corpus!r}" if corpus else "the corpus"
+    shown = _examples([f"{d} (query {q})" for q, d in missing])
+    if len(missing) == len(pairs):
+        raise _fatal(
+            location,
+            f"none of the {len(pairs)} judged documents is in {target} (e.g. {shown})",
+            f"does this test set belong to {target}? register it for the corpus holding its documents",
+        )
+    report = ValidationReport(
+        n_queries=len(queries),
+        n_qrels=sum(map(len, qrels.values())),
+        n_judged_queries=len(judged),
+        missing_docs=missing,
+        unjudged_queries=[q for q in queries if q not in qrels],
+        queries_without_text=[q for q in qrels if q not in queries],
+        warnings=[],
+    )
+    if missing:
+        report.warnings.append(
+            f"{location}: {len(missing)} of {len(pairs)} judgements name documents not in {target} "
+            f"(e.g. {shown}); kept, and counted as misses; ingest those documents if they belong there"
+        )
+    if report.unjudged_queries:
+        report.warnings.append(
+            f"{location}: {len(report.unjudged_queries)} queries have no judgements and were dropped "
+            f"(e.g. {_examples(report.unjudged_queries)})"
+        )
+    if report.queries_without_text:
+        report.warnings.append(
+            f"{location}: {len(report.queries_without_text)} judged queries have no text in the queries file "
+            f"and were dropped (e.g. {_examples(report.queries_without_text)}); add their texts to keep them"
+        )
+    return report
+
+
+def register(
+    root: Path,
+    store: CorpusStore,
+    corpus: str,
+    name: str,
+    path: Path,
+    *,
+    fmt: TestSetFormat | None = None,
+    split: str = "test",
+    queries: Path | None = None,
+    replace: bool = False,
+    kind: str = "human",
+) -> tuple[TestSet, ValidationReport]:
+    """Validate a test set against ``corpus`` and store a copy of it as ``<root>/<corpus>/<name>/``.
+
+    The copy is written into a temporary folder beside the target and renamed into place, so a crash
+    leaves either the old set or the new one, never half of one.
+
+    Raises:
+        UnknownCorpusError: ``corpus`` was never ingested (checked before anything is read).
+        ValueError: ``name`` is not a valid name.
+        FileExistsError: ``name`` is already registered for ``corpus`` and ``replace`` is off.
+        BadInputError: the files are malformed or the set is unusable for this corpus.
+    """
+    store.corpus(corpus)
+    if not CORPUS_NAME.match(name):
+        raise ValueError(
+            f"test set name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_' "
+            "starting with a letter or digit"
+        )
+    target = root / corpus / name
+    if target.exists() and not replace:
+        raise FileExistsError(f"test set {name!r} is already registered for corpus {corpus!r} at {target}; "
+                              "pass replace=True (--replace) to overwrite it, or choose another name")
+    raw_queries, raw_qrels = read_testset_files(path, fmt=fmt, split=split, queries=queries)
+    report = validate(raw_queries, raw_qrels, set(store.document_hashes(corpus)), location=str(path),
+                      corpus=corpus)
+    kept = {q: text for q, text in raw_queries.items() if q in raw_qrels}
+    testset = TestSet(
+        corpus=corpus,
+        name=name,
+        queries=kept,
+        qrels={q: judgements for q, judgements in raw_qrels.items() if q in kept},
+        content_hash=_digest(kept, raw_qrels),
+        source=str(path.resolve()),
+        created_at=now().isoformat(timespec="seconds"),
+        kind=kind,
+    )
+    _write_atomically(target, testset, fmt=fmt or ("beir" if path.is_dir() else "trec"), split=split)
+    logger.info("registered test set %s/%s: %d queries, %d judgements", corpus, name, len(kept),
+                sum(map(len, testset.qrels.values())))
+    return testset, report
+
+
+def load(root: Path, corpus: str, name: str) -> TestSet:
+    """The registered test set ``name`` of ``corpus``, checked against its content hash.
+
+    Raises:
+        UnknownTestSetError: none of that name is registered (the message lists those that are).
+        BadInputError: the stored copy was edited after registration.
+    """
+    folder = root / corpus / name
+    if not (folder / "testset.json").is_file():
+        known = ", ".join(t["name"] for t in list_testsets(root, corpus)) or "none yet"
+        raise UnknownTestSetError(
+            f"test set {name!r} is not registered for corpus {corpus!r} under {root} (known: {known}); "
+            "register it first"
+        )
+    meta = json.loads((folder / "testset.json").read_text(encoding="utf-8"))
+    queries = load_queries(folder / "queries.jsonl")
+    qrels = load_qrels(folder / "qrels" / "test.tsv")
+    digest = _digest(queries, qrels)
+    if digest != meta["content_hash"]:
+        raise _fatal(folder, "was edited after registration (content hash differs)",
+                     "register the original files again with replace")
+    return TestSet(corpus, name, queries, qrels, digest, meta["source"], meta["created_at"], meta["kind"])
+
+
+def list_testsets(root: Path, corpus: str | None = None) -> list[dict[str, Any]]:
+    """Registered test sets (of one corpus, or all), sorted by corpus and name."""
+    metas = sorted(root.glob(f"{corpus or '*'}/*/testset.json"))
+    return [{key: json.loads(p.read_text(encoding="utf-8"))[key] for key in _LISTED} for p in metas]
+
+
+def _digest(queries: dict[str, str], qrels: Qrels) -> str:
+    return content_hash(canonical_json(queries), canonical_json(qrels))
+
+
+def _write_atomically(target: Path, testset: TestSet, *, fmt: str, split: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A hidden work folder on the same filesystem makes each rename atomic; list_testsets never sees it.
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    new, old = work / "new", work / "old"
+    try:
+        (new / "qrels").mkdir(parents=True)
+        with (new / "queries.jsonl").open("w", encoding="utf-8") as out:
+            for qid, text in sorted(testset.queries.items()):
+                out.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+        rows = [f"{q}\t{d}\t{g}\n" for q in sorted(testset.qrels) for d, g in sorted(testset.qrels[q].items())]
+        (new / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows), encoding="utf-8")
+        meta = {
+            **{key: getattr(testset, key) for key in ("corpus", "name", "kind", "created_at", "source")},
+            "n_queries": len(testset.queries),
+            "n_qrels": len(rows),
+            "content_hash": testset.content_hash,
+            "format": fmt,
+            "split": split,
+        }
+        (new / "testset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        # POSIX cannot rename over a non-empty folder, so a replaced set steps aside first.
+        if target.exists():
+            target.rename(old)
+        new.rename(target)
+    except BaseException:
+        if old.exists() and not target.exists():
+            old.rename(target)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _lines(path: Path) -> Iterator[tuple[str, str]]:
+    """Non-blank lines of a UTF-8 text file as (``file:line``, line)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel and Notepad add a byte-order mark
+    except (OSError, UnicodeDecodeError) as err:
+        raise _fatal(path, f"cannot read: {err}", "check the path, and that the file is UTF-8 text") from err
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            yield f"{path}:{number}", line.rstrip("\r")
+
+
+def _read_queries(path: Path) -> dict[str, str]:
+    tsv = path.suffix.lower() == ".tsv"
+    if not tsv and path.suffix.lower() != ".jsonl":
+        raise _fatal(path, "unsupported queries file", "give a .jsonl (BEIR queries) or a .tsv (id<TAB>text)")
+    shape = "query-id<TAB>text" if tsv else '{"_id": "q1", "text": "..."}'
+    queries: dict[str, str] = {}
+    first: dict[str, str] = {}
+    problems: list[Problem] = []
+    for where, line in _lines(path):
+        qid, text = _query_fields(line, tsv)
+        if not qid or not text:
+            problems.append(Problem(where, "not a query with an id and text", f"write each query as {shape}"))
+        elif qid in first:
+            problems.append(
+                Problem(where, f"duplicate query id (first at {first[qid]})", "remove or renumber one", qid)
+            )
+        else:
+            first[qid], queries[qid] = where, text
+    if problems:
+        raise BadInputError(problems)
+    return queries
+
+
+def _query_fields(line: str, tsv: bool) -> tuple[str, str]:
+    if tsv:
+        qid, _, text = line.partition("\t")
+        return qid.strip(), text.strip()
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return "", ""
+    if not isinstance(record, dict) or record.get("_id") is None or not isinstance(record.get("text"), str):
+        return "", ""
+    return str(record["_id"]).strip(), record["text"].strip()
+
+
+def _read_qrels(path: Path, *, trec: bool) -> Qrels:
+    width, shape = (4, "query-id iteration doc-id grade") if trec else (3, "query-id<TAB>doc-id<TAB>grade")
+    qrels: Qrels = {}
+    first: dict[tuple[str, str], str] = {}
+    problems: list[Problem] = []
+    for index, (where, line) in enumerate(_lines(path)):
+        fields = line.split() if trec else [field.strip() for field in line.split("\t")]
+        # BEIR qrels open with a header; hand-made ones may not, and their first judgement must not be lost.
+        if not trec and index == 0 and not fields[-1].lstrip("-").isdigit():
+            continue
+        if len(fields) != width or not all(fields):
+            found = sum(map(bool, fields))
+            problems.append(Problem(where, f"expected {width} columns, found {found}", f"write {shape}"))
+            continue
+        qid, doc_id, grade = (fields[0], fields[2], fields[3]) if trec else fields
+        if not grade.lstrip("-").isdigit():
+            problems.append(Problem(where, f"grade {grade!r} is not an integer", "use 0 (not relevant), 1, 2, ..."))
+            continue
+        previous = qrels.get(qid, {}).get(doc_id)
+        if previous is None:
+            first[qid, doc_id] = where
+            qrels.setdefault(qid, {})[doc_id] = int(grade)
+        elif previous != int(grade):
+            problems.append(
+                Problem(where, f"document {doc_id!r} graded {grade} here but {previous} at {first[qid, doc_id]}",
+                        "keep one grade per query and document", qid)
+            )
+    if problems:
+        raise BadInputError(problems)
+    return qrels
+
+
+def _examples(items: list[str]) -> str:
+    return ", ".join(items[:_EXAMPLES]) + (", ..." if len(items) > _EXAMPLES else "")
+
+
+def _fatal(location: Path | str, message: str, fix: str) -> BadInputError:
+    return BadInputError([Problem(str(location), message, fix)])
