@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from storage.settings import get_settings
 
 app = typer.Typer(
     help="zsr: zero-shot retrieval. Index a corpus into LanceDB, search it, measure methods without labels.",
@@ -41,12 +43,9 @@ def main(
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn errors a user can act on into one clear message and exit status 2 (no traceback)."""
-    from storage.corpus_store import UnknownCorpusError
-    from storage.types import BadInputError
-
     try:
         yield
-    except (BadInputError, UnknownCorpusError, ValueError, FileNotFoundError) as error:
+    except (ValueError, LookupError, FileNotFoundError) as error:  # bad input; unknown corpus, run, test set
         err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
         raise typer.Exit(2) from None
 
@@ -228,28 +227,378 @@ def demo(
     corpus: Annotated[str, typer.Option(help="Corpus name to index the demo as.")] = "demo",
     as_json: JsonOpt = False,
 ) -> None:
-    """The main job on the bundled demo data: index it, then score bm25, dense and hybrid on its qrels."""
+    """The main job on the bundled demo data: index, register the qrels, evaluate, report."""
     from tasks.api import ingest as run_ingest
-    from tasks.api import searcher
-    from tasks.evaluate import evaluate, load_qrels, load_queries
+    from tasks.api import open_store
+    from tasks.testsets import register
 
-    with user_errors(), index_progress(not as_json) as progress:
-        report, _ = run_ingest(data, corpus, fmt="beir", progress=progress)
-        qrels = load_qrels(data / "qrels" / "test.tsv")
-        queries = {qid: text for qid, text in load_queries(data / "queries.jsonl").items() if qid in qrels}
-        engine = searcher(corpus)
-        scores = {
-            m: evaluate(engine.search_batch(queries, m, k=100), qrels) for m in ("bm25", "dense", "hybrid")
-        }
+    with user_errors():
+        with index_progress(not as_json) as progress:
+            indexed, _ = run_ingest(data, corpus, fmt="beir", progress=progress)
+        register(get_settings().testsets_dir, open_store(), corpus, "human", data, fmt="beir", replace=True)
+        results = _evaluate(corpus, "human", ["dense", "bm25", "hybrid"], None, None, progress=not as_json)
+        page = _write_report(results[0].run_id, "nDCG@10")
     if as_json:
-        emit_json({"index": asdict(report), "queries": len(queries), "scores": scores})
+        emit_json({"index": asdict(indexed), "runs": [asdict(r) for r in results], "report": str(page)})
         return
     out.print(
-        f"indexed [bold]{corpus}[/]: {report.added} added, {report.changed} changed, "
-        f"{report.unchanged} unchanged"
+        f"indexed [bold]{corpus}[/]: {indexed.added} added, {indexed.changed} changed, "
+        f"{indexed.unchanged} unchanged"
     )
-    measures = list(next(iter(scores.values())))
-    table = Table("method", *measures, title=f"{len(queries)} queries with human qrels")
-    for method, values in scores.items():
-        table.add_row(method, *(f"{values[m]:.3f}" for m in measures))
+    _show_results(corpus, "human", results)
+    out.print(f'report: {page}\nquery the results: zsr sql "SELECT * FROM leaderboard"')
+
+
+testset_app = typer.Typer(help="Register and list test sets (queries + relevance judgements) per corpus.")
+app.add_typer(testset_app, name="testset")
+
+
+@testset_app.command("add")
+def testset_add(
+    corpus: Annotated[str, typer.Argument(help="The corpus the judgements refer to.")],
+    name: Annotated[str, typer.Argument(help="Name to register the test set under.")],
+    path: Annotated[
+        Path, typer.Argument(help="BEIR folder (queries.jsonl + qrels/SPLIT.tsv) or a TREC qrels file.")
+    ],
+    fmt: Annotated[str | None, typer.Option("--format", help="beir or trec (default: detected).")] = None,
+    split: Annotated[str, typer.Option(help="BEIR qrels split.")] = "test",
+    queries: Annotated[
+        Path | None, typer.Option(help="Queries (.jsonl or .tsv) for a TREC qrels file.")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Replace a test set registered under the same name.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a test set against the corpus and register it."""
+    from tasks.api import open_store
+    from tasks.testsets import register
+
+    with user_errors():
+        testset, report = register(
+            get_settings().testsets_dir,
+            open_store(),
+            corpus,
+            name,
+            path,
+            fmt=fmt,
+            split=split,
+            queries=queries,
+            replace=replace,  # type: ignore[arg-type]
+        )
+    if as_json:
+        emit_json({"corpus": corpus, "name": name, "content_hash": testset.content_hash, **asdict(report)})
+        return
+    out.print(
+        f"registered [bold]{corpus}/{name}[/]: {report.n_judged_queries} judged queries, "
+        f"{report.n_qrels} qrels"
+    )
+    for warning in report.warnings:
+        err.print(f"[yellow]warning[/] {warning}", highlight=False)
+
+
+@testset_app.command("list")
+def testset_list(
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Only this corpus.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List registered test sets."""
+    from tasks.testsets import list_testsets
+
+    rows = list_testsets(get_settings().testsets_dir, corpus)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("corpus", "name", "kind", "queries", "qrels", "created")
+    for row in rows:
+        table.add_row(
+            row["corpus"],
+            row["name"],
+            row["kind"],
+            str(row["n_queries"]),
+            str(row["n_qrels"]),
+            row["created_at"],
+        )
+    out.print(table if rows else "no test sets yet: run `zsr testset add CORPUS NAME PATH`")
+
+
+@app.command("eval")
+def eval_(
+    corpus: CorpusOpt,
+    testset: Annotated[str, typer.Option("--testset", "-t", help="A registered test set of the corpus.")],
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods, e.g. 'dense,bm25,hybrid(fusion=score)'.")
+    ] = "dense,bm25,hybrid",
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated ir-measures names (default: nDCG@10,R@100,RR@10,AP@100,P@10)."),
+    ] = None,
+    depth: Annotated[
+        int | None, typer.Option(min=1, help="Documents retrieved per query (default: from the measures).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score methods on a test set; every number lands in the warehouse."""
+    from tasks.search import split_methods
+
+    measure_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    with user_errors():
+        results = _evaluate(
+            corpus, testset, split_methods(methods), measure_list, depth, progress=not as_json
+        )
+    if as_json:
+        emit_json([asdict(r) for r in results])
+    else:
+        _show_results(corpus, testset, results)
+
+
+def _evaluate(
+    corpus: str,
+    testset: str,
+    methods: list[str],
+    measures: list[str] | None,
+    depth: int | None,
+    progress: bool,
+) -> list[Any]:
+    """Validate everything, then evaluate each method into the warehouse (shared by eval and demo)."""
+    from tasks.api import searcher
+    from tasks.runs import evaluate_methods, prepare
+    from tasks.testsets import load
+
+    prepare(methods, measures)  # typos fail before the model loads
+    engine = searcher(corpus)
+    test = load(get_settings().testsets_dir, corpus, testset)
+    with _query_progress(progress) as callback:
+        return evaluate_methods(
+            engine, test, methods, _warehouse(), measures=measures, depth=depth, progress=callback
+        )
+
+
+def _show_results(corpus: str, testset: str, results: list[Any]) -> None:
+    measures = list(results[0].metrics)
+    show(
+        ["run", "method", *measures, "seconds"],
+        [[r.run_id, r.method, *(r.metrics[m] for m in measures), r.retrieval_seconds] for r in results],
+        title=f"{corpus} / {testset}: {results[0].n_queries} queries",
+    )
+
+
+@contextmanager
+def _query_progress(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(method: str, done: int, total: int) -> None:
+            if method not in tasks:
+                tasks[method] = bar.add_task(method, total=total)
+            bar.update(tasks[method], completed=done)
+
+        yield update
+
+
+def _query_texts(run: dict[str, Any]) -> dict[str, str] | None:
+    """The query texts of a run's test set, or None if it was removed since (output goes on without them)."""
+    from tasks.testsets import load
+
+    try:
+        return load(get_settings().testsets_dir, run["corpus"], run["testset"]).queries
+    except (LookupError, ValueError):
+        return None
+
+
+def _warehouse() -> Any:
+    from storage.warehouse import Warehouse
+
+    return Warehouse(get_settings().warehouse_dir)
+
+
+@app.command()
+def runs(
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Only this corpus.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List evaluation runs, newest first."""
+    from tasks.compare import list_runs
+
+    frame = list_runs(_warehouse(), corpus, limit)
+    if as_json:
+        emit_json(frame.to_dicts())
+    elif frame.height:
+        show(frame.columns, frame.iter_rows())
+    else:
+        out.print("no runs yet: run `zsr eval --corpus C --testset T`")
+
+
+def show(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A table on stdout; long values wrap instead of being cut, so ids stay copyable."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
     out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return f"{value:%Y-%m-%d %H:%M:%S}" if hasattr(value, "strftime") else str(value)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Baseline run id.")],
+    run_b: Annotated[str, typer.Argument(help="Run compared against the baseline.")],
+    measure: Annotated[str, typer.Option(help="Per-query measure to compare.")] = "nDCG@10",
+    top: Annotated[int, typer.Option(min=0, help="How many biggest movers to show each way.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two runs query by query: paired significance tests, wins/ties/losses, biggest movers."""
+    from tasks.compare import compare_runs, run_row
+
+    warehouse = _warehouse()
+    with user_errors():
+        result = compare_runs(warehouse, run_a, run_b, measure, top, _query_texts(run_row(warehouse, run_a)))
+    if as_json:
+        emit_json(asdict(result))
+        return
+    a, b = result.run_a, result.run_b
+    out.print(
+        f"A = {a['run_id']} [bold]{a['method']}[/]   B = {b['run_id']} [bold]{b['method']}[/]"
+        f"   ({a['corpus']}/{a['testset']})"
+    )
+    table = Table("measure", "A", "B", "B - A")
+    for name, (va, vb) in result.aggregates.items():
+        table.add_row(name, _cell(va), _cell(vb), _cell(None if va is None or vb is None else vb - va))
+    la, lb = result.latency_ms
+    table.add_row(
+        "mean latency ms", _cell(la), _cell(lb), _cell(None if la is None or lb is None else lb - la)
+    )
+    out.print(table)
+    out.print(
+        f"{result.measure} per query: B wins {result.wins}, ties {result.ties}, loses {result.losses}; "
+        f"paired t-test p = {_cell(result.t_test_p)}, Wilcoxon p = {_cell(result.wilcoxon_p)}"
+    )
+    for title, movers in (("biggest gains for B", result.gains), ("biggest drops for B", result.drops)):
+        if movers:
+            moved = Table("query", "A", "B", "delta", "text", title=title)
+            for m in movers:
+                moved.add_row(
+                    m["query_id"],
+                    _cell(m["value_a"]),
+                    _cell(m["value_b"]),
+                    _cell(m["delta"]),
+                    (m["text"] or "")[:70],
+                )
+            out.print(moved)
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str | None, typer.Argument(help="One SQL statement; without it, an interactive shell.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Query the results warehouse with DuckDB SQL (views runs, metrics, query_metrics, rankings, ...)."""
+    import duckdb
+
+    con = _warehouse().connect()
+    if query is not None:
+        with user_errors():
+            try:
+                _print_result(con.sql(query), as_json)
+            except duckdb.Error as error:
+                raise ValueError(str(error)) from None
+        return
+    out.print(
+        "DuckDB over the zsr warehouse. Views: runs, metrics, query_metrics, queries, rankings, leaderboard,"
+    )
+    out.print(
+        "latest_runs, run_deltas; macros query_deltas(a, b), win_tie_loss(a, b)."
+        " End statements with ';', .quit to leave."
+    )
+    buffer = ""
+    while True:
+        try:
+            line = input("zsr> " if not buffer else "...> ")
+        except EOFError:
+            break
+        if not buffer and line.strip() in (".quit", ".exit", "\\q"):
+            break
+        buffer += line + "\n"
+        if buffer.rstrip().endswith(";"):
+            try:
+                _print_result(con.sql(buffer), as_json)
+            except duckdb.Error as error:
+                err.print(f"[red]{error}[/]", highlight=False)
+            buffer = ""
+
+
+def _print_result(relation: Any, as_json: bool) -> None:
+    if relation is None:
+        return
+    frame = relation.pl()
+    if as_json:
+        emit_json(frame.to_dicts())
+    else:
+        show(frame.columns, frame.iter_rows())
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="The run to export.")],
+    fmt: Annotated[str, typer.Option("--format", help="Only trec for now.")] = "trec",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Export a run's ranking (TREC run format: query Q0 doc rank score tag)."""
+    from tasks.compare import trec_lines
+
+    with user_errors():
+        if fmt != "trec":
+            raise ValueError(f"unknown format {fmt!r}; use --format trec")
+        lines = trec_lines(_warehouse(), run_id)
+    text = "\n".join(lines) + "\n"
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {len(lines)} lines to {output}")
+    else:
+        print(text, end="")
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Any run of the evaluation to report on.")],
+    measure: Annotated[
+        str, typer.Option(help="Measure for the per-query chart and hardest queries.")
+    ] = "nDCG@10",
+) -> None:
+    """Write a one-page HTML report (tables and charts) of the evaluation a run belongs to."""
+    with user_errors():
+        out.print(f"report: {_write_report(run_id, measure)}")
+
+
+def _write_report(run_id: str, measure: str) -> Path:
+    from tasks.compare import eval_frames
+    from tasks.report import write_report
+
+    warehouse = _warehouse()
+    runs_f, metrics_f, query_f = eval_frames(warehouse, run_id)
+    first = runs_f.row(0, named=True)
+    return write_report(
+        runs_f,
+        metrics_f,
+        query_f,
+        warehouse.root / "reports" / first["eval_id"],
+        title=f"{first['corpus']} / {first['testset']}",
+        measure=measure,
+        queries=_query_texts(first),
+    )

@@ -73,8 +73,8 @@ def score_queries(
     run = rank_scores(rankings, qrels)
     evaluator = ir_measures.evaluator(parsed, qrels)
     per_query = [(m.query_id, str(m.measure), float(m.value)) for m in evaluator.iter_calc(run)]
-    aggregate = {str(m): float(v) for m, v in evaluator.calc_aggregate(run).items()}
-    return aggregate, per_query
+    values = {str(m): float(v) for m, v in evaluator.calc_aggregate(run).items()}
+    return {str(m): values[str(m)] for m in parsed}, per_query  # in the order asked for
 
 
 def evaluate(

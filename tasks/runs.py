@@ -126,6 +126,7 @@ def evaluate_methods(
         "documents_version": versions["documents"],
         "views_version": versions["views"],
     }
+    searcher.warm_up()  # model loading must not count as the first query's latency
     results = []
     for method in parsed:
         rankings: dict[str, Ranking] = {}
@@ -146,7 +147,9 @@ def evaluate_methods(
             _data(run_id, rankings, latency, aggregate, per_query),
         )
         results.append(
-            RunResult(run_id, str(method), aggregate, len(testset.queries), retrieval, time.perf_counter() - started)
+            RunResult(
+                run_id, str(method), aggregate, len(testset.queries), retrieval, time.perf_counter() - started
+            )
         )
         log.info("run %s (%s): %s", run_id, method, aggregate)
     return results
@@ -176,11 +179,19 @@ def _data(
     aggregate: dict[str, float],
     per_query: list[tuple[str, str, float]],
 ) -> dict[str, pa.Table]:
-    ranked = [(qid, doc_id, r, score) for qid, hits in rankings.items() for r, (doc_id, score) in enumerate(hits, 1)]
-    qids, docs, ranks, scores = (list(col) for col in zip(*ranked, strict=True)) if ranked else ([], [], [], [])
+    ranked = [
+        (qid, doc_id, r, score) for qid, hits in rankings.items() for r, (doc_id, score) in enumerate(hits, 1)
+    ]
+    qids, docs, ranks, scores = (
+        (list(col) for col in zip(*ranked, strict=True)) if ranked else ([], [], [], [])
+    )
     return {
         "metrics": pa.table(
-            {"run_id": [run_id] * len(aggregate), "measure": list(aggregate), "value": list(aggregate.values())}
+            {
+                "run_id": [run_id] * len(aggregate),
+                "measure": list(aggregate),
+                "value": list(aggregate.values()),
+            }
         ),
         "query_metrics": pa.table(
             {
@@ -191,7 +202,11 @@ def _data(
             }
         ),
         "queries": pa.table(
-            {"run_id": [run_id] * len(latency), "query_id": list(latency), "latency_ms": list(latency.values())}
+            {
+                "run_id": [run_id] * len(latency),
+                "query_id": list(latency),
+                "latency_ms": list(latency.values()),
+            }
         ),
         "rankings": pa.table(
             {"run_id": [run_id] * len(qids), "query_id": qids, "doc_id": docs, "rank": ranks, "score": scores}

@@ -93,6 +93,19 @@ def parse_method(spec: str) -> Method:
         raise ValueError(f"method {spec!r}: {problems}") from None
 
 
+def split_methods(text: str) -> list[str]:
+    """Split ``"dense,hybrid(fusion=score, rrf_k=10)"`` on the commas outside parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [p.strip() for p in [*parts, current] if p.strip()]
+
+
 def rank(scores: Mapping[str, float], k: int | None = None) -> Ranking:
     """Sort by ``(-score, doc_id)``, the deterministic tie-break, and keep the top ``k``."""
     ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
@@ -138,6 +151,10 @@ class Searcher:
         counts = store.counts(corpus)
         self._views_per_doc = counts["views"] / max(counts["documents"], 1)
         self._n_views = counts["views"]
+
+    def warm_up(self) -> None:
+        """Load the embedding model now rather than inside the first timed query."""
+        self._get_embedder()
 
     def search(self, query: str, method: str | Method = "dense", k: int = 10) -> Ranking:
         """Top ``k`` documents for one query."""

@@ -1,4 +1,4 @@
-"""Register human test sets per corpus as validated copies, so later edits of the originals never shift results.
+"""Register human test sets per corpus as validated copies: later edits of the originals never shift scores.
 
 A registered set lives in ``<root>/<corpus>/<name>/`` in BEIR layout (``queries.jsonl``, ``qrels/test.tsv``)
 plus ``testset.json`` (provenance and a content hash). It is read back with the evaluation loaders, and its
@@ -77,7 +77,11 @@ def read_testset_files(
     """
     if not path.exists():
         raise _fatal(path, "does not exist", f"check the path (relative to {Path.cwd()})")
-    fmt = fmt or ("beir" if path.is_dir() else "trec")
+    fmt = fmt or _detect(path)
+    if fmt not in ("beir", "trec"):
+        raise _fatal(
+            path, f"unknown test set format {fmt!r}", "use beir or trec, or leave it out to detect it"
+        )
     if fmt == "beir":
         qrels_path = path / "qrels" / f"{split}.tsv"
         if not qrels_path.is_file():
@@ -109,7 +113,7 @@ def validate(
         raise _fatal(
             location,
             f"no query has both text and a judgement ({len(queries)} queries, {len(qrels)} judged query ids)",
-            "check that the query ids of the queries file match those of the qrels",
+            "make the query ids of the queries file match those of the qrels",
         )
     pairs = [(q, d) for q in judged for d in qrels[q]]
     missing = [(q, d) for q, d in pairs if d not in corpus_doc_ids]
@@ -121,31 +125,24 @@ def validate(
             f"none of the {len(pairs)} judged documents is in {target} (e.g. {shown})",
             f"does this test set belong to {target}? register it for the corpus holding its documents",
         )
-    report = ValidationReport(
-        n_queries=len(queries),
-        n_qrels=sum(map(len, qrels.values())),
-        n_judged_queries=len(judged),
-        missing_docs=missing,
-        unjudged_queries=[q for q in queries if q not in qrels],
-        queries_without_text=[q for q in qrels if q not in queries],
-        warnings=[],
-    )
-    if missing:
-        report.warnings.append(
-            f"{location}: {len(missing)} of {len(pairs)} judgements name documents not in {target} "
-            f"(e.g. {shown}); kept, and counted as misses; ingest those documents if they belong there"
-        )
-    if report.unjudged_queries:
-        report.warnings.append(
-            f"{location}: {len(report.unjudged_queries)} queries have no judgements and were dropped "
-            f"(e.g. {_examples(report.unjudged_queries)})"
-        )
-    if report.queries_without_text:
-        report.warnings.append(
-            f"{location}: {len(report.queries_without_text)} judged queries have no text in the queries file "
-            f"and were dropped (e.g. {_examples(report.queries_without_text)}); add their texts to keep them"
-        )
-    return report
+    unjudged = [q for q in queries if q not in qrels]
+    textless = [q for q in qrels if q not in queries]
+    notes = [
+        (
+            missing,
+            f"{len(missing)} of {len(pairs)} judgements name documents not in {target} (e.g. {shown}); "
+            "kept, as misses: ingest those documents if they belong there",
+        ),
+        (unjudged, f"{len(unjudged)} queries have no judgements; dropped (e.g. {_examples(unjudged)})"),
+        (
+            textless,
+            f"{len(textless)} judged queries have no text; dropped (e.g. {_examples(textless)}); "
+            "add their texts to the queries file to keep them",
+        ),
+    ]
+    warnings = [f"{location}: {note}" for items, note in notes if items]
+    n_qrels = sum(map(len, qrels.values()))
+    return ValidationReport(len(queries), n_qrels, len(judged), missing, unjudged, textless, warnings)
 
 
 def register(
@@ -168,8 +165,7 @@ def register(
 
     Raises:
         UnknownCorpusError: ``corpus`` was never ingested (checked before anything is read).
-        ValueError: ``name`` is not a valid name.
-        FileExistsError: ``name`` is already registered for ``corpus`` and ``replace`` is off.
+        ValueError: ``name`` is not a valid name, or is already registered for ``corpus`` without ``replace``.
         BadInputError: the files are malformed or the set is unusable for this corpus.
     """
     store.corpus(corpus)
@@ -180,25 +176,22 @@ def register(
         )
     target = root / corpus / name
     if target.exists() and not replace:
-        raise FileExistsError(f"test set {name!r} is already registered for corpus {corpus!r} at {target}; "
-                              "pass replace=True (--replace) to overwrite it, or choose another name")
+        raise ValueError(
+            f"test set {name!r} is already registered for corpus {corpus!r} at {target}; "
+            "pass replace=True (--replace) to overwrite it, or choose another name"
+        )
+    fmt = fmt or _detect(path)
     raw_queries, raw_qrels = read_testset_files(path, fmt=fmt, split=split, queries=queries)
-    report = validate(raw_queries, raw_qrels, set(store.document_hashes(corpus)), location=str(path),
-                      corpus=corpus)
-    kept = {q: text for q, text in raw_queries.items() if q in raw_qrels}
-    testset = TestSet(
-        corpus=corpus,
-        name=name,
-        queries=kept,
-        qrels={q: judgements for q, judgements in raw_qrels.items() if q in kept},
-        content_hash=_digest(kept, raw_qrels),
-        source=str(path.resolve()),
-        created_at=now().isoformat(timespec="seconds"),
-        kind=kind,
+    report = validate(
+        raw_queries, raw_qrels, set(store.document_hashes(corpus)), location=str(path), corpus=corpus
     )
-    _write_atomically(target, testset, fmt=fmt or ("beir" if path.is_dir() else "trec"), split=split)
-    logger.info("registered test set %s/%s: %d queries, %d judgements", corpus, name, len(kept),
-                sum(map(len, testset.qrels.values())))
+    kept = {q: text for q, text in raw_queries.items() if q in raw_qrels}
+    qrels = {q: judgements for q, judgements in raw_qrels.items() if q in kept}
+    created = now().isoformat(timespec="seconds")
+    testset = TestSet(corpus, name, kept, qrels, _digest(kept, qrels), str(path.resolve()), created, kind)
+    provenance = {"format": fmt, "split": split, "queries": str(queries.resolve()) if queries else None}
+    _write_atomically(target, testset, provenance)
+    logger.info("registered test set %s/%s with %d queries", corpus, name, len(kept))
     return testset, report
 
 
@@ -221,22 +214,32 @@ def load(root: Path, corpus: str, name: str) -> TestSet:
     qrels = load_qrels(folder / "qrels" / "test.tsv")
     digest = _digest(queries, qrels)
     if digest != meta["content_hash"]:
-        raise _fatal(folder, "was edited after registration (content hash differs)",
-                     "register the original files again with replace")
+        raise _fatal(
+            folder,
+            "was edited after registration (content hash differs)",
+            "register the original files again with replace",
+        )
     return TestSet(corpus, name, queries, qrels, digest, meta["source"], meta["created_at"], meta["kind"])
 
 
 def list_testsets(root: Path, corpus: str | None = None) -> list[dict[str, Any]]:
     """Registered test sets (of one corpus, or all), sorted by corpus and name."""
-    metas = sorted(root.glob(f"{corpus or '*'}/*/testset.json"))
-    return [{key: json.loads(p.read_text(encoding="utf-8"))[key] for key in _LISTED} for p in metas]
+    metas = [
+        json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted(root.glob(f"{corpus or '*'}/*/testset.json"))
+    ]
+    return [{key: meta[key] for key in _LISTED} for meta in metas]
+
+
+def _detect(path: Path) -> TestSetFormat:
+    return "beir" if path.is_dir() else "trec"
 
 
 def _digest(queries: dict[str, str], qrels: Qrels) -> str:
     return content_hash(canonical_json(queries), canonical_json(qrels))
 
 
-def _write_atomically(target: Path, testset: TestSet, *, fmt: str, split: str) -> None:
+def _write_atomically(target: Path, testset: TestSet, provenance: dict[str, Any]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # A hidden work folder on the same filesystem makes each rename atomic; list_testsets never sees it.
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -246,15 +249,18 @@ def _write_atomically(target: Path, testset: TestSet, *, fmt: str, split: str) -
         with (new / "queries.jsonl").open("w", encoding="utf-8") as out:
             for qid, text in sorted(testset.queries.items()):
                 out.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
-        rows = [f"{q}\t{d}\t{g}\n" for q in sorted(testset.qrels) for d, g in sorted(testset.qrels[q].items())]
-        (new / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows), encoding="utf-8")
+        rows = [
+            f"{q}\t{d}\t{g}\n" for q in sorted(testset.qrels) for d, g in sorted(testset.qrels[q].items())
+        ]
+        (new / "qrels" / "test.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(rows), encoding="utf-8"
+        )
         meta = {
             **{key: getattr(testset, key) for key in ("corpus", "name", "kind", "created_at", "source")},
             "n_queries": len(testset.queries),
             "n_qrels": len(rows),
             "content_hash": testset.content_hash,
-            "format": fmt,
-            "split": split,
+            **provenance,
         }
         (new / "testset.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", "utf-8")
         # POSIX cannot rename over a non-empty folder, so a replaced set steps aside first.
@@ -291,11 +297,10 @@ def _read_queries(path: Path) -> dict[str, str]:
     for where, line in _lines(path):
         qid, text = _query_fields(line, tsv)
         if not qid or not text:
-            problems.append(Problem(where, "not a query with an id and text", f"write each query as {shape}"))
+            problems.append(Problem(where, "no query id and text found", f"write each query as {shape}"))
         elif qid in first:
-            problems.append(
-                Problem(where, f"duplicate query id (first at {first[qid]})", "remove or renumber one", qid)
-            )
+            message = f"duplicate query id (first at {first[qid]})"
+            problems.append(Problem(where, message, "remove or renumber one of the two", qid))
         else:
             first[qid], queries[qid] = where, text
     if problems:
@@ -323,29 +328,34 @@ def _read_qrels(path: Path, *, trec: bool) -> Qrels:
     problems: list[Problem] = []
     for index, (where, line) in enumerate(_lines(path)):
         fields = line.split() if trec else [field.strip() for field in line.split("\t")]
-        # BEIR qrels open with a header; hand-made ones may not, and their first judgement must not be lost.
-        if not trec and index == 0 and not fields[-1].lstrip("-").isdigit():
+        # BEIR qrels open with a header; a hand-made file may not, and its first judgement must not be lost.
+        if not trec and index == 0 and len(fields) == width and not _is_int(fields[-1]):
             continue
-        if len(fields) != width or not all(fields):
+        shaped = len(fields) == width and all(fields)
+        if not shaped or not _is_int(fields[-1]):
             found = sum(map(bool, fields))
-            problems.append(Problem(where, f"expected {width} columns, found {found}", f"write {shape}"))
+            what = "grade is not an integer" if shaped else f"expected {width} columns, found {found}"
+            problems.append(Problem(where, what, f"write each judgement as {shape}, with an integer grade"))
             continue
-        qid, doc_id, grade = (fields[0], fields[2], fields[3]) if trec else fields
-        if not grade.lstrip("-").isdigit():
-            problems.append(Problem(where, f"grade {grade!r} is not an integer", "use 0 (not relevant), 1, 2, ..."))
-            continue
-        previous = qrels.get(qid, {}).get(doc_id)
-        if previous is None:
-            first[qid, doc_id] = where
-            qrels.setdefault(qid, {})[doc_id] = int(grade)
-        elif previous != int(grade):
+        qid, doc_id, grade = fields[0], fields[-2], int(fields[-1])
+        first.setdefault((qid, doc_id), where)
+        kept = qrels.setdefault(qid, {}).setdefault(doc_id, grade)
+        if kept != grade:
             problems.append(
-                Problem(where, f"document {doc_id!r} graded {grade} here but {previous} at {first[qid, doc_id]}",
-                        "keep one grade per query and document", qid)
+                Problem(
+                    where,
+                    f"{doc_id!r} graded {grade} here, {kept} at {first[qid, doc_id]}",
+                    "keep one grade per query and document",
+                    qid,
+                )
             )
     if problems:
         raise BadInputError(problems)
     return qrels
+
+
+def _is_int(text: str) -> bool:
+    return text.removeprefix("-").isdecimal()
 
 
 def _examples(items: list[str]) -> str:

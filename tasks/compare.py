@@ -1,0 +1,150 @@
+"""Reading runs back from the warehouse: listings, paired comparisons, TREC export, report inputs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from scipy import stats
+
+from storage.warehouse import Warehouse
+
+
+class UnknownRunError(LookupError):
+    """No published run has this id."""
+
+
+def run_row(warehouse: Warehouse, run_id: str) -> dict[str, Any]:
+    """The ``runs`` row of ``run_id``, or an error suggesting ``zsr runs``."""
+    rows = warehouse.query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_pylist()
+    if not rows:
+        raise UnknownRunError(f"no run {run_id!r} in {warehouse.root}; list them with `zsr runs`")
+    return rows[0]
+
+
+def list_runs(warehouse: Warehouse, corpus: str | None = None, limit: int = 20) -> pl.DataFrame:
+    """Newest runs first, with nDCG@10 and R@100 where measured, and mean latency."""
+    sql = """
+        SELECT r.run_id, r.created_at, r.corpus, r.testset, r.method, r.n_queries,
+               max(m.value) FILTER (WHERE m.measure = 'nDCG@10') AS "nDCG@10",
+               max(m.value) FILTER (WHERE m.measure = 'R@100') AS "R@100",
+               (SELECT avg(latency_ms) FROM queries q WHERE q.run_id = r.run_id) AS mean_latency_ms
+        FROM runs r LEFT JOIN metrics m USING (run_id)
+        WHERE ? IS NULL OR r.corpus = ?
+        GROUP BY ALL ORDER BY r.created_at DESC, r.run_id DESC LIMIT ?"""
+    return pl.from_arrow(warehouse.query(sql, [corpus, corpus, limit]))  # type: ignore[return-value]
+
+
+@dataclass
+class Comparison:
+    """Run B against run A on one measure, query by query (positive delta: B is better)."""
+
+    run_a: dict[str, Any]
+    run_b: dict[str, Any]
+    measure: str
+    mean_a: float
+    mean_b: float
+    wins: int
+    ties: int
+    losses: int
+    t_test_p: float | None
+    wilcoxon_p: float | None
+    latency_ms: tuple[float | None, float | None]
+    aggregates: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    gains: list[dict[str, Any]] = field(default_factory=list)
+    drops: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compare_runs(
+    warehouse: Warehouse,
+    run_a: str,
+    run_b: str,
+    measure: str = "nDCG@10",
+    top: int = 5,
+    queries: dict[str, str] | None = None,
+) -> Comparison:
+    """Paired comparison of two runs over the queries both scored on ``measure``.
+
+    Significance: the paired t-test and the Wilcoxon signed-rank test from scipy (two-sided); ``None`` when
+    the test is undefined (fewer than two queries, or every difference zero).
+    """
+    a, b = run_row(warehouse, run_a), run_row(warehouse, run_b)
+    deltas = pl.from_arrow(
+        warehouse.query(
+            "SELECT * FROM query_deltas(?, ?) WHERE measure = ? ORDER BY query_id", [run_a, run_b, measure]
+        )
+    )
+    assert isinstance(deltas, pl.DataFrame)
+    if deltas.is_empty():
+        raise ValueError(
+            f"runs {run_a} and {run_b} share no query scored on {measure!r}; "
+            "compare runs of the same test set, on a measure both computed"
+        )
+    va, vb = deltas["value_a"].to_numpy(), deltas["value_b"].to_numpy()
+    diff = vb - va
+    t_p = w_p = None
+    if len(diff) > 1 and (diff != 0).any():
+        t_p = float(stats.ttest_rel(vb, va).pvalue)
+        w_p = float(stats.wilcoxon(vb, va).pvalue)
+    ordered = deltas.with_columns(text=pl.col("query_id").replace_strict(queries or {}, default=None))
+    movers = ordered.sort(["delta", "query_id"])
+    return Comparison(
+        run_a=a,
+        run_b=b,
+        measure=measure,
+        mean_a=float(va.mean()),
+        mean_b=float(vb.mean()),
+        wins=int((diff > 1e-9).sum()),
+        ties=int((abs(diff) <= 1e-9).sum()),
+        losses=int((diff < -1e-9).sum()),
+        t_test_p=None if t_p is None or math.isnan(t_p) else t_p,
+        wilcoxon_p=None if w_p is None or math.isnan(w_p) else w_p,
+        latency_ms=(_latency(warehouse, run_a), _latency(warehouse, run_b)),
+        aggregates=_aggregates(warehouse, run_a, run_b),
+        gains=movers.filter(pl.col("delta") > 1e-9).reverse().head(top).to_dicts(),
+        drops=movers.filter(pl.col("delta") < -1e-9).head(top).to_dicts(),
+    )
+
+
+def _aggregates(warehouse: Warehouse, run_a: str, run_b: str) -> dict[str, tuple[float | None, float | None]]:
+    rows = warehouse.query(
+        """SELECT measure, max(value) FILTER (WHERE run_id = $1) AS a,
+                  max(value) FILTER (WHERE run_id = $2) AS b
+           FROM metrics WHERE run_id IN ($1, $2) GROUP BY measure ORDER BY measure""",
+        [run_a, run_b],
+    ).to_pylist()
+    return {r["measure"]: (r["a"], r["b"]) for r in rows}
+
+
+def _latency(warehouse: Warehouse, run_id: str) -> float | None:
+    (row,) = warehouse.query(
+        "SELECT avg(latency_ms) AS ms FROM queries WHERE run_id = ?", [run_id]
+    ).to_pylist()
+    return row["ms"]
+
+
+def trec_lines(warehouse: Warehouse, run_id: str) -> list[str]:
+    """The run in TREC format: ``query Q0 doc rank score tag``, ranks from 1."""
+    run_row(warehouse, run_id)
+    rows = warehouse.query(
+        "SELECT query_id, doc_id, rank, score FROM rankings WHERE run_id = ? ORDER BY query_id, rank",
+        [run_id],
+    ).to_pylist()
+    return [f"{r['query_id']} Q0 {r['doc_id']} {r['rank']} {r['score']:.6f} {run_id}" for r in rows]
+
+
+def eval_frames(warehouse: Warehouse, run_id: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """``runs``, ``metrics`` and ``query_metrics`` of all runs in the evaluation ``run_id`` belongs to."""
+    eval_id = run_row(warehouse, run_id)["eval_id"]
+    frames = []
+    for sql in (
+        "SELECT * FROM runs WHERE eval_id = ? ORDER BY created_at, run_id",
+        "SELECT m.* FROM metrics m JOIN runs r USING (run_id) WHERE r.eval_id = ?",
+        "SELECT q.* FROM query_metrics q JOIN runs r USING (run_id) WHERE r.eval_id = ?",
+    ):
+        frame = pl.from_arrow(warehouse.query(sql, [eval_id]))
+        assert isinstance(frame, pl.DataFrame)
+        frames.append(frame)
+    return frames[0], frames[1], frames[2]
