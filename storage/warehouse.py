@@ -61,7 +61,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
     "metrics": pa.schema([("run_id", pa.string()), ("measure", pa.string()), ("value", pa.float64())]),
     "query_metrics": pa.schema(
-        [("run_id", pa.string()), ("query_id", pa.string()), ("measure", pa.string()), ("value", pa.float64())]
+        [
+            ("run_id", pa.string()),
+            ("query_id", pa.string()),
+            ("measure", pa.string()),
+            ("value", pa.float64()),
+        ],
     ),
     "queries": pa.schema([("run_id", pa.string()), ("query_id", pa.string()), ("latency_ms", pa.float64())]),
     "rankings": pa.schema(
@@ -149,12 +154,13 @@ class Warehouse:
 
     def _write_atomic(self, rows: pa.Table, target: Path) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, suffix=".parquet")
+        fd, name = tempfile.mkstemp(dir=self._tmp, suffix=".parquet")
         os.close(fd)
+        tmp = Path(name)
         pq.write_table(rows, tmp)
-        with open(tmp, "rb") as written:  # noqa: PTH123 - fsync needs the descriptor
+        with tmp.open("rb") as written:  # durable before it becomes visible
             os.fsync(written.fileno())
-        os.replace(tmp, target)
+        tmp.replace(target)
 
     def _clean_stale(self) -> None:
         """Remove what writers that died left behind: temporary files, and data files of unpublished runs."""
@@ -162,9 +168,8 @@ class Warehouse:
         published = {p.stem for p in (self.root / "runs").glob("*.parquet")}
         leftovers = list(self._tmp.glob("*")) if self._tmp.exists() else []
         for table in DATA_TABLES:
-            leftovers += [
-                p for p in (self.root / table).glob("*.parquet") if p.stem not in published and p.stem != "_schema"
-            ]
+            files = (self.root / table).glob("*.parquet")
+            leftovers += [p for p in files if p.stem not in published and p.stem != "_schema"]
         for path in leftovers:
             if path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
@@ -190,7 +195,7 @@ class Warehouse:
         tmp = self._tmp / f"catalog-{os.getpid()}-{time.time_ns()}.duckdb"
         with duckdb.connect(str(tmp)) as con:
             con.execute(self._script())
-        os.replace(tmp, self.catalog_path)
+        tmp.replace(self.catalog_path)
 
     def _script(self) -> str:
         root = str(self.root).replace("'", "''")

@@ -1,7 +1,6 @@
 """A one-page HTML report of one evaluation: provenance, aggregate scores, two charts, the hardest queries.
 
-The warehouse hands in polars frames; this module only renders them, each file under a temporary name that is
-then moved into place, so a reader never sees a half-written report. matplotlib is imported lazily.
+Each file is written under a temporary name and then moved into place, so no reader sees half a report.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def _labels(runs: pl.DataFrame) -> dict[str, str]:
 def _wrap(label: str, width: int = 30) -> str:
     """Break after commas, parentheses, slashes and spaces: method strings have few spaces, many commas."""
     lines = [""]
-    for token in re.split(r"(?<=[,(/ ])", label):
+    for token in re.split(r"(?<=[,(/ ])", label.replace("$", r"\$")):  # a pair of $ would start mathtext
         if lines[-1] and len(lines[-1]) + len(token) > width:
             lines.append("")
         lines[-1] += token
@@ -131,8 +130,7 @@ def per_query_distribution_chart(
     labels = _labels(runs)
     rows = _per_query(runs, query_metrics, measure)
     data = [_finite(rows.filter(pl.col("run_id") == r)["value"].to_list()) for r in labels]
-    # Methods run down the y axis, so long method strings read horizontally; the first on top, as in the tables.
-    positions = list(range(len(labels), 0, -1))
+    positions = list(range(len(labels), 0, -1))  # methods down the y axis, so long names read horizontally
     figure, ax = _axes(9.0, 1.5 + 0.8 * len(labels), grid="x")
     boxes = ax.boxplot(
         data,
@@ -183,9 +181,8 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/report.html`` with its two PNGs beside it and return the HTML path.
 
-    The page stands alone (no network): provenance, aggregate scores with the best per measure in bold, both
-    charts, and the ``HARDEST`` queries with the lowest mean ``measure`` across methods. The HTML is written
-    last, so the charts it shows are in place by the time it appears.
+    The page needs no network: provenance, scores (best per measure in bold), both charts and the ``HARDEST``
+    queries with the lowest mean ``measure`` across methods. The HTML goes last, so its charts are in place.
     """
     e = html.escape
     labels = _labels(runs)
@@ -204,12 +201,12 @@ def write_report(
 
     created = sorted(f"{t:%Y-%m-%d %H:%M}" for t in runs["created_at"].drop_nulls())
     provenance: dict[str, list[object]] = {
-        "Corpus": runs["corpus"].to_list(),
-        "Test set": runs["testset"].to_list(),
+        "Corpus": runs["corpus"].drop_nulls().to_list(),
+        "Test set": runs["testset"].drop_nulls().to_list(),
         "Created (UTC)": [" to ".join(dict.fromkeys(created[:1] + created[-1:]))],
-        "Git SHA": runs["git_sha"].to_list(),
-        "Embedding model": runs["embedding_model"].to_list(),
-        "Queries": runs["n_queries"].to_list(),
+        "Git SHA": runs["git_sha"].drop_nulls().to_list(),
+        "Embedding model": runs["embedding_model"].drop_nulls().to_list(),
+        "Queries": runs["n_queries"].drop_nulls().to_list(),
     }
     # Runs of one evaluation normally agree on these; where they differ, every distinct value is listed.
     facts = [f"<th>{e(k)}</th>" + _td(", ".join(map(str, dict.fromkeys(v)))) for k, v in provenance.items()]

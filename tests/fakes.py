@@ -52,3 +52,12 @@ def make_docs(n: int, words_per_doc: int = 8, prefix: str = "d") -> list[Documen
         words = [vocab[(i * 3 + j) % len(vocab)] for j in range(words_per_doc)] + [f"term{i}"]
         docs.append(Document(f"{prefix}{i}", f"title {i}", " ".join(words), {"n": i}, f"mem:{i}"))
     return docs
+
+
+def make_testset(corpus: str = "c", name: str = "t"):
+    """Queries over :func:`make_docs` documents: ``q{i}`` asks for ``term{i}``, judged relevant in d{i}."""
+    from tasks.testsets import TestSet
+
+    queries = {f"q{i}": f"term{i} wing" for i in range(6)}
+    qrels = {f"q{i}": {f"d{i}": 2, f"d{(i + 1) % 12}": 1} for i in range(6)}
+    return TestSet(corpus, name, queries, qrels, "hash", "memory", "2026-01-01T00:00:00+00:00", "human")

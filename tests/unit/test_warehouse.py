@@ -1,0 +1,187 @@
+"""Evaluation runs in the warehouse: contents, views, comparisons, concurrency with readers, kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from storage.warehouse import DATA_TABLES, Warehouse
+from tasks.compare import UnknownRunError, compare_runs, list_runs, trec_lines
+from tasks.evaluate import score_queries
+from tasks.index import reindex
+from tasks.runs import depth_for, evaluate_methods
+from tasks.search import Searcher
+from tests.fakes import make_docs, make_testset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def searcher(tmp_store, fake) -> Searcher:
+    reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+    return Searcher(tmp_store, "c", lambda: fake)
+
+
+@pytest.fixture
+def warehouse(tmp_path) -> Warehouse:
+    return Warehouse(tmp_path / "warehouse")
+
+
+def test_empty_warehouse_has_working_views(warehouse):
+    for view in (
+        "runs",
+        "metrics",
+        "query_metrics",
+        "queries",
+        "rankings",
+        "leaderboard",
+        "latest_runs",
+        "run_deltas",
+    ):
+        assert warehouse.query(f"SELECT count(*) AS n FROM {view}").to_pylist() == [{"n": 0}]
+    with duckdb.connect(str(warehouse.catalog_path), read_only=True) as con:  # the file analysts open
+        assert con.execute("SELECT count(*) FROM leaderboard").fetchone() == (0,)
+
+
+def test_a_run_stores_every_number(searcher, warehouse):
+    testset = make_testset()
+    (result,) = evaluate_methods(searcher, testset, ["hybrid"], warehouse, measures=["nDCG@10", "P@1"])
+    run = warehouse.query("SELECT * FROM runs").to_pylist()[0]
+    assert (run["run_id"], run["corpus"], run["testset"], run["method"]) == (
+        result.run_id,
+        "c",
+        "t",
+        "hybrid",
+    )
+    assert run["n_queries"] == 6 and run["depth"] == 100 and run["embedding_model"] == "fake-bow"
+    assert run["documents_version"] == searcher.store.versions("c")["documents"]
+    assert '"lancedb"' in run["packages"] and run["retrieval_seconds"] > 0
+    metrics = {r["measure"]: r["value"] for r in warehouse.query("SELECT * FROM metrics").to_pylist()}
+    assert metrics == pytest.approx(result.metrics)
+    rankings = {q: searcher.search(t, "hybrid", 100) for q, t in testset.queries.items()}
+    assert metrics == pytest.approx(score_queries(rankings, testset.qrels, ["nDCG@10", "P@1"])[0])
+    per_query = warehouse.query("SELECT * FROM query_metrics").to_pylist()
+    assert len(per_query) == 6 * 2
+    assert warehouse.query("SELECT count(*) AS n FROM queries WHERE latency_ms > 0").to_pylist() == [{"n": 6}]
+    lines = trec_lines(warehouse, result.run_id)
+    first = lines[0].split()
+    assert first[1:4:2] == ["Q0", "1"] and first[-1] == result.run_id
+    assert len(lines) == warehouse.query("SELECT count(*) AS n FROM rankings").to_pylist()[0]["n"] == 6 * 12
+
+
+def test_views_leaderboard_deltas_and_comparison(searcher, warehouse):
+    first = evaluate_methods(searcher, make_testset(), ["bm25", "dense"], warehouse, measures=["nDCG@10"])
+    time.sleep(0.01)
+    again = evaluate_methods(searcher, make_testset(), ["bm25"], warehouse, measures=["nDCG@10"])
+    board = warehouse.query("SELECT method, run_id FROM leaderboard ORDER BY method").to_pylist()
+    assert board == [
+        {"method": "bm25", "run_id": again[0].run_id},
+        {"method": "dense", "run_id": first[1].run_id},
+    ]
+    assert warehouse.query("SELECT count(*) AS n FROM latest_runs").to_pylist() == [{"n": 2}]
+    delta = warehouse.query("SELECT * FROM run_deltas WHERE run_id = ?", [again[0].run_id]).to_pylist()[0]
+    assert delta["previous_run_id"] == first[0].run_id and delta["delta"] == pytest.approx(0.0)
+    result = compare_runs(warehouse, first[0].run_id, first[1].run_id, "nDCG@10", top=3)
+    assert result.wins + result.ties + result.losses == 6
+    wtl = warehouse.query("SELECT * FROM win_tie_loss(?, ?)", [first[0].run_id, first[1].run_id]).to_pylist()
+    assert wtl == [{"measure": "nDCG@10", "wins": result.wins, "ties": result.ties, "losses": result.losses}]
+    assert result.mean_a == pytest.approx(first[0].metrics["nDCG@10"])
+    assert [g["delta"] for g in result.gains] == sorted((g["delta"] for g in result.gains), reverse=True)
+    assert all(g["delta"] > 0 for g in result.gains) and all(d["delta"] < 0 for d in result.drops)
+    assert list_runs(warehouse)["run_id"][0] == again[0].run_id
+    with pytest.raises(UnknownRunError, match="zsr runs"):
+        compare_runs(warehouse, "nope", first[0].run_id)
+    with pytest.raises(ValueError, match="share no query"):
+        compare_runs(warehouse, first[0].run_id, first[1].run_id, "P@5")
+
+
+def test_identical_runs_have_no_significance_test(searcher, warehouse):
+    a, b = (evaluate_methods(searcher, make_testset(), ["bm25"], warehouse)[0] for _ in range(2))
+    result = compare_runs(warehouse, a.run_id, b.run_id)
+    assert (result.wins, result.losses, result.t_test_p, result.wilcoxon_p) == (0, 0, None, None)
+
+
+@pytest.mark.parametrize(
+    ("methods", "measures", "message"),
+    [
+        (["colbert"], None, "unknown method"),
+        (["bm25"], ["nDGC@10"], "unknown measure"),
+        ([], None, "no methods"),
+    ],
+)
+def test_bad_requests_fail_before_any_work(searcher, warehouse, methods, measures, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate_methods(searcher, make_testset(), methods, warehouse, measures=measures)
+    assert warehouse.query("SELECT count(*) AS n FROM runs").to_pylist() == [{"n": 0}]
+
+
+def test_empty_testset_is_an_error(searcher, warehouse):
+    empty = make_testset()
+    empty = type(empty)("c", "t", {}, {}, "h", "", "", "human")
+    with pytest.raises(ValueError, match="no judged queries"):
+        evaluate_methods(searcher, empty, ["bm25"], warehouse)
+
+
+def test_depth_follows_the_measures():
+    assert depth_for(["nDCG@10", "P@5"]) == 100
+    assert depth_for(["R@1000"]) == 1000
+    assert depth_for(["AP"]) == 1000
+
+
+def eval_process(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.eval_target",
+            str(tmp_path / "db"),
+            str(tmp_path / "warehouse"),
+            "bm25,dense",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_open_notebook_connection_does_not_block_an_eval(tmp_path):
+    warehouse = Warehouse(tmp_path / "warehouse")
+    notebook = duckdb.connect(str(warehouse.catalog_path))  # read-write, held open, as a notebook would
+    assert notebook.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    proc = eval_process(tmp_path)
+    out, errors = proc.communicate(timeout=120)
+    assert proc.returncode == 0, errors
+    run_ids = set(out.split())
+    assert len(run_ids) == 2
+    # The notebook sees the new runs on its next query, through the same connection.
+    seen = {r[0] for r in notebook.execute("SELECT run_id FROM runs").fetchall()}
+    assert seen == run_ids
+    assert notebook.execute("SELECT count(DISTINCT run_id) FROM query_metrics").fetchone() == (2,)
+    notebook.close()
+
+
+def test_killed_eval_leaves_no_partial_run(tmp_path):
+    proc = eval_process(tmp_path, "pause")
+    assert proc.stdout.readline().strip() == "paused"  # data files of the first run written, runs row not
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    warehouse = Warehouse(tmp_path / "warehouse")
+    orphans = [p for t in DATA_TABLES for p in (warehouse.root / t).glob("*.parquet") if p.stem != "_schema"]
+    assert orphans  # the dead writer left files behind ...
+    for view in ("runs", *DATA_TABLES, "leaderboard"):  # ... yet no view shows any of it
+        assert warehouse.query(f"SELECT count(*) AS n FROM {view}").to_pylist() == [{"n": 0}], view
+    old = time.time() - 2 * 3600
+    for path in orphans:
+        os.utime(path, (old, old))
+    Warehouse(warehouse.root)  # the next writer removes a dead writer's leftovers
+    assert not any(p.exists() for p in orphans)
