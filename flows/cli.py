@@ -246,7 +246,7 @@ def demo(
         f"{indexed.unchanged} unchanged"
     )
     _show_results(corpus, "human", results)
-    out.print(f'report: {page}\nquery the results: zsr sql "SELECT * FROM leaderboard"')
+    out.print(f'report: {page}\nquery the results: zsr sql "SELECT * FROM leaderboard"', soft_wrap=True)
 
 
 testset_app = typer.Typer(help="Register and list test sets (queries + relevance judgements) per corpus.")
@@ -583,7 +583,7 @@ def report(
 ) -> None:
     """Write a one-page HTML report (tables and charts) of the evaluation a run belongs to."""
     with user_errors():
-        out.print(f"report: {_write_report(run_id, measure)}")
+        out.print(f"report: {_write_report(run_id, measure)}", soft_wrap=True)
 
 
 def _write_report(run_id: str, measure: str) -> Path:

@@ -72,11 +72,66 @@ def test_corpora_and_methods(home):
 
 def test_demo_scores_are_real(home):
     result = zsr_json("demo", "--corpus", "demo2")
-    assert result["queries"] == 40
+    runs = {r["method"]: r for r in result["runs"]}
+    assert set(runs) == {"dense", "bm25", "hybrid"} and runs["dense"]["n_queries"] == 40
     # The slice is easier than the full collection (fewer distractors); these are floors, well below
     # what the methods reach, that a broken pipeline (random or empty rankings) cannot pass.
-    for method in ("bm25", "dense", "hybrid"):
-        assert result["scores"][method]["nDCG@10"] > 0.4, method
+    for method, run in runs.items():
+        assert run["metrics"]["nDCG@10"] > 0.4, method
+    assert Path(result["report"]).is_file()
+
+
+def test_eval_workflow(home, tmp_path):
+    zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    added = zsr_json("testset", "add", "demo", "human", str(DEMO_DATA), "--replace")
+    assert added["n_judged_queries"] == 40
+    assert [t["name"] for t in zsr_json("testset", "list", "--corpus", "demo")] == ["human"]
+    runs = zsr_json(
+        "eval",
+        "-c",
+        "demo",
+        "-t",
+        "human",
+        "--methods",
+        "bm25,hybrid(fusion=score)",
+        "--metrics",
+        "nDCG@10,R@100",
+    )
+    assert [r["method"] for r in runs] == ["bm25", "hybrid(fusion=score)"]
+    a, b = runs[0]["run_id"], runs[1]["run_id"]
+    listed = zsr_json("runs", "--corpus", "demo")
+    assert {a, b} <= {r["run_id"] for r in listed}
+    comparison = zsr_json("compare", a, b)
+    assert comparison["wins"] + comparison["ties"] + comparison["losses"] == 40
+    assert comparison["t_test_p"] is not None and comparison["gains"][0]["text"]
+    code, output = zsr("compare", a, b)
+    assert code == 0 and "Wilcoxon" in output and "biggest gains for B" in output
+    rows = zsr_json("sql", f"SELECT measure, value FROM metrics WHERE run_id = '{b}' ORDER BY measure")
+    assert [r["measure"] for r in rows] == ["R@100", "nDCG@10"]
+    assert rows[1]["value"] == pytest.approx(runs[1]["metrics"]["nDCG@10"])
+    out = tmp_path / "run.trec"
+    code, _ = zsr("export", b, "-o", str(out))
+    lines = out.read_text().splitlines()
+    assert code == 0 and len(lines) == 40 * 100 and lines[0].split()[1] == "Q0"
+    code, output = zsr("report", a)
+    report = Path(output.split("report:")[1].split()[0])
+    assert code == 0 and report.is_file() and "hybrid(fusion=score)" in report.read_text()
+
+
+def test_eval_errors_before_any_work(home):
+    zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    for args, message in [
+        (["-c", "demo", "-t", "human", "--methods", "dense,splade"], "unknown method 'splade'"),
+        (["-c", "demo", "-t", "human", "--metrics", "nDCG@10,MRR@x"], "unknown measure"),
+        (["-c", "demo", "-t", "nope"], "test set 'nope' is not registered"),
+        (["-c", "never", "-t", "human"], "never ingested"),
+    ]:
+        code, output = zsr("eval", *args)
+        assert code == 2 and message in output, (args, output)
+    code, output = zsr("sql", "SELECT * FROM no_such_view")
+    assert code == 2 and "no_such_view" in output
+    code, output = zsr("compare", "x", "y")
+    assert code == 2 and "zsr runs" in output
 
 
 def test_bad_input_fails_cleanly_and_writes_nothing(home, tmp_path):
