@@ -157,12 +157,10 @@ def search(
     if as_json:
         emit_json({"corpus": corpus, "method": method, "query": query, "hits": rows})
         return
-    table = Table("rank", "doc_id", "score", "title")
-    for row in rows:
-        table.add_row(
-            str(row["rank"]), row["doc_id"], f"{row['score']:.4f}", row["title"] or row["text"][:80]
-        )
-    out.print(table)
+    show(
+        ["rank", "doc_id", "score", "title"],
+        [[r["rank"], r["doc_id"], r["score"], r["title"] or r["text"][:80]] for r in rows],
+    )
 
 
 @app.command()
@@ -180,20 +178,13 @@ def corpora(as_json: JsonOpt = False) -> None:
             }
             for info in store.corpora()
         ]
-    if as_json:
-        emit_json(rows)
-        return
-    table = Table("corpus", "documents", "chunks", "model", "versions (docs/views)", "updated")
-    for row in rows:
-        table.add_row(
-            row["name"],
-            str(row["documents_rows"]),
-            str(row["views_rows"]),
-            row["model"],
-            f"{row['documents_version']}/{row['views_version']}",
-            f"{row['updated_at']:%Y-%m-%d %H:%M}",
-        )
-    out.print(table if rows else "no corpora yet: run `zsr ingest SOURCE --corpus NAME`")
+    columns = {"corpus": "name", "documents": "documents_rows", "chunks": "views_rows", "model": "model"}
+    columns |= {
+        "documents version": "documents_version",
+        "views version": "views_version",
+        "updated": "updated_at",
+    }
+    listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`")
 
 
 @app.command()
@@ -214,11 +205,17 @@ def methods(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("method", "parameters", "what it does")
-    for row in rows:
-        params = ", ".join(f"{p}={v['default']}" for p, v in row["params"].items()) or "-"
-        table.add_row(row["method"], params, row["description"])
-    out.print(table)
+    show(
+        ["method", "parameters", "what it does"],
+        [
+            [
+                r["method"],
+                ", ".join(f"{p}={v['default']}" for p, v in r["params"].items()) or "-",
+                r["description"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 @app.command()
@@ -303,21 +300,13 @@ def testset_list(
     """List registered test sets."""
     from tasks.testsets import list_testsets
 
-    rows = list_testsets(get_settings().testsets_dir, corpus)
-    if as_json:
-        emit_json(rows)
-        return
-    table = Table("corpus", "name", "kind", "queries", "qrels", "created")
-    for row in rows:
-        table.add_row(
-            row["corpus"],
-            row["name"],
-            row["kind"],
-            str(row["n_queries"]),
-            str(row["n_qrels"]),
-            row["created_at"],
-        )
-    out.print(table if rows else "no test sets yet: run `zsr testset add CORPUS NAME PATH`")
+    columns = {c: c for c in ("corpus", "name", "kind")} | {"queries": "n_queries", "qrels": "n_qrels"}
+    listing(
+        list_testsets(get_settings().testsets_dir, corpus),
+        columns | {"created": "created_at"},
+        as_json,
+        "no test sets yet: run `zsr testset add CORPUS NAME PATH`",
+    )
 
 
 @app.command("eval")
@@ -433,6 +422,16 @@ def runs(
         out.print("no runs yet: run `zsr eval --corpus C --testset T`")
 
 
+def listing(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool, empty: str) -> None:
+    """Rows as JSON, or as a table of ``columns`` (header -> key), or the hint ``empty`` if there are none."""
+    if as_json:
+        emit_json(rows)
+    elif rows:
+        show(list(columns), ([row[key] for key in columns.values()] for row in rows))
+    else:
+        out.print(empty)
+
+
 def show(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """A table on stdout; long values wrap instead of being cut, so ids stay copyable."""
     table = Table(title=title)
@@ -473,30 +472,25 @@ def compare(
         f"A = {a['run_id']} [bold]{a['method']}[/]   B = {b['run_id']} [bold]{b['method']}[/]"
         f"   ({a['corpus']}/{a['testset']})"
     )
-    table = Table("measure", "A", "B", "B - A")
-    for name, (va, vb) in result.aggregates.items():
-        table.add_row(name, _cell(va), _cell(vb), _cell(None if va is None or vb is None else vb - va))
-    la, lb = result.latency_ms
-    table.add_row(
-        "mean latency ms", _cell(la), _cell(lb), _cell(None if la is None or lb is None else lb - la)
+    pairs = {**result.aggregates, "mean latency ms": result.latency_ms}
+    show(
+        ["measure", "A", "B", "B - A"],
+        [[m, x, y, None if x is None or y is None else y - x] for m, (x, y) in pairs.items()],
     )
-    out.print(table)
     out.print(
         f"{result.measure} per query: B wins {result.wins}, ties {result.ties}, loses {result.losses}; "
         f"paired t-test p = {_cell(result.t_test_p)}, Wilcoxon p = {_cell(result.wilcoxon_p)}"
     )
     for title, movers in (("biggest gains for B", result.gains), ("biggest drops for B", result.drops)):
         if movers:
-            moved = Table("query", "A", "B", "delta", "text", title=title)
-            for m in movers:
-                moved.add_row(
-                    m["query_id"],
-                    _cell(m["value_a"]),
-                    _cell(m["value_b"]),
-                    _cell(m["delta"]),
-                    (m["text"] or "")[:70],
-                )
-            out.print(moved)
+            show(
+                ["query", "A", "B", "delta", "text"],
+                [
+                    [m["query_id"], m["value_a"], m["value_b"], m["delta"], (m["text"] or "")[:70]]
+                    for m in movers
+                ],
+                title=title,
+            )
 
 
 @app.command()

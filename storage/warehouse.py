@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 CATALOG = "catalog.duckdb"
 # Bump when the view definitions change: an out-of-date catalog is rebuilt (atomically) on next open.
-CATALOG_VERSION = 1
+CATALOG_VERSION = 2
+# Written in an older storage format so the standalone `duckdb` CLI (PyPI duckdb-cli, 1.5) can open it too.
+STORAGE_COMPATIBILITY = "v1.2.0"
 _STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -193,7 +195,7 @@ class Warehouse:
                 return
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / f"catalog-{os.getpid()}-{time.time_ns()}.duckdb"
-        with duckdb.connect(str(tmp)) as con:
+        with duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}) as con:
             con.execute(self._script())
         tmp.replace(self.catalog_path)
 
