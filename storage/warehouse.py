@@ -7,6 +7,7 @@ Layout under the warehouse root::
     query_metrics/<run_id>.parquet   value per query and measure
     queries/<run_id>.parquet         per-query cost: latency (later: LLM calls, tokens, cache hits)
     rankings/<run_id>.parquet        the run itself, as TREC rows (query, doc, rank, score)
+    llm_calls/<batch>.parquet        one row per LLM call (any purpose), appended in batches
     catalog.duckdb                   views over the files above, and comparison macros
 
 Writers never open ``catalog.duckdb``: they only add Parquet files, each written to a temporary name and
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 CATALOG = "catalog.duckdb"
 # Bump when the view definitions change: an out-of-date catalog is rebuilt (atomically) on next open.
-CATALOG_VERSION = 2
+CATALOG_VERSION = 3
 # Written in an older storage format so the standalone `duckdb` CLI (PyPI duckdb-cli, 1.5) can open it too.
 STORAGE_COMPATIBILITY = "v1.2.0"
 _STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
@@ -80,13 +81,32 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("score", pa.float64()),
         ]
     ),
+    "llm_calls": pa.schema(
+        [
+            ("call_id", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("purpose", pa.string()),
+            ("model", pa.string()),
+            ("answered_by", pa.string()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("latency_ms", pa.float64()),
+            ("retries", pa.int32()),
+            ("cache_hit", pa.bool_()),
+            ("error", pa.string()),
+            ("context", pa.string()),
+        ]
+    ),
 }
-DATA_TABLES = [t for t in SCHEMAS if t != "runs"]
+LOG_TABLES = ["llm_calls"]  # appended as events happen, visible at once (not tied to a run)
+DATA_TABLES = [t for t in SCHEMAS if t != "runs" and t not in LOG_TABLES]
 
 _VIEWS = """
 CREATE OR REPLACE VIEW runs AS
     SELECT * FROM read_parquet('{root}/runs/*.parquet', union_by_name = true);
 {data_views}
+CREATE OR REPLACE VIEW llm_calls AS
+    SELECT * FROM read_parquet('{root}/llm_calls/*.parquet', union_by_name = true);
 CREATE OR REPLACE VIEW leaderboard AS
     WITH ranked AS (
         SELECT r.*, row_number() OVER (
@@ -153,6 +173,12 @@ class Warehouse:
             self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / f"{run_id}.parquet")
         self._write_atomic(run.cast(SCHEMAS["runs"]), self.root / "runs" / f"{run_id}.parquet")
         log.info("published run %s to %s", run_id, self.root)
+
+    def append(self, table: str, rows: pa.Table) -> None:
+        """Add rows to a log table (``llm_calls``) as one new file, visible at once."""
+        if rows.num_rows:
+            name = f"{time.time_ns()}-{os.getpid()}.parquet"  # sortable by time, unique per writer
+            self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / name)
 
     def _write_atomic(self, rows: pa.Table, target: Path) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
