@@ -56,6 +56,32 @@ REGISTRY_SCHEMA = pa.schema(
 )
 
 
+SYNTHETIC_SCHEMA = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string()),
+        pa.field("doc_hash", pa.string()),  # content hash of the document the query was written from
+        pa.field("text", pa.string()),  # the parsed query ("" when nothing usable was parsed)
+        pa.field("raw", pa.string()),  # the generator's output, kept as it came
+        pa.field("style", pa.string()),
+        pa.field("generator", pa.string()),
+        pa.field("prompt_version", pa.string()),
+        pa.field("sample", pa.int32()),
+        pa.field("kept", pa.bool_()),
+        pa.field("reason", pa.string()),  # why it was rejected, null when kept
+        pa.field("n_words", pa.int32()),
+        pa.field(
+            "copy_score", pa.float32()
+        ),  # share of the query's words in one run copied from the document
+        pa.field("duplicate_of", pa.string()),
+        pa.field(
+            "roundtrip_rank", pa.int32()
+        ),  # rank of the source document for the query; null: not in top k
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
 def views_schema(dim: int) -> pa.Schema:
     """Schema of a corpus's ``views`` table; ``text`` is exactly what was embedded (less the model prefix)."""
     return pa.schema(
@@ -257,6 +283,22 @@ class CorpusStore:
             stale = [v for v in existing["view_id"].to_pylist() if v not in keep]
             for stale_part in _chunks(stale):
                 table.delete(f"view_id IN ({sql_list(stale_part)})")
+
+    # -- synthetic queries -------------------------------------------------------------------------------
+    def synthetic(self, corpus: str) -> lancedb.table.Table:
+        """The ``synthetic_queries`` table of ``corpus``, created empty on first use."""
+        name = f"{corpus}__synthetic_queries"
+        if not self._exists(name):
+            return self.db.create_table(name, schema=SYNTHETIC_SCHEMA)
+        return self.db.open_table(name)
+
+    def upsert_synthetic(self, corpus: str, rows: pa.Table) -> None:
+        """Insert or update synthetic queries by ``query_id`` (one commit)."""
+        if rows.num_rows:
+            table = self.synthetic(corpus)
+            table.merge_insert("query_id").when_matched_update_all().when_not_matched_insert_all().execute(
+                rows.cast(SYNTHETIC_SCHEMA)
+            )
 
     # -- embedding cache ---------------------------------------------------------------------------------
     def cache_table(self, model_key: str, dim: int) -> lancedb.table.Table:

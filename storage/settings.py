@@ -41,6 +41,17 @@ class Settings(BaseSettings):
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )
 
+    llm_model: str = Field(
+        default="zsr-local/smollm2",
+        description="Any LiteLLM model string (openai/..., ollama/..., hosted_vllm/...); default: bundled.",
+    )
+    llm_fallbacks: list[str] = Field(
+        default_factory=list, description="Models tried in order when one fails."
+    )
+    llm_api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible server.")
+    llm_timeout: float = Field(default=120.0, gt=0, description="Seconds before one LLM call times out.")
+    llm_concurrency: int = Field(default=4, ge=1, description="LLM calls in flight at once.")
+
     @property
     def home_dir(self) -> Path:
         """The home folder with ``~`` expanded."""
@@ -55,6 +66,11 @@ class Settings(BaseSettings):
     def testsets_dir(self) -> Path:
         """Where registered test sets are kept (validated copies, BEIR layout)."""
         return self.home_dir / "testsets"
+
+    @property
+    def llm_cache_path(self) -> Path:
+        """The persistent LLM response cache."""
+        return self.home_dir / "llm_cache.sqlite"
 
     @property
     def lancedb(self) -> str:

@@ -10,9 +10,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from storage.corpus_store import CorpusStore
+from storage.llm_cache import ResponseCache
 from storage.settings import Settings, get_settings
+from storage.warehouse import Warehouse
 from tasks.embed import Embedder, ModelSpec, load_embedder, model_spec
 from tasks.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.llm import LLMClient, LLMConfig
 from tasks.search import Method, Ranking, Searcher
 from tasks.sources import FieldMap, SourceFormat, SourceReport, read_source
 
@@ -66,6 +69,22 @@ def ingest(
         progress=progress,
     )
     return report, read
+
+
+def llm_client(settings: Settings | None = None) -> LLMClient:
+    """The LLM client from settings: response cache under ``$ZSR_HOME``, usage rows into the warehouse."""
+    settings = settings or get_settings()
+    config = LLMConfig(
+        model=settings.llm_model,
+        fallbacks=tuple(settings.llm_fallbacks),
+        api_base=settings.llm_api_base,
+        timeout=settings.llm_timeout,
+        concurrency=settings.llm_concurrency,
+    )
+    warehouse = Warehouse(settings.warehouse_dir)
+    return LLMClient(
+        config, ResponseCache(settings.llm_cache_path), lambda rows: warehouse.append("llm_calls", rows)
+    )
 
 
 def searcher(corpus: str, settings: Settings | None = None) -> Searcher:

@@ -90,6 +90,16 @@ class Completion:
     latency_ms: float = 0.0
 
 
+def register_provider(name: str, handler: Any) -> None:
+    """Route model strings ``name/...`` to an in-process LiteLLM ``CustomLLM`` (idempotent)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    others = [p for p in litellm.custom_provider_map if p["provider"] != name]
+    litellm.custom_provider_map = [*others, {"provider": name, "custom_handler": handler}]
+    litellm.utils.custom_llm_setup()  # rebuilds LiteLLM's provider list from the map
+
+
 def is_retryable(error: BaseException) -> bool:
     """Rate limits, timeouts, connection errors and 5xx answers are worth another try; nothing else is."""
     import litellm

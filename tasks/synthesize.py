@@ -1,0 +1,402 @@
+"""Synthetic queries: diverse documents sampled, queries written by an LLM (or extracted), parsed, filtered.
+
+Idempotency key: the query id, a hash of (document id, document content, generator, prompt version, style,
+sample index). Generation commits each batch to LanceDB as it finishes, and the LLM client caches every
+answer, so a run killed midway and started again generates only what is missing and repeats no call.
+Every query is stored with its raw output, and every filter decision with its score and reason
+(Promptagator round-trip consistency, doc2query-- copy and duplicate filters, length).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from storage.corpus_store import SYNTHETIC_SCHEMA, CorpusStore
+from storage.ids import content_hash
+from tasks.llm import LLMClient, LLMError, Request
+
+log = logging.getLogger(__name__)
+
+PASSAGE_CHARS = 1500  # small local models have short windows; the opening of a document says most
+PENDING = "pending"  # generated, not yet through the corpus-wide filters
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A versioned prompt; change the text, bump the version (it is part of every query id)."""
+
+    style: str
+    version: str
+    template: str  # with {passage}
+
+
+PROMPTS = {
+    p.style: p
+    for p in (
+        Prompt(
+            "question",
+            "question-v1",
+            "{passage}\n\nRead the passage and write one question it answers. Reply with the question only.",
+        ),
+        Prompt(
+            "keywords",
+            "keywords-v1",
+            "{passage}\n\nRead the passage and write a short keyword search query "
+            "(2 to 6 words) for which it is a good result. Reply with the query only.",
+        ),
+        Prompt(
+            "claim",
+            "claim-v1",
+            "{passage}\n\nRead the passage and write one factual claim, a single "
+            "sentence, that it supports. Reply with the claim only.",
+        ),
+        Prompt(
+            "title",
+            "title-v1",
+            "{passage}\n\nRead the passage and write a short title for it. Reply with the title only.",
+        ),
+    )
+}
+_REFUSAL = re.compile(r"^(i'?m sorry|i cannot|i can'?t|as an ai|sorry,|i am unable|i'?m unable)", re.I)
+_LEAD = re.compile(r"^\s*(?:\d+[.)]|[-*•])?\s*(?:query|question|claim|title|keywords?)?\s*:?\s*", re.I)
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class Filters:
+    """Thresholds of the filters; every decision is stored with its score."""
+
+    min_words: int = 2
+    max_words: int = 32
+    max_copy: float = 0.9  # a query whose words are (nearly) all one run copied from the document
+    max_jaccard: float = 0.9  # near-duplicate of an earlier query of the same document
+    roundtrip_k: int | None = 20  # Promptagator keeps (q, d) only if d is in q's top k; None: no check
+    roundtrip_method: str = "hybrid"
+
+
+@dataclass
+class SynthesisReport:
+    """What a synthesis run did."""
+
+    corpus: str
+    generator: str
+    style: str
+    documents: int = 0
+    generated: int = 0
+    already_done: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    llm_calls: int = 0
+    cache_hits: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class Generator(Protocol):
+    """Writes one raw query text per (document, sample) request."""
+
+    name: str
+    prompt_version: str
+
+    def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
+        """Raw outputs, one per (doc, sample) pair, or the error of a request that failed for good."""
+        ...
+
+
+class LLMGenerator:
+    """Promptagator-style: zero-shot or up to 8 user-supplied examples, N samples at a temperature."""
+
+    def __init__(
+        self,
+        llm: LLMClient,
+        style: str = "question",
+        temperature: float = 0.7,
+        examples: Sequence[dict[str, str]] = (),
+        max_tokens: int = 48,
+    ) -> None:
+        if style not in PROMPTS:
+            raise ValueError(f"unknown style {style!r}; choose one of {', '.join(PROMPTS)}")
+        self.llm, self.prompt, self.temperature = llm, PROMPTS[style], temperature
+        self.examples, self.max_tokens = list(examples)[:8], max_tokens
+        self.name = llm.config.model
+        shots = content_hash(json.dumps(self.examples, sort_keys=True))[:8] if self.examples else ""
+        self.prompt_version = self.prompt.version + (f"+shots-{shots}" if shots else "")
+        self.last: list = []
+
+    def messages(self, passage: str) -> list[dict[str, str]]:
+        """The chat: each example as a user/assistant turn, then the document."""
+        turns = []
+        for ex in self.examples:
+            turns += [
+                {
+                    "role": "user",
+                    "content": self.prompt.template.format(passage=ex["passage"][:PASSAGE_CHARS]),
+                },
+                {"role": "assistant", "content": ex["query"]},
+            ]
+        return [
+            *turns,
+            {"role": "user", "content": self.prompt.template.format(passage=passage[:PASSAGE_CHARS])},
+        ]
+
+    def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
+        """One request per (doc, sample): the sample index is the seed, so samples differ and cache apart."""
+        requests = [
+            Request(
+                self.messages(f"{d['title']}\n{d['text']}".strip()),
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                seed=s,
+                context={"doc_id": d["doc_id"], "sample": s},
+            )
+            for d, s in zip(docs, samples, strict=True)
+        ]
+        self.last = self.llm.complete_many(requests, purpose=f"synthesize:{self.prompt.style}")
+        return [r if isinstance(r, LLMError) else r.text for r in self.last]
+
+
+class ExtractiveGenerator:
+    """No LLM: a sentence taken from the document (Inverse Cloze Task style).
+
+    Cheap and offline, but biased toward lexical overlap with its source: label results that use it.
+    """
+
+    name = "extractive"
+    prompt_version = "ict-sentence-v1"
+
+    def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
+        """A sentence of 4-20 words per request, chosen by a seed derived from (doc, sample)."""
+        out: list[str | LLMError] = []
+        for doc, sample in zip(docs, samples, strict=True):
+            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", doc["text"]) if s.strip()]
+            fitting = [s for s in sentences if 4 <= len(_WORD.findall(s)) <= 20] or sentences or [doc["text"]]
+            out.append(random.Random(f"{doc['doc_id']}:{sample}").choice(fitting))
+        return out
+
+
+def parse_query(raw: str) -> tuple[str, str | None]:
+    """The query in a model's output, and why none could be taken (``None`` when fine).
+
+    Accepts JSON (``{"query": ...}``), numbered or bulleted lines, ``Query:`` prefixes and quotes; takes
+    the first non-empty line.
+    """
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+            text = next(
+                (str(value[k]) for k in ("query", "question", "claim", "title", "text") if k in value), ""
+            )
+        except (json.JSONDecodeError, TypeError):
+            text = text.strip("{}")
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    line = _LEAD.sub("", line, count=1).strip().strip("\"'`“”").strip()
+    if not line:
+        return "", "empty output"
+    if _REFUSAL.match(line):
+        return line, "refusal"
+    return line, None
+
+
+def sample_documents(doc_ids: Sequence[str], vectors: np.ndarray, n: int, seed: int = 0) -> list[str]:
+    """DUQGen-style diverse sample: k-means with ``n`` clusters, one document drawn from each.
+
+    Within a cluster a document is drawn with probability softmax(cosine to the centroid / 0.1), so
+    typical documents are favoured without always taking the same one.
+    """
+    if n >= len(doc_ids):
+        return list(doc_ids)
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=n, random_state=seed, n_init=3).fit_predict(vectors)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cluster in range(n):
+        members = np.flatnonzero(labels == cluster)
+        centroid = vectors[members].mean(axis=0)
+        sims = vectors[members] @ centroid / (np.linalg.norm(centroid) or 1.0)
+        weights = np.exp((sims - sims.max()) / 0.1)
+        chosen.append(doc_ids[int(rng.choice(members, p=weights / weights.sum()))])
+    return sorted(chosen)
+
+
+def copy_score(query: str, passage: str) -> float:
+    """Share of the query's words that form one contiguous run in the passage (1.0: copied verbatim)."""
+    q, p = [w.lower() for w in _WORD.findall(query)], [w.lower() for w in _WORD.findall(passage)]
+    if not q:
+        return 0.0
+    best, prev = 0, [0] * (len(p) + 1)
+    for qw in q:  # longest common substring over words, one DP row at a time
+        row = [0] * (len(p) + 1)
+        for j, pw in enumerate(p, start=1):
+            if qw == pw:
+                row[j] = prev[j - 1] + 1
+                best = max(best, row[j])
+        prev = row
+    return best / len(q)
+
+
+def synthesize(
+    store: CorpusStore,
+    corpus: str,
+    generator: Generator,
+    *,
+    style: str = "question",
+    per_doc: int = 1,
+    doc_ids: Sequence[str] | None = None,
+    filters: Filters | None = None,
+    search: Callable[[dict[str, str], str, int], dict[str, list[tuple[str, float]]]] | None = None,
+    batch: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> SynthesisReport:
+    """Generate what is missing for ``doc_ids`` (default: every document), then run the filters.
+
+    ``search(queries, method, k)`` is the retrieval used for the round-trip filter (skipped without it).
+    A request that fails for good (every model, every retry) stops the run after the finished queries of
+    its batch are stored.
+    """
+    filters = filters or Filters()
+    report = SynthesisReport(corpus, generator.name, style)
+    docs = {
+        d["doc_id"]: d
+        for d in store.documents(corpus)
+        .to_arrow()
+        .select(["doc_id", "title", "text", "content_hash"])
+        .to_pylist()
+    }
+    wanted = list(doc_ids) if doc_ids is not None else sorted(docs)
+    unknown = [d for d in wanted if d not in docs]
+    if unknown:
+        raise ValueError(f"{len(unknown)} document id(s) not in corpus {corpus!r}, e.g. {unknown[:3]}")
+    existing = set(store.synthetic(corpus).to_arrow()["query_id"].to_pylist())
+    plan = []
+    for doc_id in wanted:
+        for sample in range(per_doc):
+            qid = content_hash(
+                doc_id,
+                docs[doc_id]["content_hash"],
+                generator.name,
+                generator.prompt_version,
+                style,
+                str(sample),
+            )
+            if qid in existing:
+                report.already_done += 1
+            else:
+                plan.append((qid, docs[doc_id], sample))
+    report.documents = len(wanted)
+    for start in range(0, len(plan), batch):
+        part = plan[start : start + batch]
+        raws = generator.generate([d for _, d, _ in part], [s for _, _, s in part])
+        rows, failure = [], None
+        for (qid, doc, sample), raw in zip(part, raws, strict=True):
+            if isinstance(raw, LLMError):
+                failure = failure or raw
+                continue
+            rows.append(_row(qid, doc, sample, raw, style, generator, filters))
+        _count_llm(report, generator)
+        store.upsert_synthetic(corpus, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
+        report.generated += len(rows)
+        if failure:
+            raise LLMError(f"generation stopped, {report.generated} queries stored so far: {failure}")
+        if progress:
+            progress(start + len(part), len(plan))
+    _final_filters(store, corpus, filters, search)
+    table = store.synthetic(corpus).to_arrow().to_pylist()
+    mine = [
+        r
+        for r in table
+        if r["generator"] == generator.name
+        and r["prompt_version"] == generator.prompt_version
+        and r["doc_id"] in set(wanted)
+    ]
+    report.kept = sum(r["kept"] for r in mine)
+    for r in mine:
+        if not r["kept"]:
+            reason = r["reason"].split(":")[0]
+            report.rejected[reason] = report.rejected.get(reason, 0) + 1
+    return report
+
+
+def _row(qid: str, doc: dict, sample: int, raw: str, style: str, gen: Generator, filters: Filters) -> dict:
+    text, reason = parse_query(raw)
+    n_words = len(_WORD.findall(text))
+    copied = copy_score(text, f"{doc['title']} {doc['text']}")
+    if reason is None and not filters.min_words <= n_words <= filters.max_words:
+        reason = f"length: {n_words} words, outside {filters.min_words}-{filters.max_words}"
+    if reason is None and copied >= filters.max_copy and n_words >= 4:
+        reason = f"copied from the document: {copied:.2f} of its words in one run"
+    return {
+        "query_id": qid,
+        "doc_id": doc["doc_id"],
+        "doc_hash": doc["content_hash"],
+        "text": text,
+        "raw": raw,
+        "style": style,
+        "generator": gen.name,
+        "prompt_version": gen.prompt_version,
+        "sample": sample,
+        "kept": False,
+        "reason": reason or PENDING,
+        "n_words": n_words,
+        "copy_score": copied,
+        "duplicate_of": None,
+        "roundtrip_rank": None,
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _final_filters(store: CorpusStore, corpus: str, filters: Filters, search: Callable | None) -> None:
+    """Duplicates and round-trip consistency over every pending query (resumable: a rerun finishes them)."""
+    table = store.synthetic(corpus).to_arrow().to_pylist()
+    pending = [r for r in table if r["reason"] == PENDING]
+    if not pending:
+        return
+    seen: dict[str, list[tuple[str, set[str]]]] = {}
+    for r in sorted(table, key=lambda r: (r["doc_id"], r["sample"], r["query_id"])):
+        if r["reason"] not in (PENDING, None):
+            continue
+        words = {w.lower() for w in _WORD.findall(r["text"])}
+        earlier = seen.setdefault(r["doc_id"], [])
+        for other_id, other in earlier:
+            jaccard = len(words & other) / max(len(words | other), 1)
+            if r["reason"] == PENDING and jaccard >= filters.max_jaccard:
+                r["duplicate_of"], r["reason"] = other_id, f"near-duplicate: jaccard {jaccard:.2f}"
+                break
+        else:
+            earlier.append((r["query_id"], words))
+    survivors = [r for r in pending if r["reason"] == PENDING]
+    if search and filters.roundtrip_k and survivors:
+        hits = search(
+            {r["query_id"]: r["text"] for r in survivors}, filters.roundtrip_method, filters.roundtrip_k
+        )
+        for r in survivors:
+            ranked = [d for d, _ in hits[r["query_id"]]]
+            r["roundtrip_rank"] = ranked.index(r["doc_id"]) + 1 if r["doc_id"] in ranked else None
+            if r["roundtrip_rank"] is None:
+                r["reason"] = (
+                    f"round-trip: source not in the top {filters.roundtrip_k} ({filters.roundtrip_method})"
+                )
+    for r in pending:
+        r["kept"] = r["reason"] == PENDING
+        r["reason"] = None if r["kept"] else r["reason"]
+    store.upsert_synthetic(corpus, pa.Table.from_pylist(pending, SYNTHETIC_SCHEMA))
+
+
+def _count_llm(report: SynthesisReport, generator: Generator) -> None:
+    for result in getattr(generator, "last", []):
+        if not isinstance(result, LLMError):
+            report.llm_calls += 1
+            report.cache_hits += result.cache_hit
+            report.tokens_in += result.prompt_tokens
+            report.tokens_out += result.completion_tokens
