@@ -596,3 +596,97 @@ def _write_report(run_id: str, measure: str) -> Path:
         measure=measure,
         queries=_query_texts(first),
     )
+
+
+@app.command()
+def synthesize(
+    corpus: CorpusOpt,
+    style: Annotated[str, typer.Option(help="question, keywords, claim or title.")] = "question",
+    per_doc: Annotated[int, typer.Option(min=1, help="Queries per document.")] = 1,
+    docs: Annotated[
+        int | None, typer.Option(min=1, help="Sample this many diverse documents (k-means); default: all.")
+    ] = None,
+    generator: Annotated[
+        str, typer.Option(help="llm, or extractive (no LLM: sentences from the document).")
+    ] = "llm",
+    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature of the LLM.")] = 0.7,
+    examples: Annotated[
+        Path | None,
+        typer.Option(help='JSONL of few-shot examples: {"passage": ..., "query": ...} (up to 8).'),
+    ] = None,
+    roundtrip_k: Annotated[
+        int, typer.Option(min=0, help="Keep a query only if its document is in its top K (0: no check).")
+    ] = 20,
+    roundtrip_method: Annotated[
+        str, typer.Option(help="Retrieval used for the round-trip check.")
+    ] = "hybrid",
+    seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 0,
+    refilter: Annotated[
+        bool, typer.Option(help="Re-run the filters over queries already generated.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write synthetic queries for a corpus, filter them, and refresh its multi-view and expanded indexes."""
+    import json as jsonlib
+
+    from tasks.api import llm_client, open_store, searcher
+    from tasks.synthesize import (
+        ExtractiveGenerator,
+        Filters,
+        LLMGenerator,
+        document_vectors,
+        sample_documents,
+    )
+    from tasks.synthesize import synthesize as run_synthesis
+    from tasks.views import build_views
+
+    with user_errors():
+        store = open_store()
+        engine = searcher(corpus)
+        if generator not in ("llm", "extractive"):
+            raise ValueError(f"unknown generator {generator!r}; use llm or extractive")
+        shots = (
+            [jsonlib.loads(line) for line in examples.read_text().splitlines() if line.strip()]
+            if examples
+            else []
+        )
+        if any(set(s) < {"passage", "query"} for s in shots):
+            raise ValueError(f"{examples}: every example needs 'passage' and 'query' fields")
+        gen = (
+            ExtractiveGenerator()
+            if generator == "extractive"
+            else LLMGenerator(llm_client(), style=style, temperature=temperature, examples=shots)
+        )
+        doc_ids = None
+        if docs:
+            ids, vectors = document_vectors(store, corpus)
+            doc_ids = sample_documents(ids, vectors, docs, seed=seed)
+        filters = Filters(roundtrip_k=roundtrip_k or None, roundtrip_method=roundtrip_method)
+        with _query_progress(not as_json) as progress:
+            report = run_synthesis(
+                store,
+                corpus,
+                gen,
+                style=style,
+                per_doc=per_doc,
+                doc_ids=doc_ids,
+                filters=filters,
+                search=engine.search_batch,
+                refilter=refilter,
+                progress=(lambda done, total: progress("generating", done, total)) if progress else None,
+            )
+        views = build_views(store, corpus, engine.embedder_factory)
+    if as_json:
+        emit_json({"synthesis": asdict(report), "views": asdict(views)})
+        return
+    out.print(
+        f"[bold]{corpus}[/]: {report.generated} queries generated ({report.already_done} already done) "
+        f"from {report.documents} documents by {report.generator}; {report.kept} kept"
+    )
+    if report.rejected:
+        show(["rejected because", "queries"], sorted(report.rejected.items()))
+    out.print(
+        f"LLM: {report.llm_calls} calls, {report.cache_hits} from cache, {report.tokens_in} tokens in, "
+        f"{report.tokens_out} out. Views: {views.title_views} title, {views.query_views} query "
+        f"({views.added} added, {views.deleted} removed); {views.expanded_documents} documents expanded"
+    )

@@ -284,6 +284,58 @@ class CorpusStore:
             for stale_part in _chunks(stale):
                 table.delete(f"view_id IN ({sql_list(stale_part)})")
 
+    def sync_views(self, corpus: str, dim: int, kinds: Sequence[str], rows: pa.Table) -> tuple[int, int]:
+        """Make ``rows`` the complete set of views of ``kinds``: add the missing, delete the rest.
+
+        Returns (added, deleted). Views are keyed by content-derived ids, so unchanged ones are untouched.
+        """
+        table = self.views(corpus, dim)
+        kind_list = sql_list(kinds)
+        existing = set(
+            table.search()
+            .where(f"kind IN ({kind_list})")
+            .select(["view_id"])
+            .limit(None)
+            .to_arrow()["view_id"]
+            .to_pylist()
+        )
+        wanted = rows["view_id"].to_pylist()
+        new = rows.filter(pa.array([v not in existing for v in wanted], pa.bool_()))
+        if new.num_rows:
+            table.merge_insert("view_id").when_not_matched_insert_all().execute(new)
+        stale = sorted(existing - set(wanted))
+        for part in _chunks(stale):
+            table.delete(f"view_id IN ({sql_list(part)})")
+        return new.num_rows, len(stale)
+
+    # -- document expansion (doc2query) -------------------------------------------------------------------
+    def write_expansion(self, corpus: str, rows: pa.Table) -> None:
+        """Replace the expanded lexical index: title + text + kept synthetic queries, BM25-indexed.
+
+        A table of its own, rebuilt whole (one commit, then one index build): cheap next to generation, and
+        the plain ``bm25`` index stays exactly as ingested.
+        """
+        table = self.db.create_table(f"{corpus}__expanded", rows, mode="overwrite")
+        table.create_index(
+            "lexical", config=FTS(language="English", stem=True, remove_stop_words=True), replace=True
+        )
+
+    def expansion_search(self, corpus: str, text: str, limit: int) -> list[tuple[str, float]]:
+        """BM25 hits over the expanded index."""
+        name = f"{corpus}__expanded"
+        if not self._exists(name):
+            raise LookupError(
+                f"corpus {corpus!r} has no expanded index yet; run `zsr synthesize --corpus {corpus}`"
+            )
+        rows = (
+            self.db.open_table(name)
+            .search(text, query_type="fts")
+            .select(["doc_id", "_score"])
+            .limit(limit)
+            .to_list()
+        )
+        return [(r["doc_id"], float(r["_score"])) for r in rows]
+
     # -- synthetic queries -------------------------------------------------------------------------------
     def synthetic(self, corpus: str) -> lancedb.table.Table:
         """The ``synthetic_queries`` table of ``corpus``, created empty on first use."""
@@ -371,14 +423,14 @@ class CorpusStore:
 
     # -- search ------------------------------------------------------------------------------------------
     def dense_search(
-        self, corpus: str, dim: int, vectors: np.ndarray, limit: int, kind: str = "chunk"
+        self, corpus: str, dim: int, vectors: np.ndarray, limit: int, kinds: Sequence[str] = ("chunk",)
     ) -> list[list[tuple[str, float]]]:
-        """Nearest views of ``kind`` for each query vector: per query, ``(doc_id, cosine)`` best first."""
+        """Nearest views of ``kinds`` for each query vector: per query, ``(doc_id, cosine)`` best first."""
         query = self.views(corpus, dim).search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
         result = (
             query.distance_type("cosine")
-            .where(f"kind = '{kind}'", prefilter=True)
+            .where(f"kind IN ({sql_list(kinds)})", prefilter=True)
             .select(["doc_id"])
             .limit(limit)
             .to_arrow()

@@ -8,6 +8,8 @@ Layout under the warehouse root::
     queries/<run_id>.parquet         per-query cost: latency (later: LLM calls, tokens, cache hits)
     rankings/<run_id>.parquet        the run itself, as TREC rows (query, doc, rank, score)
     llm_calls/<batch>.parquet        one row per LLM call (any purpose), appended in batches
+    judgements/<batch>.parquet       one row per judged (query, document) pair of a synthetic test set
+    agreements/<batch>.parquet       one row per comparison of method rankings on two test sets
     catalog.duckdb                   views over the files above, and comparison macros
 
 Writers never open ``catalog.duckdb``: they only add Parquet files, each written to a temporary name and
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 CATALOG = "catalog.duckdb"
 # Bump when the view definitions change: an out-of-date catalog is rebuilt (atomically) on next open.
-CATALOG_VERSION = 3
+CATALOG_VERSION = 4
 # Written in an older storage format so the standalone `duckdb` CLI (PyPI duckdb-cli, 1.5) can open it too.
 STORAGE_COMPATIBILITY = "v1.2.0"
 _STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
@@ -97,8 +99,43 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("context", pa.string()),
         ]
     ),
+    "judgements": pa.schema(
+        [
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("corpus", pa.string()),
+            ("testset", pa.string()),
+            ("query_id", pa.string()),
+            ("query_text", pa.string()),
+            ("source_doc", pa.string()),  # the document the query was written from
+            ("generator", pa.string()),
+            ("prompt_version", pa.string()),
+            ("doc_id", pa.string()),
+            ("judge", pa.string()),
+            ("grade", pa.int32()),  # null: the judgement failed (see error)
+            ("probability", pa.float64()),
+            ("raw", pa.string()),
+            ("error", pa.string()),
+        ]
+    ),
+    "agreements": pa.schema(
+        [
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("corpus", pa.string()),
+            ("human_testset", pa.string()),
+            ("synthetic_testset", pa.string()),
+            ("measure", pa.string()),
+            ("methods", pa.string()),  # JSON list, in the order given
+            ("human_scores", pa.string()),  # JSON {method: value}
+            ("synthetic_scores", pa.string()),
+            ("kendall_tau", pa.float64()),
+            ("p_value", pa.float64()),
+            ("top1_agree", pa.bool_()),
+            ("run_ids", pa.string()),  # JSON {"human": {method: run_id}, "synthetic": {...}}
+        ]
+    ),
 }
-LOG_TABLES = ["llm_calls"]  # appended as events happen, visible at once (not tied to a run)
+# Appended as events happen, visible at once (not tied to a run).
+LOG_TABLES = ["llm_calls", "judgements", "agreements"]
 DATA_TABLES = [t for t in SCHEMAS if t != "runs" and t not in LOG_TABLES]
 
 _VIEWS = """
@@ -107,6 +144,10 @@ CREATE OR REPLACE VIEW runs AS
 {data_views}
 CREATE OR REPLACE VIEW llm_calls AS
     SELECT * FROM read_parquet('{root}/llm_calls/*.parquet', union_by_name = true);
+CREATE OR REPLACE VIEW judgements AS
+    SELECT * FROM read_parquet('{root}/judgements/*.parquet', union_by_name = true);
+CREATE OR REPLACE VIEW agreements AS
+    SELECT * FROM read_parquet('{root}/agreements/*.parquet', union_by_name = true);
 CREATE OR REPLACE VIEW leaderboard AS
     WITH ranked AS (
         SELECT r.*, row_number() OVER (
@@ -175,7 +216,7 @@ class Warehouse:
         log.info("published run %s to %s", run_id, self.root)
 
     def append(self, table: str, rows: pa.Table) -> None:
-        """Add rows to a log table (``llm_calls``) as one new file, visible at once."""
+        """Add rows to a log table (one of ``LOG_TABLES``) as one new file, visible at once."""
         if rows.num_rows:
             name = f"{time.time_ns()}-{os.getpid()}.parquet"  # sortable by time, unique per writer
             self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / name)

@@ -25,9 +25,9 @@ from storage.corpus_store import (
     vectors_to_arrow,
     views_schema,
 )
-from storage.ids import canonical_json
+from storage.ids import canonical_json, content_hash
 from storage.types import Document
-from tasks.chunking import CHUNK, Chunk, chunk_documents, join_title
+from tasks.chunking import CHUNK, chunk_documents, join_title
 from tasks.embed import Embedder, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,19 @@ def reindex(
             corpus, spec.name, spec.query_prefix, spec.passage_prefix, embedder.dim, source, created, now()
         )
     )
-    key = model_key(spec.name, spec.passage_prefix)
     for start in range(0, len(todo), batch_docs):
         batch = todo[start : start + batch_docs]
         chunks = chunk_documents(batch, embedder, overlap)
-        vectors, encoded = _embed(store, embedder, key, chunks)
+        vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
         report.chunks_encoded += encoded
         report.chunks_cached += len({c.content_hash for c in chunks}) - encoded
         report.chunks_written += len(chunks)
+        views = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
         store.replace_views(
-            corpus, embedder.dim, [d.doc_id for d in batch], _view_rows(chunks, vectors, spec, embedder.dim)
+            corpus,
+            embedder.dim,
+            [d.doc_id for d in batch],
+            view_rows(views, vectors, spec.name, embedder.dim),
         )
         store.upsert_documents(corpus, _document_rows(batch))
         if progress:
@@ -156,34 +159,40 @@ def reindex(
     return report
 
 
-def _embed(
-    store: CorpusStore, embedder: Embedder, key: str, chunks: Sequence[Chunk]
+def embed_cached(
+    store: CorpusStore, embedder: Embedder, texts: dict[str, str], *, queries: bool = False
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Vectors of every chunk, by content hash; only text never seen by this model is encoded."""
-    texts = {c.content_hash: c.text for c in chunks}
+    """Vectors of ``{content_hash: text}``; only text this model never encoded with this prefix is encoded.
+
+    Fresh vectors are committed to the cache before they are returned, so a crash loses no finished work.
+    """
+    spec = embedder.spec
+    key = model_key(spec.name, spec.query_prefix if queries else spec.passage_prefix)
     vectors = store.cached_vectors(key, embedder.dim, list(texts))
     missing = [h for h in texts if h not in vectors]
     if missing:
-        fresh = embedder.encode([texts[h] for h in missing], queries=False)
+        fresh = embedder.encode([texts[h] for h in missing], queries=queries)
         store.cache_vectors(key, embedder.dim, missing, fresh)
         vectors.update(zip(missing, fresh, strict=True))
     return vectors, len(missing)
 
 
-def _view_rows(
-    chunks: Sequence[Chunk], vectors: dict[str, np.ndarray], spec: ModelSpec, dim: int
+def view_rows(
+    views: Sequence[tuple[str, str, str, int, str]], vectors: dict[str, np.ndarray], model: str, dim: int
 ) -> pa.Table:
-    matrix = np.stack([vectors[c.content_hash] for c in chunks]) if chunks else np.zeros((0, dim), np.float32)
+    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by text hash."""
+    hashes = [content_hash(text) for *_, text in views]
+    matrix = np.stack([vectors[h] for h in hashes]) if views else np.zeros((0, dim), np.float32)
     return pa.Table.from_arrays(
         [
-            pa.array([c.view_id for c in chunks], pa.string()),
-            pa.array([c.doc_id for c in chunks], pa.string()),
-            pa.array([CHUNK] * len(chunks), pa.string()),
-            pa.array([c.ordinal for c in chunks], pa.int32()),
-            pa.array([c.text for c in chunks], pa.string()),
+            pa.array([v[0] for v in views], pa.string()),
+            pa.array([v[1] for v in views], pa.string()),
+            pa.array([v[2] for v in views], pa.string()),
+            pa.array([v[3] for v in views], pa.int32()),
+            pa.array([v[4] for v in views], pa.string()),
             vectors_to_arrow(matrix),
-            pa.array([spec.name] * len(chunks), pa.string()),
-            pa.array([c.content_hash for c in chunks], pa.string()),
+            pa.array([model] * len(views), pa.string()),
+            pa.array(hashes, pa.string()),
         ],
         schema=views_schema(dim),
     )

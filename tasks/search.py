@@ -48,7 +48,35 @@ class HybridParams(BaseModel):
     depth: int = Field(default=1000, ge=1, description="hits taken from each ranking before fusion")
 
 
-METHODS: dict[str, type[BaseModel]] = {"dense": DenseParams, "bm25": Bm25Params, "hybrid": HybridParams}
+class MultiviewParams(BaseModel):
+    """Dense search over every view of a document: chunks, title and kept synthetic queries.
+
+    ``max``: a document scores as its best view of any kind. ``weighted``: (1 - query_weight) x its best
+    passage (chunk or title) score + query_weight x its best synthetic-query score.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    agg: Literal["max", "weighted"] = Field(default="max", description="how view scores combine per document")
+    query_weight: float = Field(
+        default=0.3, ge=0, le=1, description="weight of the best query view (weighted)"
+    )
+    depth: int = Field(default=200, ge=1, description="documents taken from each view kind before combining")
+
+
+class D2qParams(BaseModel):
+    """BM25 over documents expanded with their kept synthetic queries (doc2query / doc2query--)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+METHODS: dict[str, type[BaseModel]] = {
+    "dense": DenseParams,
+    "bm25": Bm25Params,
+    "hybrid": HybridParams,
+    "multiview": MultiviewParams,
+    "d2q": D2qParams,
+}
+PASSAGE_KINDS, QUERY_KINDS = ("chunk", "title"), ("query",)
 _CALL = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.S)
 
 
@@ -147,14 +175,14 @@ class Searcher:
         self.store = store
         self.corpus = corpus
         self.info = store.corpus(corpus)
-        self._get_embedder = get_embedder
+        self.embedder_factory = get_embedder
         counts = store.counts(corpus)
         self._views_per_doc = counts["views"] / max(counts["documents"], 1)
         self._n_views = counts["views"]
 
     def warm_up(self) -> None:
         """Load the embedding model now rather than inside the first timed query."""
-        self._get_embedder()
+        self.embedder_factory()
 
     def search(self, query: str, method: str | Method = "dense", k: int = 10) -> Ranking:
         """Top ``k`` documents for one query."""
@@ -171,6 +199,14 @@ class Searcher:
             rankings = self._dense(texts, k)
         elif method.name == "bm25":
             rankings = self._bm25(texts, k)
+        elif method.name == "d2q":
+            rankings = self._bm25(texts, k, expanded=True)
+        elif method.name == "multiview":
+            params = method.params
+            assert isinstance(params, MultiviewParams)
+            passages = self._dense(texts, max(k, params.depth), PASSAGE_KINDS)
+            asked = self._dense(texts, max(k, params.depth), QUERY_KINDS)
+            rankings = [rank(_combine(p, q, params), k) for p, q in zip(passages, asked, strict=True)]
         else:
             params = method.params
             assert isinstance(params, HybridParams)
@@ -187,17 +223,17 @@ class Searcher:
             ]
         return dict(zip(ids, rankings, strict=True))
 
-    def _dense(self, texts: list[str], k: int) -> list[Ranking]:
+    def _dense(self, texts: list[str], k: int, kinds: tuple[str, ...] = ("chunk",)) -> list[Ranking]:
         if not texts:
             return []
-        embedder = self._get_embedder()
+        embedder = self.embedder_factory()
         vectors = embedder.encode(texts, queries=True)
         # Fetch enough chunks that k distinct documents are among them; widen for queries that fall short.
         limit = min(self._n_views, math.ceil(k * self._views_per_doc * 1.5) + 10)
         out: list[Ranking] = [[] for _ in texts]
         pending = list(range(len(texts)))
         while pending:
-            hits = self.store.dense_search(self.corpus, self.info.dim, vectors[pending], limit)
+            hits = self.store.dense_search(self.corpus, self.info.dim, vectors[pending], limit, kinds)
             retry = []
             for q, chunk_hits in zip(pending, hits, strict=True):
                 best: dict[str, float] = {}
@@ -210,9 +246,25 @@ class Searcher:
             pending, limit = retry, min(self._n_views, limit * 2)
         return out
 
-    def _bm25(self, texts: list[str], k: int) -> list[Ranking]:
+    def _bm25(self, texts: list[str], k: int, expanded: bool = False) -> list[Ranking]:
+        search = self.store.expansion_search if expanded else self.store.fts_search
         out = []
         for text in texts:
             query = fts_query(text)
-            out.append(rank(dict(self.store.fts_search(self.corpus, query, k)), k) if query else [])
+            out.append(rank(dict(search(self.corpus, query, k)), k) if query else [])
         return out
+
+
+def _combine(passages: Ranking, queries: Ranking, params: MultiviewParams) -> dict[str, float]:
+    """Per-document score from the best passage view and the best query view (see MultiviewParams)."""
+    best_p, best_q = dict(passages), dict(queries)
+    if params.agg == "max":
+        return {d: max(best_p.get(d, -1.0), best_q.get(d, -1.0)) for d in best_p.keys() | best_q.keys()}
+    # A document missing from one list scores there as the list's lowest: a bound, not a guess of zero.
+    floor_p = min(best_p.values(), default=0.0)
+    floor_q = min(best_q.values(), default=0.0)
+    w = params.query_weight
+    return {
+        d: (1 - w) * best_p.get(d, floor_p) + w * best_q.get(d, floor_q)
+        for d in best_p.keys() | best_q.keys()
+    }

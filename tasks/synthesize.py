@@ -107,6 +107,7 @@ class Generator(Protocol):
 
     name: str
     prompt_version: str
+    copies_from_document: bool  # by design (extractive): the copy filter does not apply
 
     def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
         """Raw outputs, one per (doc, sample) pair, or the error of a request that failed for good."""
@@ -129,6 +130,7 @@ class LLMGenerator:
         self.llm, self.prompt, self.temperature = llm, PROMPTS[style], temperature
         self.examples, self.max_tokens = list(examples)[:8], max_tokens
         self.name = llm.config.model
+        self.copies_from_document = False
         shots = content_hash(json.dumps(self.examples, sort_keys=True))[:8] if self.examples else ""
         self.prompt_version = self.prompt.version + (f"+shots-{shots}" if shots else "")
         self.last: list = []
@@ -173,6 +175,7 @@ class ExtractiveGenerator:
 
     name = "extractive"
     prompt_version = "ict-sentence-v1"
+    copies_from_document = True
 
     def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
         """A sentence of 4-20 words per request, chosen by a seed derived from (doc, sample)."""
@@ -230,6 +233,26 @@ def sample_documents(doc_ids: Sequence[str], vectors: np.ndarray, n: int, seed: 
     return sorted(chosen)
 
 
+def document_vectors(store: CorpusStore, corpus: str) -> tuple[list[str], np.ndarray]:
+    """One unit vector per document: the mean of its chunk vectors (for sampling and clustering)."""
+    info = store.corpus(corpus)
+    views = (
+        store.views(corpus, info.dim)
+        .search()
+        .where("kind = 'chunk'")
+        .select(["doc_id", "vector"])
+        .limit(None)
+    )
+    table = views.to_arrow()
+    ids = table["doc_id"].to_pylist()
+    matrix = table["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), info.dim)
+    order = sorted(set(ids))
+    index = {d: i for i, d in enumerate(order)}
+    sums = np.zeros((len(order), info.dim), np.float32)
+    np.add.at(sums, [index[d] for d in ids], matrix)
+    return order, sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
 def copy_score(query: str, passage: str) -> float:
     """Share of the query's words that form one contiguous run in the passage (1.0: copied verbatim)."""
     q, p = [w.lower() for w in _WORD.findall(query)], [w.lower() for w in _WORD.findall(passage)]
@@ -257,13 +280,15 @@ def synthesize(
     filters: Filters | None = None,
     search: Callable[[dict[str, str], str, int], dict[str, list[tuple[str, float]]]] | None = None,
     batch: int = 32,
+    refilter: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthesisReport:
     """Generate what is missing for ``doc_ids`` (default: every document), then run the filters.
 
     ``search(queries, method, k)`` is the retrieval used for the round-trip filter (skipped without it).
     A request that fails for good (every model, every retry) stops the run after the finished queries of
-    its batch are stored.
+    its batch are stored. ``refilter`` decides again, from the stored raw outputs, about the queries
+    already generated (after changing the filters); it costs no LLM call.
     """
     filters = filters or Filters()
     report = SynthesisReport(corpus, generator.name, style)
@@ -278,7 +303,24 @@ def synthesize(
     unknown = [d for d in wanted if d not in docs]
     if unknown:
         raise ValueError(f"{len(unknown)} document id(s) not in corpus {corpus!r}, e.g. {unknown[:3]}")
-    existing = set(store.synthetic(corpus).to_arrow()["query_id"].to_pylist())
+    stored = store.synthetic(corpus).to_arrow().to_pylist()
+    existing = {r["query_id"] for r in stored}
+    if refilter:
+        wanted_set = set(wanted)
+        again = [
+            {
+                **_row(
+                    r["query_id"], docs[r["doc_id"]], r["sample"], r["raw"], r["style"], generator, filters
+                ),
+                "created_at": r["created_at"],
+            }
+            for r in stored
+            if r["doc_id"] in wanted_set
+            and r["generator"] == generator.name
+            and r["prompt_version"] == generator.prompt_version
+            and r["doc_hash"] == docs[r["doc_id"]]["content_hash"]
+        ]
+        store.upsert_synthetic(corpus, pa.Table.from_pylist(again, SYNTHETIC_SCHEMA))
     plan = []
     for doc_id in wanted:
         for sample in range(per_doc):
@@ -334,7 +376,7 @@ def _row(qid: str, doc: dict, sample: int, raw: str, style: str, gen: Generator,
     copied = copy_score(text, f"{doc['title']} {doc['text']}")
     if reason is None and not filters.min_words <= n_words <= filters.max_words:
         reason = f"length: {n_words} words, outside {filters.min_words}-{filters.max_words}"
-    if reason is None and copied >= filters.max_copy and n_words >= 4:
+    if reason is None and copied >= filters.max_copy and n_words >= 4 and not gen.copies_from_document:
         reason = f"copied from the document: {copied:.2f} of its words in one run"
     return {
         "query_id": qid,
@@ -358,7 +400,11 @@ def _row(qid: str, doc: dict, sample: int, raw: str, style: str, gen: Generator,
 
 def _final_filters(store: CorpusStore, corpus: str, filters: Filters, search: Callable | None) -> None:
     """Duplicates and round-trip consistency over every pending query (resumable: a rerun finishes them)."""
-    table = store.synthetic(corpus).to_arrow().to_pylist()
+    current = store.document_hashes(corpus)
+    # Queries written from an older version of a document are history: they neither count nor block.
+    table = [
+        r for r in store.synthetic(corpus).to_arrow().to_pylist() if current.get(r["doc_id"]) == r["doc_hash"]
+    ]
     pending = [r for r in table if r["reason"] == PENDING]
     if not pending:
         return

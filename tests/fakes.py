@@ -28,6 +28,7 @@ class FakeEmbedder:
         self.max_tokens = max_tokens
         self.delay = delay
         self.encoded: list[str] = []
+        self.as_queries: list[str] = []  # texts encoded as queries (with the query prefix, for a real model)
 
     def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         return [[m.span() for m in WORD.finditer(t)] for t in texts]
@@ -36,6 +37,8 @@ class FakeEmbedder:
         if self.delay:
             time.sleep(self.delay)
         self.encoded += texts
+        if queries:
+            self.as_queries += texts
         out = np.zeros((len(texts), self.dim), np.float32)
         for row, text in enumerate(texts):
             for word in WORD.findall(text.lower()):

@@ -194,10 +194,11 @@ def test_extractive_generator_needs_no_llm(corpus):
         ExtractiveGenerator(),
         per_doc=2,
         search=searcher.search_batch,
-        filters=Filters(max_copy=1.1),
     )
     rows = store.synthetic("c").to_arrow().to_pylist()
     assert len(rows) == 16 and report.generator == "extractive"
+    assert not any((r["reason"] or "").startswith("copied") for r in rows)  # copying is its design
+    assert all(r["copy_score"] == 1.0 for r in rows)  # and the score is still stored
     assert all(r["generator"] == "extractive" and r["prompt_version"] == "ict-sentence-v1" for r in rows)
     again = synthesize(store, "c", ExtractiveGenerator(), per_doc=2)
     assert again.generated == 0 and again.already_done == 16

@@ -1,0 +1,92 @@
+"""Multi-view document representations and document expansion, kept in step with the corpus.
+
+Besides its chunks (written by re-indexing), each document gets a ``title`` view and one ``query`` view per
+kept synthetic query, embedded with the corpus model (queries with the query prefix, since a user query is
+compared with them query to query). The same kept queries are appended to the document's text in a
+separate BM25 index (doc2query). Idempotency: views have content-derived ids, so a rebuild adds only what
+is new and deletes only what went stale (a changed document's old queries no longer match its content
+hash, and re-indexing has already dropped its old views).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from storage.corpus_store import CorpusStore
+from storage.ids import content_hash
+from tasks.chunking import join_title
+from tasks.embed import Embedder
+from tasks.index import embed_cached, view_rows
+
+log = logging.getLogger(__name__)
+
+TITLE, QUERY = "title", "query"
+
+
+@dataclass
+class ViewsReport:
+    """What a rebuild changed."""
+
+    corpus: str
+    title_views: int = 0
+    query_views: int = 0
+    added: int = 0
+    deleted: int = 0
+    encoded: int = 0
+    expanded_documents: int = 0
+
+
+def kept_queries(store: CorpusStore, corpus: str) -> dict[str, list[tuple[str, str]]]:
+    """``doc_id -> [(query_id, text)]`` of kept synthetic queries written from the document's current text."""
+    hashes = store.document_hashes(corpus)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for row in store.synthetic(corpus).to_arrow().to_pylist():
+        if row["kept"] and hashes.get(row["doc_id"]) == row["doc_hash"]:
+            out.setdefault(row["doc_id"], []).append((row["query_id"], row["text"]))
+    return {d: sorted(qs) for d, qs in out.items()}
+
+
+def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embedder]) -> ViewsReport:
+    """Bring title and query views, and the expanded BM25 index, in line with the corpus."""
+    report = ViewsReport(corpus)
+    docs = store.documents(corpus).to_arrow().select(["doc_id", "title", "text"]).to_pylist()
+    queries = kept_queries(store, corpus)
+    embedder = get_embedder()
+    titles = [
+        (content_hash(d["doc_id"], TITLE, d["title"]), d["doc_id"], TITLE, 0, d["title"])
+        for d in docs
+        if d["title"]
+    ]
+    query_views = [
+        (content_hash(doc_id, QUERY, qid, text), doc_id, QUERY, i, text)
+        for doc_id, qs in queries.items()
+        for i, (qid, text) in enumerate(qs)
+    ]
+    for kind, views, as_query in ((TITLE, titles, False), (QUERY, query_views, True)):
+        vectors, encoded = embed_cached(
+            store, embedder, {content_hash(v[4]): v[4] for v in views}, queries=as_query
+        )
+        added, deleted = store.sync_views(
+            corpus, embedder.dim, [kind], view_rows(views, vectors, embedder.spec.name, embedder.dim)
+        )
+        report.encoded += encoded
+        report.added += added
+        report.deleted += deleted
+    report.title_views, report.query_views = len(titles), len(query_views)
+    expanded = [
+        {
+            "doc_id": d["doc_id"],
+            "lexical": "\n".join(
+                [join_title(d["title"], d["text"]), *(t for _, t in queries.get(d["doc_id"], []))]
+            ),
+        }
+        for d in docs
+    ]
+    store.write_expansion(corpus, pa.Table.from_pylist(expanded))
+    report.expanded_documents = sum(d["doc_id"] in queries for d in docs)
+    log.info("views of %s: %s", corpus, report)
+    return report
