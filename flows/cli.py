@@ -690,3 +690,104 @@ def synthesize(
         f"{report.tokens_out} out. Views: {views.title_views} title, {views.query_views} query "
         f"({views.added} added, {views.deleted} removed); {views.expanded_documents} documents expanded"
     )
+
+
+@testset_app.command("synthesize")
+def testset_synthesize(
+    corpus: Annotated[str, typer.Argument(help="The corpus to build a test set for.")],
+    name: Annotated[str, typer.Argument(help="Name to register the synthetic test set under.")],
+    docs: Annotated[int, typer.Option(min=1, help="Diverse documents to write queries from.")] = 50,
+    per_doc: Annotated[int, typer.Option(min=1, help="Queries per document.")] = 1,
+    methods: Annotated[
+        str, typer.Option(help="Methods whose top results are pooled and judged.")
+    ] = "bm25,dense,hybrid",
+    pool_depth: Annotated[int, typer.Option(min=1, help="Top results of each method pooled per query.")] = 10,
+    generator: Annotated[str, typer.Option(help="llm, or extractive (no LLM).")] = "llm",
+    judge: Annotated[str, typer.Option(help="llm (graded 0-2, single token).")] = "llm",
+    roundtrip_k: Annotated[int, typer.Option(min=0, help="Round-trip filter depth (0: off).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 0,
+    replace: Annotated[bool, typer.Option(help="Replace a test set registered under the same name.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a test set without human labels: sampled documents, generated queries, pooled and LLM-judged."""
+    from tasks.api import llm_client, open_store, searcher
+    from tasks.judge import LLMJudge
+    from tasks.search import split_methods
+    from tasks.synthesize import ExtractiveGenerator, Filters, LLMGenerator
+    from tasks.synthetic_testset import build_synthetic_testset
+
+    settings = get_settings()
+    with user_errors():
+        if judge != "llm":
+            raise ValueError(
+                f"unknown judge {judge!r}; the CLI offers llm (oracle judges are for simulations)"
+            )
+        if generator not in ("llm", "extractive"):
+            raise ValueError(f"unknown generator {generator!r}; use llm or extractive")
+        llm = llm_client()
+        report = build_synthetic_testset(
+            open_store(),
+            corpus,
+            name=name,
+            generator=ExtractiveGenerator() if generator == "extractive" else LLMGenerator(llm),
+            judge=LLMJudge(llm),
+            searcher=searcher(corpus),
+            root=settings.testsets_dir,
+            methods=split_methods(methods),
+            n_docs=docs,
+            per_doc=per_doc,
+            pool_depth=pool_depth,
+            seed=seed,
+            filters=Filters(roundtrip_k=roundtrip_k or None),
+            replace=replace,
+            warehouse=_warehouse(),
+        )
+    if as_json:
+        emit_json(asdict(report))
+        return
+    out.print(
+        f"registered [bold]{corpus}/{name}[/] (synthetic): {report.queries} queries, "
+        f"{report.judged} pairs judged ({report.failed} failed), {report.relevant_pairs} relevant, "
+        f"{report.mean_relevant_per_query:.1f} relevant per query; "
+        f"generator {report.generator}, judge {report.judge}"
+    )
+
+
+@testset_app.command("agreement")
+def testset_agreement(
+    corpus: Annotated[str, typer.Argument(help="The corpus.")],
+    human: Annotated[str, typer.Argument(help="Test set with human qrels.")],
+    synthetic: Annotated[str, typer.Argument(help="Synthetic test set to check against it.")],
+    methods: Annotated[
+        str, typer.Option(help="Methods to rank (at least two).")
+    ] = "bm25,dense,hybrid,multiview,d2q",
+    measure: Annotated[str, typer.Option(help="Measure the methods are ranked by.")] = "nDCG@10",
+    as_json: JsonOpt = False,
+) -> None:
+    """How well a synthetic test set ranks methods like the human one (Kendall tau, kept in the warehouse)."""
+    from tasks.api import searcher
+    from tasks.search import split_methods
+    from tasks.synthetic_testset import agreement
+    from tasks.testsets import load
+
+    root = get_settings().testsets_dir
+    with user_errors():
+        result = agreement(
+            _warehouse(),
+            searcher(corpus),
+            load(root, corpus, human),
+            load(root, corpus, synthetic),
+            split_methods(methods),
+            measure=measure,
+        )
+    if as_json:
+        emit_json(asdict(result))
+        return
+    show(
+        ["method", f"{measure} ({human})", f"{measure} ({synthetic})"],
+        [[m, result.human_scores[m], result.synthetic_scores[m]] for m in result.methods],
+    )
+    out.print(
+        f"Kendall tau {_cell(result.kendall_tau)} (p = {_cell(result.p_value)}); "
+        f"same best method: {'yes' if result.top1_agree else 'no'}"
+    )
