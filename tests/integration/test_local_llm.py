@@ -1,0 +1,122 @@
+"""The bundled SmolLM2 behind LiteLLM: real model, no network, no API key."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import litellm
+import pytest
+
+from tasks.local_llm import PROVIDER, local_model, register
+
+pytestmark = pytest.mark.slow
+MODEL = f"{PROVIDER}/smollm2"
+ASK = [{"role": "user", "content": "Write one short question about aircraft wings."}]
+
+
+def answer(**params) -> str:
+    return litellm.completion(model=MODEL, messages=ASK, temperature=0, **params).choices[0].message.content
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    register()
+    register()  # idempotent: one entry in the map
+    assert [p["provider"] for p in litellm.custom_provider_map].count(PROVIDER) == 1
+    started = time.perf_counter()
+    local_model("smollm2").next_token_logprobs(ASK, ["0"])  # forces the one load per process
+    return time.perf_counter() - started
+
+
+def test_greedy_completion_is_deterministic(loaded, capsys):
+    with capsys.disabled():
+        print(f"\nsmollm2 load: {loaded:.1f}s")
+    first = litellm.completion(model=MODEL, messages=ASK, max_tokens=24, temperature=0)
+    second = litellm.completion(model=MODEL, messages=ASK, max_tokens=24, temperature=0)
+    text = first.choices[0].message.content
+    assert text.strip()
+    assert first.usage.prompt_tokens > 0
+    assert 0 < first.usage.completion_tokens <= 24
+    assert first.usage.total_tokens == first.usage.prompt_tokens + first.usage.completion_tokens
+    assert first.choices[0].finish_reason in {"stop", "length"}
+    assert second.choices[0].message.content == text
+
+
+def test_stop_string_cuts_the_answer(loaded):
+    full = answer(max_tokens=24)
+    stop = max(full.split()[1:], key=len)  # a word the greedy answer is known to contain, after its start
+    cut = litellm.completion(
+        model=MODEL, messages=ASK, max_tokens=24, temperature=0, stop=[stop], logprobs=True, top_logprobs=1
+    )
+    text = cut.choices[0].message.content
+    assert text and stop not in text
+    assert full.startswith(text)
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.usage.completion_tokens < 24
+    # logprobs stop with the text: the kept tokens spell it, plus at most the token the stop began in
+    assert "".join(t.token for t in cut.choices[0].logprobs.content).startswith(text)
+
+
+def test_seeded_sampling_repeats(loaded):
+    def sample(seed: int) -> str:
+        response = litellm.completion(
+            model=MODEL, messages=ASK, max_tokens=16, temperature=1.0, top_p=0.9, seed=seed
+        )
+        return response.choices[0].message.content
+
+    assert sample(7) == sample(7)
+
+
+def test_logprobs_in_openai_shape(loaded):
+    response = litellm.completion(
+        model=MODEL, messages=ASK, max_tokens=4, temperature=0, logprobs=True, top_logprobs=5
+    )
+    content = response.choices[0].logprobs.content
+    assert content
+    first = content[0]
+    assert first.logprob <= 0
+    top = [alt.logprob for alt in first.top_logprobs]
+    assert len(top) == 5
+    assert all(lp <= 0 for lp in top)
+    assert sum(math.exp(lp) for lp in top) <= 1 + 1e-4
+    assert top == sorted(top, reverse=True)
+    assert first.token == first.top_logprobs[0].token  # greedy picks the most likely token
+    assert response.choices[0].message.content.startswith(first.token)
+
+
+def test_next_token_logprobs(loaded):
+    judge = [{"role": "user", "content": "Is a wing part of an aircraft? Answer 1 for yes or 0 for no."}]
+    scores = local_model("smollm2").next_token_logprobs(judge, ["0", "1"])
+    assert set(scores) == {"0", "1"}
+    assert all(math.isfinite(v) and v <= 0 for v in scores.values())
+    assert math.exp(scores["0"]) + math.exp(scores["1"]) <= 1 + 1e-4
+
+
+def test_unknown_model_names_the_known_ones():
+    register()
+    with pytest.raises(litellm.BadRequestError, match=r"unknown local model 'gpt-9'.*zsr-local/smollm2"):
+        litellm.completion(model=f"{PROVIDER}/gpt-9", messages=ASK, max_tokens=4)
+
+
+async def _acomplete() -> str:
+    response = await litellm.acompletion(model=MODEL, messages=ASK, max_tokens=8, temperature=0)
+    return response.choices[0].message.content
+
+
+def test_async_matches_sync(loaded):
+    import asyncio
+
+    assert asyncio.run(_acomplete()) == answer(max_tokens=8)
+
+
+def test_decode_speed(loaded, capsys):
+    essay = [{"role": "user", "content": "Write a long essay about how aircraft wings produce lift."}]
+    started = time.perf_counter()
+    gen = local_model("smollm2").generate(essay, max_tokens=64, temperature=0)
+    elapsed = time.perf_counter() - started
+    rate = gen.completion_tokens / elapsed
+    with capsys.disabled():
+        print(f"\nsmollm2: {gen.completion_tokens} tokens in {elapsed:.2f}s = {rate:.1f} tokens/s")
+    # No speed floor: other work on the 2 cores swings it from ~25-30 tokens/s down to 1-4.
+    assert gen.completion_tokens == 64, f"stopped early at {rate:.1f} tokens/s: {gen.text!r}"
