@@ -388,16 +388,6 @@ def _query_progress(enabled: bool) -> Iterator[Any]:
         yield update
 
 
-def _query_texts(run: dict[str, Any]) -> dict[str, str] | None:
-    """The query texts of a run's test set, or None if it was removed since (output goes on without them)."""
-    from tasks.testsets import load
-
-    try:
-        return load(get_settings().testsets_dir, run["corpus"], run["testset"]).queries
-    except (LookupError, ValueError):
-        return None
-
-
 def _warehouse() -> Any:
     from storage.warehouse import Warehouse
 
@@ -459,11 +449,12 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare two runs query by query: paired significance tests, wins/ties/losses, biggest movers."""
+    from tasks.api import query_texts
     from tasks.compare import compare_runs, run_row
 
     warehouse = _warehouse()
     with user_errors():
-        result = compare_runs(warehouse, run_a, run_b, measure, top, _query_texts(run_row(warehouse, run_a)))
+        result = compare_runs(warehouse, run_a, run_b, measure, top, query_texts(run_row(warehouse, run_a)))
     if as_json:
         emit_json(asdict(result))
         return
@@ -581,21 +572,9 @@ def report(
 
 
 def _write_report(run_id: str, measure: str) -> Path:
-    from tasks.compare import eval_frames
-    from tasks.report import write_report
+    from tasks.api import write_eval_report
 
-    warehouse = _warehouse()
-    runs_f, metrics_f, query_f = eval_frames(warehouse, run_id)
-    first = runs_f.row(0, named=True)
-    return write_report(
-        runs_f,
-        metrics_f,
-        query_f,
-        warehouse.root / "reports" / first["eval_id"],
-        title=f"{first['corpus']} / {first['testset']}",
-        measure=measure,
-        queries=_query_texts(first),
-    )
+    return write_eval_report(run_id, measure)
 
 
 @app.command()

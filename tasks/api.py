@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from storage.corpus_store import CorpusStore
 from storage.llm_cache import ResponseCache
@@ -112,3 +113,34 @@ def search_many(
 ) -> dict[str, Ranking]:
     """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
     return searcher(corpus, settings).search_batch(queries, method, k)
+
+
+def write_eval_report(run_id: str, measure: str = "nDCG@10", settings: Settings | None = None) -> Path:
+    """The HTML report of the evaluation ``run_id`` belongs to, under ``<warehouse>/reports/<eval_id>/``."""
+    from tasks.compare import eval_frames
+    from tasks.report import write_report
+
+    settings = settings or get_settings()
+    warehouse = Warehouse(settings.warehouse_dir)
+    runs, metrics, query_metrics = eval_frames(warehouse, run_id)
+    first = runs.row(0, named=True)
+    return write_report(
+        runs,
+        metrics,
+        query_metrics,
+        warehouse.root / "reports" / first["eval_id"],
+        title=f"{first['corpus']} / {first['testset']}",
+        measure=measure,
+        queries=query_texts(first, settings),
+    )
+
+
+def query_texts(run: dict[str, Any], settings: Settings | None = None) -> dict[str, str] | None:
+    """The query texts of a run's test set; ``None`` if it was removed since (reports go on without)."""
+    from tasks.testsets import load
+
+    settings = settings or get_settings()
+    try:
+        return load(settings.testsets_dir, run["corpus"], run["testset"]).queries
+    except (LookupError, ValueError):
+        return None
