@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -195,7 +196,7 @@ def methods(as_json: JsonOpt = False) -> None:
     rows = [
         {
             "method": name,
-            "description": (model.__doc__ or "").strip(),
+            "description": inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace("\n", " "),
             "params": {
                 p: {"default": f.default, "description": f.description} for p, f in model.model_fields.items()
             },
@@ -463,7 +464,7 @@ def compare(
         f"A = {a['run_id']} [bold]{a['method']}[/]   B = {b['run_id']} [bold]{b['method']}[/]"
         f"   ({a['corpus']}/{a['testset']})"
     )
-    pairs = {**result.aggregates, "mean latency ms": result.latency_ms}
+    pairs = {**result.aggregates, **result.cost}
     show(
         ["measure", "A", "B", "B - A"],
         [[m, x, y, None if x is None or y is None else y - x] for m, (x, y) in pairs.items()],

@@ -284,6 +284,21 @@ class CorpusStore:
             for stale_part in _chunks(stale):
                 table.delete(f"view_id IN ({sql_list(stale_part)})")
 
+    def document_vectors(
+        self, corpus: str, dim: int, doc_ids: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Each document's stored vector: the normalised mean of its chunk vectors (all documents if None)."""
+        table = self.views(corpus, dim)
+        parts = [None] if doc_ids is None else list(_chunks(doc_ids))
+        sums: dict[str, np.ndarray] = {}
+        for part in parts:
+            where = "kind = 'chunk'" + (f" AND doc_id IN ({sql_list(part)})" if part is not None else "")
+            found = table.search().where(where).select(["doc_id", "vector"]).limit(None).to_arrow()
+            vectors = found["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+            for doc_id, vector in zip(found["doc_id"].to_pylist(), vectors, strict=True):
+                sums[doc_id] = sums[doc_id] + vector if doc_id in sums else vector.astype(np.float32)
+        return {d: v / (np.linalg.norm(v) or 1.0) for d, v in sums.items()}
+
     def sync_views(self, corpus: str, dim: int, kinds: Sequence[str], rows: pa.Table) -> tuple[int, int]:
         """Make ``rows`` the complete set of views of ``kinds``: add the missing, delete the rest.
 

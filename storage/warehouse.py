@@ -5,7 +5,7 @@ Layout under the warehouse root::
     runs/<run_id>.parquet            one row: provenance, parameters, timings
     metrics/<run_id>.parquet         aggregate value per measure
     query_metrics/<run_id>.parquet   value per query and measure
-    queries/<run_id>.parquet         per-query cost: latency (later: LLM calls, tokens, cache hits)
+    queries/<run_id>.parquet         per-query cost: latency, LLM calls, tokens, cache hits, fallback
     rankings/<run_id>.parquet        the run itself, as TREC rows (query, doc, rank, score)
     llm_calls/<batch>.parquet        one row per LLM call (any purpose), appended in batches
     judgements/<batch>.parquet       one row per judged (query, document) pair of a synthetic test set
@@ -73,7 +73,19 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("value", pa.float64()),
         ],
     ),
-    "queries": pa.schema([("run_id", pa.string()), ("query_id", pa.string()), ("latency_ms", pa.float64())]),
+    "queries": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("query_id", pa.string()),
+            ("latency_ms", pa.float64()),
+            ("llm_calls", pa.int32()),  # calls made for the query (cache hits included)
+            ("tokens_in", pa.int64()),
+            ("tokens_out", pa.int64()),
+            ("cache_hits", pa.int32()),
+            ("llm_errors", pa.int32()),  # LLM answers that failed or could not be used
+            ("fallback", pa.string()),  # "<what ran instead>: <why>"; null when the method ran as designed
+        ]
+    ),
     "rankings": pa.schema(
         [
             ("run_id", pa.string()),

@@ -16,6 +16,7 @@ from storage.settings import Settings, get_settings
 from storage.warehouse import Warehouse
 from tasks.embed import Embedder, ModelSpec, load_embedder, model_spec
 from tasks.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.judge import Judge
 from tasks.llm import LLMClient, LLMConfig
 from tasks.search import Method, Ranking, Searcher
 from tasks.sources import FieldMap, SourceFormat, SourceReport, read_source
@@ -88,13 +89,18 @@ def llm_client(settings: Settings | None = None) -> LLMClient:
     )
 
 
-def searcher(corpus: str, settings: Settings | None = None) -> Searcher:
-    """A :class:`Searcher` over ``corpus``, using the model the corpus was indexed with."""
+def searcher(corpus: str, settings: Settings | None = None, judge: Judge | None = None) -> Searcher:
+    """A :class:`Searcher` over ``corpus``, using the model the corpus was indexed with.
+
+    The LLM (for hyde, rede-rf, expand, rerank) is built on first use; ``judge`` defaults to an LLM judge.
+    """
     settings = settings or get_settings()
     store = open_store(settings)
     info = store.corpus(corpus)
     spec = ModelSpec(info.model, info.query_prefix, info.passage_prefix)
-    return Searcher(store, corpus, embedder_factory(spec, settings))
+    return Searcher(
+        store, corpus, embedder_factory(spec, settings), judge=judge, llm_factory=lambda: llm_client(settings)
+    )
 
 
 def search(

@@ -51,7 +51,7 @@ class Comparison:
     losses: int
     t_test_p: float | None
     wilcoxon_p: float | None
-    latency_ms: tuple[float | None, float | None]
+    cost: dict[str, tuple[float | None, float | None]]
     aggregates: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     gains: list[dict[str, Any]] = field(default_factory=list)
     drops: list[dict[str, Any]] = field(default_factory=list)
@@ -101,7 +101,7 @@ def compare_runs(
         losses=int((diff < -1e-9).sum()),
         t_test_p=None if t_p is None or math.isnan(t_p) else t_p,
         wilcoxon_p=None if w_p is None or math.isnan(w_p) else w_p,
-        latency_ms=(_latency(warehouse, run_a), _latency(warehouse, run_b)),
+        cost=_cost(warehouse, run_a, run_b),
         aggregates=_aggregates(warehouse, run_a, run_b),
         gains=movers.filter(pl.col("delta") > 1e-9).reverse().head(top).to_dicts(),
         drops=movers.filter(pl.col("delta") < -1e-9).head(top).to_dicts(),
@@ -118,11 +118,18 @@ def _aggregates(warehouse: Warehouse, run_a: str, run_b: str) -> dict[str, tuple
     return {r["measure"]: (r["a"], r["b"]) for r in rows}
 
 
-def _latency(warehouse: Warehouse, run_id: str) -> float | None:
-    (row,) = warehouse.query(
-        "SELECT avg(latency_ms) AS ms FROM queries WHERE run_id = ?", [run_id]
-    ).to_pylist()
-    return row["ms"]
+_COST = """
+    SELECT avg(latency_ms) AS "mean latency ms", avg(llm_calls) AS "LLM calls/query",
+           avg(tokens_in) AS "LLM tokens in/query", avg(tokens_out) AS "LLM tokens out/query",
+           sum(cache_hits) / nullif(sum(llm_calls), 0) AS "LLM cache hit rate",
+           avg(CAST(fallback IS NOT NULL AS INT)) AS "fallback rate"
+    FROM queries WHERE run_id = ?"""
+
+
+def _cost(warehouse: Warehouse, run_a: str, run_b: str) -> dict[str, tuple[float | None, float | None]]:
+    """Per-query cost of both runs: latency, LLM calls and tokens, cache hits, fallbacks."""
+    (a,), (b,) = (warehouse.query(_COST, [run]).to_pylist() for run in (run_a, run_b))
+    return {name: (a[name], b[name]) for name in a}
 
 
 def trec_lines(warehouse: Warehouse, run_id: str) -> list[str]:

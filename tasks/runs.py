@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from storage.warehouse import SCHEMAS, Warehouse
 from tasks.evaluate import DEFAULT_MEASURES, parse_measures, score_queries
+from tasks.query_methods import QueryTrace
 from tasks.search import Method, Ranking, Searcher, parse_method
 from tasks.testsets import TestSet
 
@@ -104,8 +105,8 @@ def evaluate_methods(
 ) -> list[RunResult]:
     """Run each method over the test set's judged queries, score it and publish it as a run.
 
-    Queries are searched one at a time so each gets an honest latency. ``progress`` is called with
-    (method, queries done, queries total).
+    Queries are searched one at a time so each gets an honest latency, and its LLM cost and fallback are
+    recorded beside it. ``progress`` is called with (method, queries done, queries total).
     """
     parsed, measures = prepare(methods, measures)
     if not testset.queries or not testset.qrels:
@@ -120,7 +121,6 @@ def evaluate_methods(
         "testset_hash": testset.content_hash,
         "depth": depth,
         "embedding_model": searcher.info.model,
-        "llm_model": None,
         "git_sha": git_sha(),
         "packages": json.dumps(package_versions(), sort_keys=True),
         "documents_version": versions["documents"],
@@ -131,20 +131,33 @@ def evaluate_methods(
     for method in parsed:
         rankings: dict[str, Ranking] = {}
         latency: dict[str, float] = {}
+        traces: dict[str, QueryTrace] = {}
         started = time.perf_counter()
         for done, (qid, text) in enumerate(testset.queries.items(), start=1):
             t0 = time.perf_counter()
-            rankings[qid] = searcher.search(text, method, depth)
+            rankings[qid] = searcher.search_batch({qid: text}, method, depth)[qid]  # the id reaches the judge
             latency[qid] = (time.perf_counter() - t0) * 1000
+            traces[qid] = searcher.last_trace[qid]
             if progress:
                 progress(str(method), done, len(testset.queries))
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
         aggregate, per_query = score_queries(rankings, testset.qrels, measures)
         run_id = new_id(method.name)
+        # What actually answered, judges included (an oracle judge is provenance too); null when nothing did.
+        used = {t.llm for t in traces.values() if t.llm} | {
+            f"judge={t.judge}" for t in traces.values() if t.judge
+        }
         warehouse.write_run(
-            _run_row(run_id, method, common, len(testset.queries), retrieval, time.perf_counter() - started),
-            _data(run_id, rankings, latency, aggregate, per_query),
+            _run_row(
+                run_id,
+                method,
+                {**common, "llm_model": "; ".join(sorted(used)) or None},
+                len(testset.queries),
+                retrieval,
+                time.perf_counter() - started,
+            ),
+            _data(run_id, rankings, latency, traces, aggregate, per_query),
         )
         results.append(
             RunResult(
@@ -176,6 +189,7 @@ def _data(
     run_id: str,
     rankings: dict[str, Ranking],
     latency: dict[str, float],
+    traces: dict[str, QueryTrace],
     aggregate: dict[str, float],
     per_query: list[tuple[str, str, float]],
 ) -> dict[str, pa.Table]:
@@ -201,12 +215,12 @@ def _data(
                 "value": [v for _, _, v in per_query],
             }
         ),
-        "queries": pa.table(
-            {
-                "run_id": [run_id] * len(latency),
-                "query_id": list(latency),
-                "latency_ms": list(latency.values()),
-            }
+        "queries": pa.Table.from_pylist(
+            [
+                {"run_id": run_id, "query_id": qid, "latency_ms": ms, **traces[qid].counts()}
+                for qid, ms in latency.items()
+            ],
+            SCHEMAS["queries"],
         ),
         "rankings": pa.table(
             {"run_id": [run_id] * len(qids), "query_id": qids, "doc_id": docs, "rank": ranks, "score": scores}

@@ -1,5 +1,8 @@
 """Retrieval methods as named, parameterised components: ``dense``, ``bm25``, ``hybrid(fusion=rrf, ...)``.
 
+The query-time methods (``prf``, ``hyde``, ``rede-rf``, ``expand``, ``rerank``) live in
+:mod:`tasks.query_methods` and register here like the others.
+
 Chunk hits aggregate to documents by their best chunk (max), and every ranking breaks ties on
 ``(-score, doc_id)`` so results are deterministic across runs and platforms (as pyserini does).
 """
@@ -9,14 +12,18 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from storage.corpus_store import CorpusStore
 from tasks.embed import Embedder
+from tasks.judge import Completer, Judge
+from tasks.query_methods import QUERY_METHODS, LLMUnavailableError, Meter, QueryTrace, run_query_method
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,7 @@ METHODS: dict[str, type[BaseModel]] = {
     "hybrid": HybridParams,
     "multiview": MultiviewParams,
     "d2q": D2qParams,
+    **QUERY_METHODS,
 }
 PASSAGE_KINDS, QUERY_KINDS = ("chunk", "title"), ("query",)
 _CALL = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*(?:\((.*)\))?\s*$", re.S)
@@ -115,10 +123,16 @@ def parse_method(spec: str) -> Method:
             raise ValueError(f"method {spec!r}: parameter {part!r} must be written key=value")
         args[key.strip()] = _literal(value.strip())
     try:
-        return Method(name, METHODS[name](**args))
+        params = METHODS[name](**args)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ValueError(f"method {spec!r}: {problems}") from None
+    first = getattr(params, "first", None)
+    if first is not None and first not in METHODS:
+        raise ValueError(
+            f"method {spec!r}: first={first!r} must name a method without parameters: {', '.join(METHODS)}"
+        )
+    return Method(name, params)
 
 
 def split_methods(text: str) -> list[str]:
@@ -169,16 +183,47 @@ def fts_query(text: str) -> str:
 
 
 class Searcher:
-    """Runs methods against one corpus; the embedding model is loaded on the first dense query."""
+    """Runs methods against one corpus; the embedding model is loaded on the first dense query.
 
-    def __init__(self, store: CorpusStore, corpus: str, get_embedder: Callable[[], Embedder]) -> None:
+    The LLM (``llm``, or ``llm_factory`` called on first use) and the ``judge`` are needed only by the query
+    methods that use them; without a judge, ``rede-rf`` and ``rerank`` judge with ReDE-RF's single-token LLM
+    judge. Build an LLM judge over ``searcher.llm`` so its calls are counted per query. After each search,
+    ``last_trace`` holds each query's :class:`~tasks.query_methods.QueryTrace` (cost, fallback, vector).
+    """
+
+    def __init__(
+        self,
+        store: CorpusStore,
+        corpus: str,
+        get_embedder: Callable[[], Embedder],
+        *,
+        llm: Completer | None = None,
+        judge: Judge | None = None,
+        llm_factory: Callable[[], Completer] | None = None,
+    ) -> None:
         self.store = store
         self.corpus = corpus
         self.info = store.corpus(corpus)
         self.embedder_factory = get_embedder
+        self.llm_factory = llm_factory if llm is None else lambda: llm
+        self.judge = judge
+        self.last_trace: dict[str, QueryTrace] = defaultdict(QueryTrace)
+        self._meter: Meter | None = None
         counts = store.counts(corpus)
         self._views_per_doc = counts["views"] / max(counts["documents"], 1)
         self._n_views = counts["views"]
+
+    @property
+    def llm(self) -> Meter:
+        """The LLM, built on first use and metered per query; a clear error when none is configured."""
+        if self._meter is None:
+            if self.llm_factory is None:
+                raise LLMUnavailableError(
+                    "this method needs an LLM and the searcher has none: pass llm= or llm_factory= to "
+                    "Searcher (tasks.api builds one from ZSR_LLM_MODEL), or use a method or judge without one"
+                )
+            self._meter = Meter(self.llm_factory())
+        return self._meter
 
     def warm_up(self) -> None:
         """Load the embedding model now rather than inside the first timed query."""
@@ -191,10 +236,29 @@ class Searcher:
     def search_batch(
         self, queries: Mapping[str, str], method: str | Method = "dense", k: int = 10
     ) -> dict[str, Ranking]:
-        """Top ``k`` documents for each query, by query id; dense queries are encoded in one batch."""
+        """Top ``k`` documents for each query, by query id; dense queries are encoded in one batch.
+
+        Each query's cost and fallback land in ``last_trace`` (reset by every call).
+        """
+        self.last_trace = defaultdict(QueryTrace)
+        if self._meter:
+            self._meter.take()  # calls made outside a search belong to no query
+        rankings = self.run(queries, method, k)
+        costs = self._meter.take() if self._meter else {}
+        for qid in queries:
+            trace = self.last_trace[qid]
+            if qid in costs:
+                trace.add_cost(costs[qid])
+                trace.llm = self.llm.config.model
+        return rankings
+
+    def run(self, queries: Mapping[str, str], method: str | Method, k: int) -> dict[str, Ranking]:
+        """As :meth:`search_batch`, but adds to the current ``last_trace`` (for methods that run another)."""
         method = parse_method(method) if isinstance(method, str) else method
         ids = list(queries)
         texts = [queries[i] for i in ids]
+        if method.name in QUERY_METHODS:
+            return run_query_method(self, method.name, method.params, queries, k)
         if method.name == "dense":
             rankings = self._dense(texts, k)
         elif method.name == "bm25":
@@ -223,15 +287,21 @@ class Searcher:
             ]
         return dict(zip(ids, rankings, strict=True))
 
+    def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
+        """Texts embedded with the corpus's model, as queries or as passages."""
+        return self.embedder_factory().encode(texts, queries=queries)
+
     def _dense(self, texts: list[str], k: int, kinds: tuple[str, ...] = ("chunk",)) -> list[Ranking]:
-        if not texts:
-            return []
-        embedder = self.embedder_factory()
-        vectors = embedder.encode(texts, queries=True)
+        return self.search_vectors(self.encode(texts, queries=True), k, kinds) if texts else []
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int, kinds: tuple[str, ...] = ("chunk",)
+    ) -> list[Ranking]:
+        """Top ``k`` documents for each query vector, a document scoring as its best view of ``kinds``."""
         # Fetch enough chunks that k distinct documents are among them; widen for queries that fall short.
         limit = min(self._n_views, math.ceil(k * self._views_per_doc * 1.5) + 10)
-        out: list[Ranking] = [[] for _ in texts]
-        pending = list(range(len(texts)))
+        out: list[Ranking] = [[] for _ in vectors]
+        pending = list(range(len(vectors)))
         while pending:
             hits = self.store.dense_search(self.corpus, self.info.dim, vectors[pending], limit, kinds)
             retry = []
@@ -245,6 +315,17 @@ class Searcher:
                     out[q] = rank(best, k)
             pending, limit = retry, min(self._n_views, limit * 2)
         return out
+
+    def document_vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Each document's stored vector: the normalised mean of its chunk vectors (one chunk: its vector)."""
+        return self.store.document_vectors(self.corpus, self.info.dim, doc_ids)
+
+    def document_texts(self, doc_ids: Sequence[str]) -> dict[str, str]:
+        """Title and text of each document, as a judge reads them."""
+        rows = (
+            self.store.fetch_documents(self.corpus, doc_ids, ["doc_id", "title", "text"]) if doc_ids else []
+        )
+        return {r["doc_id"]: "\n".join(filter(None, (r["title"], r["text"]))) for r in rows}
 
     def _bm25(self, texts: list[str], k: int, expanded: bool = False) -> list[Ranking]:
         search = self.store.expansion_search if expanded else self.store.fts_search

@@ -234,23 +234,10 @@ def sample_documents(doc_ids: Sequence[str], vectors: np.ndarray, n: int, seed: 
 
 
 def document_vectors(store: CorpusStore, corpus: str) -> tuple[list[str], np.ndarray]:
-    """One unit vector per document: the mean of its chunk vectors (for sampling and clustering)."""
-    info = store.corpus(corpus)
-    views = (
-        store.views(corpus, info.dim)
-        .search()
-        .where("kind = 'chunk'")
-        .select(["doc_id", "vector"])
-        .limit(None)
-    )
-    table = views.to_arrow()
-    ids = table["doc_id"].to_pylist()
-    matrix = table["vector"].combine_chunks().flatten().to_numpy().reshape(len(ids), info.dim)
-    order = sorted(set(ids))
-    index = {d: i for i, d in enumerate(order)}
-    sums = np.zeros((len(order), info.dim), np.float32)
-    np.add.at(sums, [index[d] for d in ids], matrix)
-    return order, sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    """Every document id, sorted, and its unit vector (the mean of its chunk vectors) as one matrix."""
+    vectors = store.document_vectors(corpus, store.corpus(corpus).dim)
+    ids = sorted(vectors)
+    return ids, np.stack([vectors[d] for d in ids]) if ids else np.zeros((0, 1), np.float32)
 
 
 def copy_score(query: str, passage: str) -> float:

@@ -1,0 +1,126 @@
+"""Query-time methods on Cranfield and CISI: nDCG@10 and R@100 beside per-query latency and LLM tokens.
+
+Usage: python bench/query_methods.py [--data DIR] [--datasets cranfield,cisi] [--queries N]
+           [--llm-queries N] [--hyde SPEC] [--rede SPEC] [--rerank SPEC] [--no-llm]
+
+Ingests each collection into a temporary ZSR_HOME (bad records skipped) and evaluates through the same path
+as `zsr eval`, then prints, per collection:
+  (b) no LLM: dense, hybrid and prf; rede-rf and rerank with the oracle judge (human qrels) and with noisy
+      oracles at 90/80/70% accuracy (over --queries queries, default all);
+  (a) the configured LLM (ZSR_LLM_MODEL; default the bundled zsr-local/smollm2, about 25 tokens/s on two
+      cores): hyde, rede-rf and rerank with ReDE-RF's one-token LLM judge, over --llm-queries queries, and
+      ReDE-RF against HyDE in generated tokens and wall time with the same LLM.
+The full run takes hours on two cores with the bundled LLM; prove the plumbing with, for instance,
+`--datasets cranfield --queries 5 --llm-queries 2 --hyde "hyde(n=2, max_tokens=32)" --rede "rede-rf(k=5)"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from storage.settings import Settings
+from storage.warehouse import Warehouse
+from tasks.api import ingest, llm_client, open_store, searcher
+from tasks.judge import Judge, NoisyOracleJudge, OracleJudge
+from tasks.llm import Request
+from tasks.runs import RunResult, evaluate_methods
+from tasks.testsets import TestSet, register
+
+MEASURES = ["nDCG@10", "R@100"]
+ACCURACIES = (0.9, 0.8, 0.7)
+
+
+def subset(testset: TestSet, n: int | None) -> TestSet:
+    """The first ``n`` judged queries (all when ``n`` is None), so a run can be sized to the machine."""
+    ids = list(testset.queries)[:n]
+    return replace(
+        testset, queries={q: testset.queries[q] for q in ids}, qrels={q: testset.qrels[q] for q in ids}
+    )
+
+
+def cost(warehouse: Warehouse, run: RunResult) -> dict:
+    (row,) = warehouse.query(
+        """SELECT avg(latency_ms) AS ms, avg(tokens_in) AS tokens_in, avg(tokens_out) AS tokens_out,
+                  sum(tokens_out) AS generated, sum(cache_hits) AS cache_hits, count(fallback) AS fallbacks
+           FROM queries WHERE run_id = ?""",
+        [run.run_id],
+    ).to_pylist()
+    return row
+
+
+def show(warehouse: Warehouse, label: str, runs: list[RunResult]) -> None:
+    for run in runs:
+        c = cost(warehouse, run)
+        print(
+            f"{label:24} {run.method:34} {run.metrics['nDCG@10']:7.3f} {run.metrics['R@100']:6.3f} "
+            f"{c['ms']:9.1f} {c['tokens_in']:9.0f} {c['tokens_out']:9.0f} {c['cache_hits']:6d} "
+            f"{c['fallbacks']:5d}/{run.n_queries}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--datasets", default="cranfield,cisi")
+    parser.add_argument("--queries", type=int, default=None, help="queries for the no-LLM methods (all)")
+    parser.add_argument("--llm-queries", type=int, default=5, help="queries for the LLM methods")
+    parser.add_argument("--hyde", default="hyde", help="HyDE method string (default: the paper's n=8, 512)")
+    parser.add_argument("--rede", default="rede-rf", help="ReDE-RF method string")
+    parser.add_argument("--rerank", default="rerank", help="rerank method string")
+    parser.add_argument("--no-llm", action="store_true", help="skip part (a)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=Path(home))
+        warehouse = Warehouse(settings.warehouse_dir)
+        for dataset in args.datasets.split(","):
+            folder = args.data / dataset
+            ingest(folder, dataset, fmt="beir", skip_bad=True, settings=settings)
+            human, _ = register(settings.testsets_dir, open_store(settings), dataset, "human", folder)
+            testset = subset(human, args.queries)
+            engine = searcher(dataset, settings)
+            print(f"\n{dataset}: {len(testset.queries)} queries (LLM methods: {args.llm_queries})")
+            print(
+                f"{'judge / LLM':24} {'method':34} {'nDCG@10':>7} {'R@100':>6} {'ms/query':>9} "
+                f"{'tokens in':>9} {'out':>9} {'cached':>6} {'fallbacks':>9}"
+            )
+
+            runs = evaluate_methods(engine, testset, ["dense", "hybrid", "prf"], warehouse, measures=MEASURES)
+            show(warehouse, "-", runs)
+            judges: list[tuple[str, Judge]] = [("oracle", OracleJudge(human.qrels))]
+            judges += [(f"noisy oracle {a:.0%}", NoisyOracleJudge(human.qrels, a)) for a in ACCURACIES]
+            for label, judge in judges:
+                engine.judge = judge
+                runs = evaluate_methods(
+                    engine, testset, [args.rede, args.rerank], warehouse, measures=MEASURES
+                )
+                show(warehouse, label, runs)
+            if args.no_llm:
+                continue
+
+            engine.judge = None  # ReDE-RF's one-token LLM judge over the metered engine.llm
+            engine.llm_factory = lambda: llm_client(settings)
+            # Load the model outside the timed queries: the first generation would otherwise carry it.
+            engine.llm.complete_many(
+                [Request([{"role": "user", "content": "Hello"}], max_tokens=1)], "warm-up"
+            )
+            small = subset(human, args.llm_queries)
+            methods = ["dense", "hybrid", args.hyde, args.rede, args.rerank]
+            runs = evaluate_methods(engine, small, methods, warehouse, measures=MEASURES)
+            show(warehouse, engine.llm.config.model, runs)
+            hyde, rede = runs[2], runs[3]
+            print(
+                f"ReDE-RF against HyDE with {engine.llm.config.model}: generated tokens "
+                f"{cost(warehouse, rede)['generated']} vs {cost(warehouse, hyde)['generated']}, "
+                f"wall time {rede.retrieval_seconds:.1f} s vs {hyde.retrieval_seconds:.1f} s "
+                f"({len(small.queries)} queries)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""Query-time methods over a first stage, an LLM or a judge: prf, hyde, rede-rf, expand, rerank.
+
+Each follows its paper and released code (see METHODS.md); deviations are named in the parameter model's
+docstring, which ``zsr methods`` shows. A method records what each query cost (LLM calls, tokens, cache
+hits), the query vector it searched with, and whether it fell back and why, in a :class:`QueryTrace`. An LLM
+that fails or answers junk for a query degrades that query to the method's fallback; it never fails the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.judge import Completer, Judgement, LLMJudge
+from tasks.llm import Completion, LLMConfig, LLMError, Request
+
+if TYPE_CHECKING:
+    from tasks.search import Ranking, Searcher
+
+Domain = Literal["web", "claim", "scientific", "finance", "argument", "news"]
+# HyDE's released promptor.py, verbatim (ReDE-RF reuses them): web/general, scientific claim, scientific or
+# medical question, finance, argument, news.
+HYDE_PROMPTS: dict[str, str] = {
+    "web": "Please write a passage to answer the question.\nQuestion: {}\nPassage:",
+    "claim": "Please write a scientific paper passage to support/refute the claim.\nClaim: {}\nPassage:",
+    "scientific": "Please write a scientific paper passage to answer the question.\nQuestion: {}\nPassage:",
+    "finance": "Please write a financial article passage to answer the question.\nQuestion: {}\nPassage:",
+    "argument": "Please write a counter argument for the passage.\nPassage: {}\nCounter Argument:",
+    "news": "Please write a news passage about the topic.\nTopic: {}\nPassage:",
+}
+STOP = ("\n\n\n",)  # HyDE's stop sequence
+JUDGE_DOC_CHARS = 512  # about the 128 tokens ReDE-RF cuts each judged passage to
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrfParams(BaseModel):
+    """Rocchio in embedding space: alpha x query + beta x mean of the top k first-stage documents' vectors.
+
+    The documents' stored vectors (each the normalised mean of its chunks) feed back; then dense search.
+    """
+
+    model_config = _FROZEN
+    first: str = Field(default="dense", description="first-stage method (a registered name)")
+    k: int = Field(default=3, ge=1, description="feedback documents")
+    alpha: float = Field(default=1.0, ge=0, description="weight of the query vector")
+    beta: float = Field(default=0.75, ge=0, description="weight of the feedback documents' mean vector")
+
+
+class HydeParams(BaseModel):
+    """HyDE: mean of the query embedding and n LLM-written hypothetical documents embedded as passages."""
+
+    model_config = _FROZEN
+    n: int = Field(default=8, ge=1, description="hypothetical documents per query")
+    domain: Domain = Field(default="web", description="prompt template (HyDE's per-task prompts)")
+    temperature: float = Field(default=0.7, ge=0, description="sampling temperature")
+    max_tokens: int = Field(default=512, ge=1, description="tokens per hypothetical document")
+
+
+class RedeRfParams(BaseModel):
+    """ReDE-RF: mean of the query vector and the stored vectors of the judged-relevant first-stage documents.
+
+    The judge decides each of the first stage's top k; up to max_relevant relevant ones join the query vector
+    with equal weights, then dense search. Fallback when none is relevant: the plain query vector, HyDE
+    (plain, not the paper's HyDE-PRF) or the first stage's ranking.
+    """
+
+    model_config = _FROZEN
+    first: str = Field(default="hybrid", description="first-stage method (a registered name)")
+    k: int = Field(default=20, ge=1, description="first-stage documents judged")
+    max_relevant: int | None = Field(default=None, ge=1, description="k*: judged-relevant documents used")
+    fallback: Literal["query", "hyde", "none"] = Field(
+        default="query", description="when none is relevant: query vector, hyde, or first-stage ranking"
+    )
+    domain: Domain = Field(default="web", description="HyDE prompt of the hyde fallback")
+
+
+class ExpandParams(BaseModel):
+    """query2doc: the LLM writes a passage that expands the query for bm25 or dense.
+
+    bm25 searches the query repeated ``repeat`` times plus the passage; dense embeds query [SEP] passage.
+    Zero-shot HyDE prompts, not query2doc's few-shot ones.
+    """
+
+    model_config = _FROZEN
+    first: Literal["bm25", "dense"] = Field(default="bm25", description="method run on the expanded query")
+    repeat: int = Field(default=5, ge=1, description="query copies before the passage (bm25 only)")
+    domain: Domain = Field(default="web", description="prompt template (HyDE's per-task prompts)")
+    temperature: float = Field(default=0.0, ge=0, description="sampling temperature")
+    max_tokens: int = Field(default=128, ge=1, description="tokens of the generated passage")
+
+
+class RerankParams(BaseModel):
+    """Pointwise rerank of the first stage's top depth by the judge, the rest of the first stage below.
+
+    Relevance is P(relevant) from log-probabilities where given, else the grade; ties keep first-stage
+    order. Scores are rank-based (n, n-1, ...), so any evaluator keeps this order.
+    """
+
+    model_config = _FROZEN
+    first: str = Field(default="hybrid", description="first-stage method (a registered name)")
+    depth: int = Field(default=20, ge=1, description="first-stage documents judged and reranked")
+
+
+QUERY_METHODS: dict[str, type[BaseModel]] = {
+    "prf": PrfParams,
+    "hyde": HydeParams,
+    "rede-rf": RedeRfParams,
+    "expand": ExpandParams,
+    "rerank": RerankParams,
+}
+
+
+@dataclass
+class QueryTrace:
+    """What one query cost and how its method ran; ``fallback`` is ``"<what ran instead>: <why>"``."""
+
+    llm_calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_hits: int = 0
+    llm_errors: int = 0  # LLM answers that failed or could not be used (junk, empty, unparseable)
+    fallback: str | None = None
+    llm: str | None = None  # the model that answered, where one was called
+    judge: str | None = None
+    vector: np.ndarray | None = None  # the vector of the final dense search, where the method builds one
+
+    def add_cost(self, other: QueryTrace) -> None:
+        """Add another trace's counts (calls, tokens, cache hits) to this one."""
+        for name in ("llm_calls", "tokens_in", "tokens_out", "cache_hits"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def counts(self) -> dict[str, Any]:
+        """The per-query columns of the warehouse's ``queries`` table."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("llm", "judge", "vector")
+        }
+
+
+class LLMUnavailableError(RuntimeError):
+    """A method needs an LLM and the searcher has none."""
+
+
+class Meter:
+    """A :class:`~tasks.judge.Completer` that counts calls, tokens and cache hits per query id.
+
+    Requests name their query in ``context["query_id"]`` (the LLM judge's do too), so a judge built over
+    ``searcher.llm`` is metered like the methods' own calls.
+    """
+
+    def __init__(self, inner: Completer) -> None:
+        self.inner = inner
+        self.config: LLMConfig = inner.config
+        self._costs: dict[str, QueryTrace] = {}
+
+    def complete_many(self, requests: Sequence[Request], purpose: str) -> list[Completion | LLMError]:
+        """Answer through the wrapped client, counting each answer against its query."""
+        answers = self.inner.complete_many(requests, purpose)
+        for request, answer in zip(requests, answers, strict=True):
+            cost = self._costs.setdefault(str(request.context.get("query_id", "")), QueryTrace())
+            cost.llm_calls += 1
+            if isinstance(answer, Completion):
+                cost.tokens_in += answer.prompt_tokens
+                cost.tokens_out += answer.completion_tokens
+                cost.cache_hits += answer.cache_hit
+        return answers
+
+    def take(self) -> dict[str, QueryTrace]:
+        """The counts since the last call, by query id."""
+        costs, self._costs = self._costs, {}
+        return costs
+
+
+def rocchio(query: np.ndarray, docs: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """``alpha q + beta mean(docs)``; the query alone when there is no feedback document."""
+    return alpha * query + beta * docs.mean(axis=0) if len(docs) else query
+
+
+def mean_vector(query: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``(q + sum others) / (n + 1)``: HyDE's and ReDE-RF's equal-weight mean, the query included."""
+    return np.vstack([query[None, :], others]).mean(axis=0)
+
+
+def run_query_method(
+    searcher: Searcher, name: str, params: BaseModel, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    """Run the query method ``name`` for each query, recording into ``searcher.last_trace``."""
+    return _RUNNERS[name](searcher, params, queries, k)
+
+
+def _dense_from(searcher: Searcher, ids: list[str], vectors: np.ndarray, k: int) -> dict[str, Ranking]:
+    for qid, vector in zip(ids, vectors, strict=True):
+        searcher.last_trace[qid].vector = vector
+    return dict(zip(ids, searcher.search_vectors(vectors, k), strict=True))
+
+
+def _stack(vectors: Mapping[str, np.ndarray], doc_ids: Sequence[str], dim: int) -> np.ndarray:
+    found = [
+        vectors[d] for d in doc_ids if d in vectors
+    ]  # a document deleted since the first stage drops out
+    return np.vstack(found) if found else np.empty((0, dim), np.float32)
+
+
+def _prf(searcher: Searcher, params: PrfParams, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
+    ids = list(queries)
+    first = searcher.run(queries, params.first, params.k)
+    stored = searcher.document_vectors(sorted({d for r in first.values() for d, _ in r}))
+    query_vectors = searcher.encode(list(queries.values()), queries=True)
+    vectors = []
+    for qid, query in zip(ids, query_vectors, strict=True):
+        docs = _stack(stored, [d for d, _ in first[qid]], query.shape[0])
+        if not len(docs):
+            searcher.last_trace[qid].fallback = "query: the first stage found no document"
+        vectors.append(rocchio(query, docs, params.alpha, params.beta))
+    return _dense_from(searcher, ids, np.vstack(vectors), k)
+
+
+def _generate(
+    searcher: Searcher, queries: Mapping[str, str], domain: str, n: int, purpose: str, **request: Any
+) -> dict[str, list[str]]:
+    """``n`` non-empty LLM passages per query (fewer where calls fail or answer nothing)."""
+    requests = [
+        Request(
+            [{"role": "user", "content": HYDE_PROMPTS[domain].format(text)}],
+            stop=STOP,
+            seed=sample,  # tells the samples of one prompt apart (and apart in the cache)
+            context={"query_id": qid, "sample": sample},
+            **request,
+        )
+        for qid, text in queries.items()
+        for sample in range(n)
+    ]
+    answers = searcher.llm.complete_many(requests, purpose=purpose)
+    out: dict[str, list[str]] = {qid: [] for qid in queries}
+    for req, answer in zip(requests, answers, strict=True):
+        qid = req.context["query_id"]
+        text = answer.text.strip() if isinstance(answer, Completion) else ""
+        if text:
+            out[qid].append(text)
+        else:
+            searcher.last_trace[qid].llm_errors += 1
+    return out
+
+
+def _hyde_vectors(
+    searcher: Searcher, params: HydeParams, queries: Mapping[str, str]
+) -> tuple[np.ndarray, list[str | None]]:
+    """HyDE's query vectors, and per query why it fell back to the query vector (``None``: it did not)."""
+    passages = _generate(
+        searcher, queries, params.domain, params.n, "hyde",
+        temperature=params.temperature, max_tokens=params.max_tokens,
+    )  # fmt: skip
+    query_vectors = searcher.encode(list(queries.values()), queries=True)
+    flat = [p for ps in passages.values() for p in ps]
+    # One encoder call for every query's documents, as passages (HyDE's documents stand in for the corpus).
+    encoded = searcher.encode(flat, queries=False) if flat else np.empty((0, query_vectors.shape[1]))
+    vectors, reasons, start = [], [], 0
+    for query, docs in zip(query_vectors, passages.values(), strict=True):
+        vectors.append(mean_vector(query, encoded[start : start + len(docs)]))
+        reasons.append(None if docs else f"query: no usable hypothetical document of {params.n}")
+        start += len(docs)
+    return np.vstack(vectors), reasons
+
+
+def _hyde(searcher: Searcher, params: HydeParams, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
+    vectors, reasons = _hyde_vectors(searcher, params, queries)
+    for qid, reason in zip(queries, reasons, strict=True):
+        searcher.last_trace[qid].fallback = reason
+    return _dense_from(searcher, list(queries), vectors, k)
+
+
+def _judge(
+    searcher: Searcher, queries: Mapping[str, str], candidates: Mapping[str, list[str]]
+) -> dict[str, list[Judgement]]:
+    """The judge's verdict on each query's candidates, in their order.
+
+    The default judge is ReDE-RF's: binary, one token, the passage cut to about 128 tokens, over the
+    searcher's (metered) LLM.
+    """
+    judge = searcher.judge or LLMJudge(searcher.llm, scale="binary", max_doc_chars=JUDGE_DOC_CHARS)
+    texts = searcher.document_texts(sorted({d for ds in candidates.values() for d in ds}))
+    pairs = [(qid, queries[qid], d, texts.get(d, "")) for qid in queries for d in candidates[qid]]
+    out: dict[str, list[Judgement]] = {qid: [] for qid in queries}
+    for (qid, *_), verdict in zip(pairs, judge.judge(pairs), strict=True):
+        out[qid].append(verdict)
+        searcher.last_trace[qid].judge = judge.name
+        searcher.last_trace[qid].llm_errors += verdict.grade is None
+    return out
+
+
+def _rede_rf(
+    searcher: Searcher, params: RedeRfParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    ids = list(queries)
+    first = searcher.run(queries, params.first, max(k, params.k))  # deeper than judged, for fallback=none
+    verdicts = _judge(searcher, queries, {qid: [d for d, _ in first[qid][: params.k]] for qid in ids})
+    relevant = {
+        qid: [v.doc_id for v in verdicts[qid] if v.grade][: params.max_relevant] for qid in ids
+    }  # failed judgements (grade None) count as not relevant: false positives are what hurt ReDE-RF
+    stored = searcher.document_vectors(sorted({d for ds in relevant.values() for d in ds}))
+    query_vectors = searcher.encode(list(queries.values()), queries=True)
+    vectors = {}
+    for qid, query in zip(ids, query_vectors, strict=True):
+        docs = _stack(stored, relevant[qid], query.shape[0])
+        if len(docs):
+            vectors[qid] = mean_vector(query, docs)
+            continue
+        failed = sum(v.grade is None for v in verdicts[qid])
+        why = "no first-stage document judged relevant" + (f" ({failed} judgements failed)" if failed else "")
+        label = {"none": "first-stage", "query": "query", "hyde": "hyde"}[params.fallback]
+        searcher.last_trace[qid].fallback = f"{label}: {why}"
+        if params.fallback == "query":
+            vectors[qid] = query
+    unjudged = {qid: queries[qid] for qid in ids if qid not in vectors}
+    if params.fallback == "hyde" and unjudged:
+        hyde_vectors, reasons = _hyde_vectors(searcher, HydeParams(domain=params.domain), unjudged)
+        for qid, vector, reason in zip(unjudged, hyde_vectors, reasons, strict=True):
+            vectors[qid] = vector
+            if reason:
+                searcher.last_trace[qid].fallback = f"{searcher.last_trace[qid].fallback}; {reason}"
+    dense_ids = [qid for qid in ids if qid in vectors]
+    dense = _dense_from(searcher, dense_ids, np.vstack([vectors[q] for q in dense_ids]), k) if vectors else {}
+    return {qid: dense[qid] if qid in dense else first[qid][:k] for qid in ids}
+
+
+def _expand(
+    searcher: Searcher, params: ExpandParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    passages = _generate(
+        searcher, queries, params.domain, 1, "expand",
+        temperature=params.temperature, max_tokens=params.max_tokens,
+    )  # fmt: skip
+    expanded = {}
+    for qid, query in queries.items():
+        if not passages[qid]:
+            searcher.last_trace[qid].fallback = f"{params.first}: no usable passage"
+            expanded[qid] = query
+        elif (
+            params.first == "bm25"
+        ):  # query2doc: repeats balance the long passage's terms against the query's
+            expanded[qid] = " ".join([query] * params.repeat + passages[qid])
+        else:
+            expanded[qid] = f"{query} [SEP] {passages[qid][0]}"
+    return searcher.run(expanded, params.first, k)
+
+
+def relevance(verdict: Judgement) -> float:
+    """P(relevant) where the judge gives it, else the grade (``None``: the judgement failed)."""
+    return verdict.probability if verdict.probability is not None else float(verdict.grade or 0)
+
+
+def _rerank(
+    searcher: Searcher, params: RerankParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    first = searcher.run(queries, params.first, max(k, params.depth))
+    verdicts = _judge(searcher, queries, {qid: [d for d, _ in r[: params.depth]] for qid, r in first.items()})
+    out = {}
+    for qid, ranking in first.items():
+        judged = verdicts[qid]
+        failed = sum(v.grade is None for v in judged)
+        order = [d for d, _ in ranking]
+        if failed:  # an unknown grade cannot be placed: this query keeps the first stage's order
+            searcher.last_trace[qid].fallback = f"first-stage: {failed} of {len(judged)} judgements failed"
+        else:  # sorted() is stable, so equal relevance keeps first-stage order
+            order = [v.doc_id for v in sorted(judged, key=lambda v: -relevance(v))] + order[len(judged) :]
+        out[qid] = [(d, float(len(order) - i)) for i, d in enumerate(order[:k])]
+    return out
+
+
+_RUNNERS: dict[str, Callable[..., dict[str, Ranking]]] = {
+    "prf": _prf,
+    "hyde": _hyde,
+    "rede-rf": _rede_rf,
+    "expand": _expand,
+    "rerank": _rerank,
+}
