@@ -56,8 +56,9 @@ def show(warehouse: Warehouse, label: str, runs: list[RunResult]) -> None:
         c = cost(warehouse, run)
         print(
             f"{label:24} {run.method:34} {run.metrics['nDCG@10']:7.3f} {run.metrics['R@100']:6.3f} "
-            f"{c['ms']:9.1f} {c['tokens_in']:9.0f} {c['tokens_out']:9.0f} {c['cache_hits']:6d} "
-            f"{c['fallbacks']:5d}/{run.n_queries}"
+            f"{c['ms']:9.1f} {c['tokens_in'] or 0:9.0f} {c['tokens_out'] or 0:9.0f} "
+            f"{int(c['cache_hits'] or 0):6d} "
+            f"{int(c['fallbacks'] or 0):5d}/{run.n_queries}"
         )
 
 
