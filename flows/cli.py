@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from flows.serve import serve
 from storage.settings import get_settings
 
 app = typer.Typer(
@@ -771,3 +772,6 @@ def testset_agreement(
         f"Kendall tau {_cell(result.kendall_tau)} (p = {_cell(result.p_value)}); "
         f"same best method: {'yes' if result.top1_agree else 'no'}"
     )
+
+
+app.command("serve")(serve)  # defined in flows.serve; Prefect itself is imported only when it runs

@@ -1,0 +1,125 @@
+"""Orchestration overhead of the ``evaluate`` flow against the same work called directly, on Cranfield.
+
+Usage: python bench/orchestration.py [DATA_DIR] [--rounds N] [--home DIR] [--methods dense,bm25,hybrid]
+
+Ingests Cranfield into a temporary ZSR_HOME (or reuses ``--home``), registers its qrels, loads the model
+once, then alternates over N rounds, measured side by side in this one process:
+
+- direct: the library calls the flow is made of (load the test set, open the searcher, evaluate each
+  method into the warehouse, read the previous evaluation, write the HTML report);
+- prefect: the ``evaluate`` flow itself, against a local Prefect server (the test harness's SQLite
+  server), with its task runs, retries, progress, table and markdown artifacts.
+
+Prints the minimum of each side and the overhead ratio (target <= +10%). Deployment runs cost on top of
+this a fresh process per flow run (Python, Prefect, flow imports and the model load, measured separately
+by the integration tests), which is constant per run, not per query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+METRICS = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
+
+
+def direct(corpus: str, testset: str, methods: list[str]) -> float:
+    """The flow's work without Prefect: the same library calls, in the same order."""
+    from storage.settings import get_settings
+    from storage.warehouse import Warehouse
+    from tasks.api import searcher
+    from tasks.compare import eval_frames
+    from tasks.report import write_report
+    from tasks.runs import evaluate_methods, new_id, prepare
+    from tasks.testsets import load
+
+    started = time.perf_counter()
+    settings = get_settings()
+    prepare(methods, METRICS)
+    test = load(settings.testsets_dir, corpus, testset)
+    engine = searcher(corpus)
+    warehouse = Warehouse(settings.warehouse_dir)
+    eval_id = new_id("direct")
+    runs = [
+        evaluate_methods(engine, test, [m], warehouse, measures=METRICS, eval_id=eval_id)[0] for m in methods
+    ]
+    warehouse.query(
+        "SELECT eval_id FROM runs WHERE corpus = ? AND testset = ? AND eval_id < ? "
+        "ORDER BY eval_id DESC LIMIT 1",
+        [corpus, testset, eval_id],
+    )
+    frames = eval_frames(warehouse, runs[0].run_id)
+    write_report(
+        *frames, warehouse.root / "reports" / eval_id, title=f"{corpus} / {testset}", queries=test.queries
+    )
+    return time.perf_counter() - started
+
+
+def orchestrated(corpus: str, testset: str, methods: list[str]) -> float:
+    """The ``evaluate`` flow, in this process, reporting to the Prefect server."""
+    from flows.evaluate import evaluate
+
+    started = time.perf_counter()
+    state = evaluate(corpus=corpus, testset=testset, methods=methods, metrics=METRICS, return_state=True)
+    assert state.is_completed(), state
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "data", nargs="?", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--home", type=Path, help="Reuse this ZSR_HOME (Cranfield already indexed there).")
+    parser.add_argument("--methods", default="dense,bm25,hybrid")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        home = args.home or Path(tmp)
+        os.environ["ZSR_HOME"] = str(home)
+        os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))  # cached task results land here
+
+        from storage.settings import get_settings
+        from tasks.api import ingest, open_store, searcher
+        from tasks.testsets import list_testsets, register
+
+        get_settings.cache_clear()
+        folder = args.data / "cranfield"
+        started = time.perf_counter()
+        ingest(folder, "cranfield", fmt="beir", skip_bad=True)
+        if not list_testsets(get_settings().testsets_dir, "cranfield"):
+            register(get_settings().testsets_dir, open_store(), "cranfield", "human", folder)
+        searcher("cranfield").warm_up()  # the model loads once, for both sides
+        print(f"index ready in {time.perf_counter() - started:.1f} s (ZSR_HOME={home})")
+
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=300):
+            direct("cranfield", "human", methods[:1])  # warm caches on both paths before timing
+            orchestrated("cranfield", "human", methods[:1])
+            plain, flow = [], []
+            for _ in range(args.rounds):
+                plain.append(direct("cranfield", "human", methods))
+                flow.append(orchestrated("cranfield", "human", methods))
+        print(
+            f"Cranfield, 225 queries, methods {','.join(methods)}, {len(METRICS)} measures, "
+            f"{args.rounds} rounds"
+        )
+        print(f"direct     {min(plain):7.2f} s   (rounds: {', '.join(f'{t:.2f}' for t in plain)})")
+        print(f"prefect    {min(flow):7.2f} s   (rounds: {', '.join(f'{t:.2f}' for t in flow)})")
+        print(
+            f"orchestration overhead {min(flow) / min(plain) - 1:+.1%} ({min(flow) - min(plain):+.2f} s)"
+            "   (target <= +10%)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The ``evaluate`` flow: score retrieval methods on a registered test set, with deltas against last time.
+
+Schedule: none of its own; on demand from the Prefect UI (deployment ``evaluate``) and as the third step of
+``nightly``.
+Side effects: one immutable run per method in the results warehouse (runs, metrics, per-query metrics,
+latencies, rankings), the HTML report under ``warehouse/reports/<eval_id>/``; artifacts
+``<deployment>-<corpus>-<testset>-results`` (table with deltas), ``-summary`` (markdown linking the report)
+and ``evaluate-<corpus>-<testset>-progress``.
+Idempotency key: none needed. Every run gets a new id and lands whole or not at all, so a retried or
+crashed evaluation leaves only complete runs. The eval id carries the deployment's name (``adhoc``
+outside a deployment), which is how "the previous run of the same deployment" is found in the warehouse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows import steps
+from tasks.runs import RunResult
+
+MethodName = Literal[
+    "dense", "bm25", "hybrid", "multiview", "d2q", "prf", "hyde", "rede-rf", "expand", "rerank"
+]
+MetricName = Literal["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
+DEFAULT_METHODS: list[MethodName] = ["dense", "bm25", "hybrid"]
+DEFAULT_METRICS: list[MetricName] = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation published, and the runs of the previous one of the same deployment."""
+
+    corpus: str
+    testset: str
+    label: str
+    eval_id: str
+    metrics: list[str]
+    runs: list[RunResult]
+    previous: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> run_id, eval_id, metrics
+    report: str | None = None
+
+
+def deployment_label() -> str:
+    """The name of the deployment this flow runs under (also for subflows), or ``adhoc``."""
+    from prefect.runtime import deployment
+
+    return deployment.name or "adhoc"
+
+
+@flow(name="evaluate", flow_run_name="evaluate-{corpus}-{testset}", timeout_seconds=4 * 3600)
+def evaluate(
+    corpus: str = "demo",
+    testset: str = "human",
+    methods: list[MethodName] = DEFAULT_METHODS,
+    metrics: list[MetricName] = DEFAULT_METRICS,
+    depth: int | None = None,
+    report: bool = True,
+) -> Evaluation:
+    """Score each method on the test set; every number lands in the warehouse, deltas in an artifact.
+
+    Args:
+        corpus: An indexed corpus.
+        testset: A test set registered for the corpus (`zsr testset list`).
+        methods: Retrieval methods, one run each (any method string works from `zsr eval`).
+        metrics: ir-measures names (any measure works from `zsr eval`); the first one heads the report.
+        depth: Documents retrieved per query; empty: from the measures (at least 100).
+        report: Also write the HTML report and link it from the summary artifact.
+    """
+    log = get_run_logger()
+    methods = list(dict.fromkeys(methods))
+    measures: list[str] = list(dict.fromkeys(metrics))
+    if not methods or not measures:
+        raise ValueError("choose at least one method and one metric")
+    steps.check_methods(methods, measures)
+    test = steps.load_testset(corpus, testset)
+    engine = steps.open_searcher(corpus)
+    label = deployment_label()
+    eval_id = steps.new_eval_id(label)
+    log.info("evaluation %s: %s on %s/%s (%d queries)", eval_id, methods, corpus, testset, len(test.queries))
+    progress = steps.slug("evaluate", corpus, testset, "progress")
+    runs = [steps.evaluate_method(engine, test, m, measures, depth, eval_id, progress) for m in methods]
+    for run in runs:
+        log.info("run %s (%s): %s", run.run_id, run.method, _numbers(run.metrics))
+    result = Evaluation(corpus, testset, label, eval_id, measures, runs)
+    result.previous = steps.previous_runs(corpus, testset, label, eval_id)
+    if result.previous:
+        log.info("previous %s evaluation: %s", label, next(iter(result.previous.values()))["eval_id"])
+    create_table_artifact(
+        results_table(result),
+        key=steps.slug(label, corpus, testset, "results"),
+        description=f"{corpus} / {testset}: {len(test.queries)} queries; deltas against the previous "
+        f"{label} evaluation",
+    )
+    if report:
+        result.report = steps.write_report(runs[0].run_id, measures[0])
+    create_markdown_artifact(
+        summary(result, len(test.queries)),
+        key=steps.slug(label, corpus, testset, "summary"),
+        description=f"Evaluation {eval_id}",
+    )
+    return result
+
+
+def results_table(result: Evaluation) -> list[dict[str, Any]]:
+    """One row per method: each metric and its delta against the previous evaluation (never NaN)."""
+    rows = []
+    for run in result.runs:
+        before = result.previous.get(run.method, {})
+        row: dict[str, Any] = {"method": run.method}
+        for measure in result.metrics:
+            value = steps.finite(run.metrics.get(measure))
+            row[measure] = "n/a" if value is None else round(value, 4)
+            row[f"Δ {measure}"] = _delta(value, before.get("metrics", {}).get(measure))
+        row |= {
+            "queries": run.n_queries,
+            "retrieval s": round(run.retrieval_seconds, 2),
+            "run": run.run_id,
+            "previous run": before.get("run_id", "none"),
+        }
+        rows.append(row)
+    return rows
+
+
+def summary(result: Evaluation, n_queries: int) -> str:
+    """The markdown summary: scores with deltas, the best method, the report link and a SQL hint."""
+    head = result.metrics[0]
+    previous = {p["eval_id"] for p in result.previous.values()}
+    lines = [
+        f"## {result.corpus} / {result.testset}: {len(result.runs)} methods, {n_queries} queries",
+        "",
+        f"Evaluation `{result.eval_id}` ({result.label}); "
+        + (
+            f"deltas against the previous {result.label} evaluation `{min(previous)}`."
+            if previous
+            else f"first {result.label} evaluation of this test set: no deltas yet."
+        ),
+        "",
+        "| method | " + " | ".join(f"{m} | Δ" for m in result.metrics) + " |",
+        "|---|" + "---:|---:|" * len(result.metrics),
+    ]
+    for row in results_table(result):
+        cells = " | ".join(f"{_fmt(row[m])} | {row[f'Δ {m}']}" for m in result.metrics)
+        lines.append(f"| {row['method']} | {cells} |")
+    scored = [r for r in result.runs if steps.finite(r.metrics.get(head)) is not None]
+    if scored:
+        best = max(scored, key=lambda r: r.metrics[head])
+        lines += ["", f"Best {head}: **{best.method}** ({best.metrics[head]:.4f})."]
+    if result.report:
+        lines += [
+            "",
+            f"HTML report (tables, charts, hardest queries): [report.html](file://{result.report}), "
+            f"at `{result.report}`.",
+        ]
+    sql = f"SELECT * FROM runs WHERE eval_id = '{result.eval_id}'"
+    lines += ["", f'Every number is in the warehouse: `zsr sql "{sql}"`']
+    return "\n".join(lines)
+
+
+def _delta(value: float | None, before: float | None) -> str:
+    if value is None or before is None:
+        return "new"
+    return f"{value - before:+.4f}"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _numbers(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{m} {v:.4f}" for m, v in metrics.items())
