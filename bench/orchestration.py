@@ -109,6 +109,11 @@ def main() -> None:
             for _ in range(args.rounds):
                 plain.append(direct("cranfield", "human", methods))
                 flow.append(orchestrated("cranfield", "human", methods))
+            # The fixed cost of a flow run, on the cheapest evaluation (bm25 only: little noise)
+            fixed_plain, fixed_flow = [], []
+            for _ in range(3):
+                fixed_plain.append(direct("cranfield", "human", ["bm25"]))
+                fixed_flow.append(orchestrated("cranfield", "human", ["bm25"]))
         print(
             f"Cranfield, 225 queries, methods {','.join(methods)}, {len(METRICS)} measures, "
             f"{args.rounds} rounds"
@@ -118,6 +123,10 @@ def main() -> None:
         print(
             f"orchestration overhead {min(flow) / min(plain) - 1:+.1%} ({min(flow) - min(plain):+.2f} s)"
             "   (target <= +10%)"
+        )
+        print(
+            f"fixed cost per flow run (bm25 only: {min(fixed_plain):.2f} s direct, {min(fixed_flow):.2f} s "
+            f"prefect): {min(fixed_flow) - min(fixed_plain):+.2f} s"
         )
 
 

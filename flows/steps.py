@@ -61,7 +61,7 @@ def finite(value: float | None) -> float | None:
 class ProgressArtifact:
     """A progress artifact under ``key``, updated when progress moves by ``step`` percent or finishes."""
 
-    def __init__(self, key: str, description: str, step: float = 5.0) -> None:
+    def __init__(self, key: str, description: str, step: float = 10.0) -> None:
         created = create_progress_artifact(progress=0.0, key=key, description=description)
         assert isinstance(created, UUID)  # the sync API, as tasks here are sync
         self.id = created
