@@ -82,7 +82,7 @@ def evaluate(
     eval_id = steps.new_eval_id(label)
     log.info("evaluation %s: %s on %s/%s (%d queries)", eval_id, methods, corpus, testset, len(test.queries))
     progress = steps.slug("evaluate", corpus, testset, "progress")
-    runs = [steps.evaluate_method(engine, test, m, measures, depth, eval_id, progress) for m in methods]
+    runs = [steps.evaluation_task(m)(engine, test, m, measures, depth, eval_id, progress) for m in methods]
     for run in runs:
         log.info("run %s (%s): %s", run.run_id, run.method, _numbers(run.metrics))
     result = Evaluation(corpus, testset, label, eval_id, measures, runs)

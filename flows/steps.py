@@ -5,11 +5,13 @@ Every wrapper calls one function of the library and adds only orchestration:
 - Retries with our own jitter (``RETRY_DELAYS`` spread by ``JITTER``), and only for errors a retry can
   fix: bad input (``ValueError``, ``LookupError``, a missing file) fails at once with its message.
 - A timeout on every task, so a hung model or object store cannot hold a worker slot forever.
-- ``INPUTS + TASK_SOURCE`` caching only where the inputs pin the answer: reports and comparisons of runs,
-  which are immutable once published. Writes (indexing, generation, evaluation) never cache: their
-  effect is the point, and their own idempotency keys (content hashes, query ids) make retries safe.
-- The tag ``llm`` on tasks that call the LLM; ``zsr serve`` gives the tag a concurrency limit.
-- Progress artifacts for long work (indexing, generation, evaluation), updated at most every few percent.
+- ``INPUTS + TASK_SOURCE`` caching only where the inputs pin the answer: parsing methods and measures,
+  and reports and comparisons of runs, which are immutable once published. Writes (indexing, generation,
+  evaluation) never cache: their effect is the point, and their own idempotency keys (content hashes,
+  query ids) make retries safe.
+- The tag ``llm`` on tasks that call the LLM (generation with the LLM, evaluation of a method in
+  ``LLM_METHODS``); ``zsr serve`` gives the tag a concurrency limit.
+- Progress artifacts for long work (indexing, generation, evaluation), updated every 10 percent.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tasks.search import Searcher
 from tasks.testsets import TestSet
 
 LLM_TAG = "llm"
+LLM_METHODS = frozenset({"hyde", "rede-rf", "expand", "rerank"})  # they call the LLM at query time
 RETRY_DELAYS = [2, 10, 30]
 JITTER = 0.5  # each delay becomes up to 1.5 times itself, so retries of parallel runs spread out
 _PERMANENT = (ValueError, LookupError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -229,6 +232,20 @@ def evaluate_method(
         progress=lambda _method, done, total: progress(done, total),
     )
     return result
+
+
+def calls_llm(method: str) -> bool:
+    """Whether a method calls the LLM at query time, itself or through its first stage."""
+    from tasks.search import parse_method
+
+    parsed = parse_method(method)
+    first = getattr(parsed.params, "first", None)
+    return parsed.name in LLM_METHODS or (isinstance(first, str) and calls_llm(first))
+
+
+def evaluation_task(method: str) -> Task[..., RunResult]:
+    """:func:`evaluate_method`, tagged ``llm`` for a method that calls the LLM (so the limit applies)."""
+    return evaluate_method.with_options(tags=[LLM_TAG]) if calls_llm(method) else evaluate_method
 
 
 @task(**_retrying(retries=2, timeout_seconds=120, cache_policy=NO_CACHE))

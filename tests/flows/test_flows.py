@@ -232,6 +232,12 @@ def test_tasks_retry_with_jitter_only_on_transient_errors() -> None:
     writes = (steps.index_source, steps.refresh_views, steps.generate_queries, steps.evaluate_method)
     assert all(w.cache_policy is NO_CACHE for w in writes)
     assert steps.generate_queries.tags == {steps.LLM_TAG}
+    assert {m for m in ("dense", "hyde", "prf", "prf(first=rerank)", "rede-rf") if steps.calls_llm(m)} == {
+        "hyde",
+        "prf(first=rerank)",
+        "rede-rf",
+    }
+    assert steps.evaluation_task("rerank").tags == {steps.LLM_TAG} and not steps.evaluation_task("bm25").tags
     assert not steps.transient(steps.index_source, None, Failed(data=FileNotFoundError("x")))  # type: ignore[arg-type]
     assert steps.transient(steps.index_source, None, Failed(data=OSError("connection reset")))  # type: ignore[arg-type]
 
