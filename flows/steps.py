@@ -137,39 +137,22 @@ def generate_queries(
     Tagged ``llm``, so one concurrency limit bounds the LLM load of all flows (the ``synthesize`` flow
     drops the tag for the extractive generator, which calls no LLM).
     """
-    from tasks.api import llm_client, open_store, searcher
-    from tasks.synthesize import (
-        ExtractiveGenerator,
-        Filters,
-        LLMGenerator,
-        document_vectors,
-        sample_documents,
-        synthesize,
-    )
+    from tasks.api import prepare_synthesis
 
-    store, engine = open_store(), searcher(corpus)
-    gen = (
-        ExtractiveGenerator()
-        if generator == "extractive"
-        else LLMGenerator(llm_client(), style=style, temperature=temperature)
-    )
-    doc_ids = None
-    if sample_docs:
-        ids, vectors = document_vectors(store, corpus)
-        doc_ids = sample_documents(ids, vectors, sample_docs, seed=seed)
-    progress = ProgressArtifact(slug("synthesize", corpus, "progress"), f"Queries generated for {corpus}")
-    report = synthesize(
-        store,
+    run = prepare_synthesis(
         corpus,
-        gen,
+        generator=generator,
         style=style,
         per_doc=per_doc,
-        doc_ids=doc_ids,
-        filters=Filters(roundtrip_k=roundtrip_k or None, roundtrip_method=roundtrip_method),
-        search=engine.search_batch,
+        sample_docs=sample_docs,
+        seed=seed,
+        temperature=temperature,
+        roundtrip_k=roundtrip_k,
+        roundtrip_method=roundtrip_method,
         refilter=refilter,
-        progress=progress,
     )
+    progress = ProgressArtifact(slug("synthesize", corpus, "progress"), f"Queries generated for {corpus}")
+    report = run(progress)
     progress(1, 1)
     return asdict(report)
 

@@ -1,11 +1,12 @@
 """The library API and composition root: builds the store and the embedder from :class:`Settings`.
 
-The CLI, the Prefect flows and Python users all come through here, so each of them indexes and searches
-the same way.
+The CLI, the Prefect flows and Python users all come through here, so each of them indexes, searches and
+writes synthetic queries the same way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,15 @@ from tasks.judge import Judge
 from tasks.llm import LLMClient, LLMConfig
 from tasks.search import Method, Ranking, Searcher
 from tasks.sources import FieldMap, SourceFormat, SourceReport, read_source
+from tasks.synthesize import (
+    ExtractiveGenerator,
+    Filters,
+    LLMGenerator,
+    SynthesisReport,
+    document_vectors,
+    sample_documents,
+    synthesize,
+)
 
 
 def open_store(settings: Settings | None = None) -> CorpusStore:
@@ -101,6 +111,77 @@ def searcher(corpus: str, settings: Settings | None = None, judge: Judge | None 
     return Searcher(
         store, corpus, embedder_factory(spec, settings), judge=judge, llm_factory=lambda: llm_client(settings)
     )
+
+
+def prepare_synthesis(
+    corpus: str,
+    *,
+    generator: str = "llm",
+    style: str = "question",
+    per_doc: int = 1,
+    sample_docs: int | None = None,
+    seed: int = 0,
+    temperature: float = 0.7,
+    examples: Path | None = None,
+    roundtrip_k: int = 20,
+    roundtrip_method: str = "hybrid",
+    refilter: bool = False,
+    settings: Settings | None = None,
+) -> Callable[[Callable[[int, int], None] | None], SynthesisReport]:
+    """Set up synthetic queries for ``corpus`` (generator, document sample, filters) alike for every caller.
+
+    Returns the run, to be called with a progress callback (or ``None``): bad input (an unknown corpus,
+    generator or style, a bad examples file) fails here, before the caller shows any progress.
+
+    Args:
+        corpus: An indexed corpus.
+        generator: ``llm`` (the configured model), or ``extractive`` (no LLM: sentences of the document).
+        style: Kind of query the prompt asks for.
+        per_doc: Queries per document.
+        sample_docs: Sample this many diverse documents (k-means over embeddings); ``None``: all.
+        seed: Seed of the document sample.
+        temperature: Sampling temperature of the LLM.
+        examples: JSONL of few-shot examples, ``{"passage": ..., "query": ...}`` a line (up to 8 are used).
+        roundtrip_k: Keep a query only if its document is in its top k (0: no check).
+        roundtrip_method: Retrieval used for the round-trip check.
+        refilter: Decide again, from stored outputs, about queries already generated (no LLM call).
+        settings: Settings to use instead of the environment's.
+    """
+    settings = settings or get_settings()
+    store, engine = open_store(settings), searcher(corpus, settings)
+    if generator not in ("llm", "extractive"):
+        raise ValueError(f"unknown generator {generator!r}; use llm or extractive")
+    shots = (
+        [json.loads(line) for line in examples.read_text().splitlines() if line.strip()] if examples else []
+    )
+    if any(set(s) < {"passage", "query"} for s in shots):
+        raise ValueError(f"{examples}: every example needs 'passage' and 'query' fields")
+    gen = (
+        ExtractiveGenerator()
+        if generator == "extractive"
+        else LLMGenerator(llm_client(settings), style=style, temperature=temperature, examples=shots)
+    )
+    doc_ids = None
+    if sample_docs:
+        ids, vectors = document_vectors(store, corpus)
+        doc_ids = sample_documents(ids, vectors, sample_docs, seed=seed)
+    filters = Filters(roundtrip_k=roundtrip_k or None, roundtrip_method=roundtrip_method)
+
+    def run(progress: Callable[[int, int], None] | None) -> SynthesisReport:
+        return synthesize(
+            store,
+            corpus,
+            gen,
+            style=style,
+            per_doc=per_doc,
+            doc_ids=doc_ids,
+            filters=filters,
+            search=engine.search_batch,
+            refilter=refilter,
+            progress=progress,
+        )
+
+    return run
 
 
 def search(

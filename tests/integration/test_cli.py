@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import DEMO_DATA, app
+from flows.cli import app
+from flows.cli.corpus import DEMO_DATA
 from storage.settings import get_settings
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,151 @@
+"""What the ``zsr`` commands share: the Typer app, output on stdout and stderr, options and helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from storage.settings import get_settings
+
+app = typer.Typer(
+    help="zsr: zero-shot retrieval. Index a corpus into LanceDB, search it, measure methods without labels.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+CorpusOpt = Annotated[str, typer.Option("--corpus", "-c", help="Corpus name (letters, digits, '-', '_').")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """Configure logging for every command."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can act on into one clear message and exit status 2 (no traceback)."""
+    try:
+        yield
+    except (ValueError, LookupError, FileNotFoundError) as error:  # bad input; unknown corpus, run, test set
+        err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def emit_json(value: Any) -> None:
+    """Machine-readable output on stdout."""
+    print(json.dumps(value, indent=2, default=str))
+
+
+def listing(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool, empty: str) -> None:
+    """Rows as JSON, or as a table of ``columns`` (header -> key), or the hint ``empty`` if there are none."""
+    if as_json:
+        emit_json(rows)
+    elif rows:
+        show(list(columns), ([row[key] for key in columns.values()] for row in rows))
+    else:
+        out.print(empty)
+
+
+def show(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A table on stdout; long values wrap instead of being cut, so ids stay copyable."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(v) for v in row))
+    out.print(table)
+
+
+def cell(value: Any) -> str:
+    """A value as tables show it: ``-`` when missing or NaN, floats to 3 places, times to the second."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return f"{value:%Y-%m-%d %H:%M:%S}" if hasattr(value, "strftime") else str(value)
+
+
+@contextmanager
+def index_progress(enabled: bool) -> Iterator[Any]:
+    """A progress bar on stderr, shown once there is something to embed."""
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("embedding", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextmanager
+def query_progress(enabled: bool) -> Iterator[Any]:
+    """Progress bars on stderr, one per method (or step); yields ``update(method, done, total)``."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(method: str, done: int, total: int) -> None:
+            if method not in tasks:
+                tasks[method] = bar.add_task(method, total=total)
+            bar.update(tasks[method], completed=done)
+
+        yield update
+
+
+def open_warehouse() -> Any:
+    """The results warehouse of the settings."""
+    from storage.warehouse import Warehouse
+
+    return Warehouse(get_settings().warehouse_dir)
+
+
+def run_evaluation(
+    corpus: str,
+    testset: str,
+    methods: list[str],
+    measures: list[str] | None,
+    depth: int | None,
+    progress: bool,
+) -> list[Any]:
+    """Validate everything, then evaluate each method into the warehouse (shared by eval and demo)."""
+    from tasks.api import searcher
+    from tasks.runs import evaluate_methods, prepare
+    from tasks.testsets import load
+
+    prepare(methods, measures)  # typos fail before the model loads
+    engine = searcher(corpus)
+    test = load(get_settings().testsets_dir, corpus, testset)
+    with query_progress(progress) as callback:
+        return evaluate_methods(
+            engine, test, methods, open_warehouse(), measures=measures, depth=depth, progress=callback
+        )
+
+
+def show_results(corpus: str, testset: str, results: list[Any]) -> None:
+    """One row per run: its measures and retrieval time."""
+    measures = list(results[0].metrics)
+    show(
+        ["run", "method", *measures, "seconds"],
+        [[r.run_id, r.method, *(r.metrics[m] for m in measures), r.retrieval_seconds] for r in results],
+        title=f"{corpus} / {testset}: {results[0].n_queries} queries",
+    )

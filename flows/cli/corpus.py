@@ -1,0 +1,209 @@
+"""Corpus commands: ``ingest``, ``search``, ``corpora``, ``methods`` and ``demo``."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import (
+    CorpusOpt,
+    JsonOpt,
+    app,
+    emit_json,
+    err,
+    index_progress,
+    listing,
+    out,
+    run_evaluation,
+    show,
+    show_results,
+    user_errors,
+)
+from storage.settings import get_settings
+
+DEMO_DATA = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        Path, typer.Argument(help="BEIR folder, .jsonl/.csv/.parquet file, or a folder of files.")
+    ],
+    corpus: CorpusOpt,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="beir, jsonl, csv, parquet or folder (default: detected).")
+    ] = None,
+    id_field: Annotated[str | None, typer.Option(help="Field holding the document id.")] = None,
+    title_field: Annotated[str | None, typer.Option(help="Field holding the title.")] = None,
+    text_field: Annotated[str | None, typer.Option(help="Field holding the text.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="sentence-transformers model for a new corpus (default: ZSR_EMBEDDING_MODEL)."),
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Skip bad records and report them instead of failing.")
+    ] = False,
+    keep_deleted: Annotated[bool, typer.Option(help="Keep documents that are gone from the source.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index SOURCE as a corpus; re-running it re-embeds only new and changed documents."""
+    from tasks.api import ingest as run_ingest
+    from tasks.sources import FieldMap
+
+    with user_errors(), index_progress(not as_json) as progress:
+        fields = FieldMap(id=id_field, title=title_field, text=text_field)
+        report, read = run_ingest(
+            source,
+            corpus,
+            fmt=fmt,
+            fields=fields,
+            skip_bad=skip_bad,
+            keep_deleted=keep_deleted,  # type: ignore[arg-type]
+            model=model,
+            progress=progress,
+        )
+    skipped = [asdict(p) for p in read.skipped]
+    if as_json:
+        emit_json({**asdict(report), "skipped": skipped})
+        return
+    out.print(
+        f"[bold]{corpus}[/]: {report.added} added, {report.changed} changed, {report.deleted} deleted, "
+        f"{report.unchanged} unchanged"
+        + (f", {report.kept_deleted} kept though gone from the source" if report.kept_deleted else "")
+    )
+    out.print(
+        f"chunks: {report.chunks_written} written ({report.chunks_encoded} encoded, "
+        f"{report.chunks_cached} from cache); "
+        f"table versions: documents {report.versions['documents']}, views {report.versions['views']}; "
+        f"{report.seconds:.1f}s"
+    )
+    for problem in read.skipped:
+        err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The query text.")],
+    corpus: CorpusOpt,
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="dense, bm25, hybrid or e.g. 'hybrid(fusion=score)'.")
+    ] = "hybrid",
+    k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search a corpus and show the top K documents."""
+    from tasks.api import searcher
+
+    with user_errors():
+        engine = searcher(corpus)
+        hits = engine.search(query, method, k)
+        docs = {
+            d["doc_id"]: d
+            for d in engine.store.fetch_documents(corpus, [h[0] for h in hits], ["doc_id", "title", "text"])
+        }
+    rows = [
+        {
+            "rank": i,
+            "doc_id": doc_id,
+            "score": score,
+            "title": docs[doc_id]["title"],
+            "text": docs[doc_id]["text"][:200],
+        }
+        for i, (doc_id, score) in enumerate(hits, start=1)
+    ]
+    if as_json:
+        emit_json({"corpus": corpus, "method": method, "query": query, "hits": rows})
+        return
+    show(
+        ["rank", "doc_id", "score", "title"],
+        [[r["rank"], r["doc_id"], r["score"], r["title"] or r["text"][:80]] for r in rows],
+    )
+
+
+@app.command()
+def corpora(as_json: JsonOpt = False) -> None:
+    """List indexed corpora: documents, chunks, model and table versions."""
+    from tasks.api import open_store
+
+    with user_errors():
+        store = open_store()
+        rows = [
+            {
+                **asdict(info),
+                **{f"{k}_rows": v for k, v in store.counts(info.name).items()},
+                **{f"{k}_version": v for k, v in store.versions(info.name).items()},
+            }
+            for info in store.corpora()
+        ]
+    columns = {"corpus": "name", "documents": "documents_rows", "chunks": "views_rows", "model": "model"}
+    columns |= {
+        "documents version": "documents_version",
+        "views version": "views_version",
+        "updated": "updated_at",
+    }
+    listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`")
+
+
+@app.command()
+def methods(as_json: JsonOpt = False) -> None:
+    """List retrieval methods and their parameters."""
+    from tasks.search import METHODS
+
+    rows = [
+        {
+            "method": name,
+            "description": inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace("\n", " "),
+            "params": {
+                p: {"default": f.default, "description": f.description} for p, f in model.model_fields.items()
+            },
+        }
+        for name, model in METHODS.items()
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    show(
+        ["method", "parameters", "what it does"],
+        [
+            [
+                r["method"],
+                ", ".join(f"{p}={v['default']}" for p, v in r["params"].items()) or "-",
+                r["description"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command()
+def demo(
+    data: Annotated[Path, typer.Option(help="A BEIR folder with queries and qrels.")] = DEMO_DATA,
+    corpus: Annotated[str, typer.Option(help="Corpus name to index the demo as.")] = "demo",
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job on the bundled demo data: index, register the qrels, evaluate, report."""
+    from tasks.api import ingest as run_ingest
+    from tasks.api import open_store, write_eval_report
+    from tasks.testsets import register
+
+    with user_errors():
+        with index_progress(not as_json) as progress:
+            indexed, _ = run_ingest(data, corpus, fmt="beir", progress=progress)
+        register(get_settings().testsets_dir, open_store(), corpus, "human", data, fmt="beir", replace=True)
+        results = run_evaluation(
+            corpus, "human", ["dense", "bm25", "hybrid"], None, None, progress=not as_json
+        )
+        page = write_eval_report(results[0].run_id, "nDCG@10")
+    if as_json:
+        emit_json({"index": asdict(indexed), "runs": [asdict(r) for r in results], "report": str(page)})
+        return
+    out.print(
+        f"indexed [bold]{corpus}[/]: {indexed.added} added, {indexed.changed} changed, "
+        f"{indexed.unchanged} unchanged"
+    )
+    show_results(corpus, "human", results)
+    out.print(f'report: {page}\nquery the results: zsr sql "SELECT * FROM leaderboard"', soft_wrap=True)

@@ -1,0 +1,205 @@
+"""Evaluation and warehouse commands: ``eval``, ``runs``, ``compare``, ``sql``, ``export`` and ``report``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from flows.cli.common import (
+    CorpusOpt,
+    JsonOpt,
+    app,
+    cell,
+    emit_json,
+    err,
+    open_warehouse,
+    out,
+    run_evaluation,
+    show,
+    show_results,
+    user_errors,
+)
+
+
+@app.command("eval")
+def eval_(
+    corpus: CorpusOpt,
+    testset: Annotated[str, typer.Option("--testset", "-t", help="A registered test set of the corpus.")],
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods, e.g. 'dense,bm25,hybrid(fusion=score)'.")
+    ] = "dense,bm25,hybrid",
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated ir-measures names (default: nDCG@10,R@100,RR@10,AP@100,P@10)."),
+    ] = None,
+    depth: Annotated[
+        int | None, typer.Option(min=1, help="Documents retrieved per query (default: from the measures).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score methods on a test set; every number lands in the warehouse."""
+    from tasks.search import split_methods
+
+    measure_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    with user_errors():
+        results = run_evaluation(
+            corpus, testset, split_methods(methods), measure_list, depth, progress=not as_json
+        )
+    if as_json:
+        emit_json([asdict(r) for r in results])
+    else:
+        show_results(corpus, testset, results)
+
+
+@app.command()
+def runs(
+    corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Only this corpus.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List evaluation runs, newest first."""
+    from tasks.compare import list_runs
+
+    frame = list_runs(open_warehouse(), corpus, limit)
+    if as_json:
+        emit_json(frame.to_dicts())
+    elif frame.height:
+        show(frame.columns, frame.iter_rows())
+    else:
+        out.print("no runs yet: run `zsr eval --corpus C --testset T`")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="Baseline run id.")],
+    run_b: Annotated[str, typer.Argument(help="Run compared against the baseline.")],
+    measure: Annotated[str, typer.Option(help="Per-query measure to compare.")] = "nDCG@10",
+    top: Annotated[int, typer.Option(min=0, help="How many biggest movers to show each way.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two runs query by query: paired significance tests, wins/ties/losses, biggest movers."""
+    from tasks.api import query_texts
+    from tasks.compare import compare_runs, run_row
+
+    warehouse = open_warehouse()
+    with user_errors():
+        result = compare_runs(warehouse, run_a, run_b, measure, top, query_texts(run_row(warehouse, run_a)))
+    if as_json:
+        emit_json(asdict(result))
+        return
+    a, b = result.run_a, result.run_b
+    out.print(
+        f"A = {a['run_id']} [bold]{a['method']}[/]   B = {b['run_id']} [bold]{b['method']}[/]"
+        f"   ({a['corpus']}/{a['testset']})"
+    )
+    pairs = {**result.aggregates, **result.cost}
+    show(
+        ["measure", "A", "B", "B - A"],
+        [[m, x, y, None if x is None or y is None else y - x] for m, (x, y) in pairs.items()],
+    )
+    out.print(
+        f"{result.measure} per query: B wins {result.wins}, ties {result.ties}, loses {result.losses}; "
+        f"paired t-test p = {cell(result.t_test_p)}, Wilcoxon p = {cell(result.wilcoxon_p)}"
+    )
+    for title, movers in (("biggest gains for B", result.gains), ("biggest drops for B", result.drops)):
+        if movers:
+            show(
+                ["query", "A", "B", "delta", "text"],
+                [
+                    [m["query_id"], m["value_a"], m["value_b"], m["delta"], (m["text"] or "")[:70]]
+                    for m in movers
+                ],
+                title=title,
+            )
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str | None, typer.Argument(help="One SQL statement; without it, an interactive shell.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Query the results warehouse with DuckDB SQL (views runs, metrics, query_metrics, rankings, ...)."""
+    import duckdb
+
+    con = open_warehouse().connect()
+    if query is not None:
+        with user_errors():
+            try:
+                _print_result(con.sql(query), as_json)
+            except duckdb.Error as error:
+                raise ValueError(str(error)) from None
+        return
+    out.print(
+        "DuckDB over the zsr warehouse. Views: runs, metrics, query_metrics, queries, rankings, leaderboard,"
+    )
+    out.print(
+        "latest_runs, run_deltas; macros query_deltas(a, b), win_tie_loss(a, b)."
+        " End statements with ';', .quit to leave."
+    )
+    buffer = ""
+    while True:
+        try:
+            line = input("zsr> " if not buffer else "...> ")
+        except EOFError:
+            break
+        if not buffer and line.strip() in (".quit", ".exit", "\\q"):
+            break
+        buffer += line + "\n"
+        if buffer.rstrip().endswith(";"):
+            try:
+                _print_result(con.sql(buffer), as_json)
+            except duckdb.Error as error:
+                err.print(f"[red]{error}[/]", highlight=False)
+            buffer = ""
+
+
+def _print_result(relation: Any, as_json: bool) -> None:
+    if relation is None:
+        return
+    frame = relation.pl()
+    if as_json:
+        emit_json(frame.to_dicts())
+    else:
+        show(frame.columns, frame.iter_rows())
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="The run to export.")],
+    fmt: Annotated[str, typer.Option("--format", help="Only trec for now.")] = "trec",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Export a run's ranking (TREC run format: query Q0 doc rank score tag)."""
+    from tasks.compare import trec_lines
+
+    with user_errors():
+        if fmt != "trec":
+            raise ValueError(f"unknown format {fmt!r}; use --format trec")
+        lines = trec_lines(open_warehouse(), run_id)
+    text = "\n".join(lines) + "\n"
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {len(lines)} lines to {output}")
+    else:
+        print(text, end="")
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Any run of the evaluation to report on.")],
+    measure: Annotated[
+        str, typer.Option(help="Measure for the per-query chart and hardest queries.")
+    ] = "nDCG@10",
+) -> None:
+    """Write a one-page HTML report (tables and charts) of the evaluation a run belongs to."""
+    from tasks.api import write_eval_report
+
+    with user_errors():
+        out.print(f"report: {write_eval_report(run_id, measure)}", soft_wrap=True)
