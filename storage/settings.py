@@ -50,7 +50,11 @@ class Settings(BaseSettings):
     )
     llm_api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible server.")
     llm_timeout: float = Field(default=120.0, gt=0, description="Seconds before one LLM call times out.")
-    llm_concurrency: int = Field(default=4, ge=1, description="LLM calls in flight at once.")
+    llm_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="LLM calls in flight at once (the bundled model decodes them as one batch).",
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,42 +71,88 @@ def gguf_path(name: str) -> Path:
     return path
 
 
-class LocalModel:
-    """A chat model loaded on first use, once per process; one request runs at a time."""
+class _Row:
+    """One request inside a batch: its prompt, sampling settings, and the text decoded so far."""
 
-    def __init__(self, gguf: Path) -> None:
-        self.gguf = gguf
-        self._lock = threading.Lock()  # guards loading and generation alike: one model, not re-entrant
+    def __init__(self, ids: list[int], max_tokens: int, temperature: float, top_p: float,
+                 stop: Sequence[str], seed: int | None, top_logprobs: int | None) -> None:  # fmt: skip
+        self.ids, self.max_tokens, self.stop = ids, max_tokens, [s for s in stop if s]
+        self.temperature, self.top_p, self.top_logprobs = temperature, top_p, top_logprobs
+        # Each row samples from its own generator, so a seeded request repeats whatever batch it lands in.
+        self.rng = torch.Generator().manual_seed(random.getrandbits(63) if seed is None else seed)
+        self.out: list[int] = []
+        self.starts: list[int] = []  # where each token's text begins, to drop logprobs past a stop string
+        self.entries: list[dict[str, Any]] = []
+        self.text, self.finish, self.done = "", "length", max_tokens <= 0
+        self.result: Future[Generation] = Future()
+
+    def push(self, tokenizer: Any, logits: torch.Tensor, ends: set[int]) -> int:
+        """Pick the next token from ``logits``, extend the text, and note whether the row is done."""
+        token = _pick(logits, self.temperature, self.top_p, self.rng)
+        if token in ends:
+            self.finish, self.done = "stop", True
+            return token
+        if self.top_logprobs is not None:
+            self.entries.append(_logprob(tokenizer, logits, token, self.top_logprobs))
+        self.out.append(token)
+        self.starts.append(len(self.text))
+        self.text = tokenizer.decode(self.out, skip_special_tokens=True)
+        after = max(0, self.starts[-1] - max((len(s) for s in self.stop), default=0))
+        cuts = [i for i in (self.text.find(s, after) for s in self.stop) if i >= 0]
+        if cuts:
+            self.text, self.finish = self.text[: min(cuts)], "stop"
+            self.entries = [e for e, s in zip(self.entries, self.starts, strict=False) if s < len(self.text)]
+        self.done = bool(cuts) or len(self.out) >= self.max_tokens
+        return token
+
+    def generation(self) -> Generation:
+        return Generation(self.text, len(self.ids), len(self.out), self.finish, tuple(self.entries))
+
+
+class LocalModel:
+    """A chat model loaded on first use, once per process, that decodes concurrent requests as one batch.
+
+    On CPU a decode step costs about the same for one sequence as for eight (it is bound by reading the
+    weights), so requests that arrive while a batch runs wait and then run together: HyDE's eight samples
+    decode about 4.5 times faster than one after another.
+    """
+
+    def __init__(self, gguf: Path, max_batch: int = 16) -> None:
+        self.gguf, self.max_batch = gguf, max_batch
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one batch at a time: the model is not re-entrant
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Row] = []
         self._tokenizer: Any = None
         self._model: Any = None
 
     def _load(self) -> tuple[Any, Any]:
-        if self._model is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        with self._load_lock:
+            if self._model is None:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            started = time.perf_counter()
-            where = {"pretrained_model_name_or_path": str(self.gguf.parent), "gguf_file": self.gguf.name}
-            self._tokenizer = AutoTokenizer.from_pretrained(**where, local_files_only=True)
-            # bfloat16 decodes ~25 tokens/s on 2 cores; float32 manages 3 (denormals) to 9 (flushed).
-            model = AutoModelForCausalLM.from_pretrained(**where, local_files_only=True, dtype=torch.bfloat16)
-            self._model = model.eval()
-            log.info("loaded %s in %.1fs", self.gguf.name, time.perf_counter() - started)
-        return self._tokenizer, self._model
+                started = time.perf_counter()
+                where = {"pretrained_model_name_or_path": str(self.gguf.parent), "gguf_file": self.gguf.name}
+                self._tokenizer = AutoTokenizer.from_pretrained(**where, local_files_only=True)
+                # bfloat16 decodes ~25 tokens/s on 2 cores; float32 manages 3 (denormals) to 9 (flushed).
+                model = AutoModelForCausalLM.from_pretrained(
+                    **where, local_files_only=True, dtype=torch.bfloat16
+                )
+                self._model = model.eval()
+                log.info("loaded %s in %.1fs", self.gguf.name, time.perf_counter() - started)
+            return self._tokenizer, self._model
 
-    def _prompt(self, messages: Messages, max_tokens: int = 0) -> torch.Tensor:
+    def _prompt(self, messages: Messages, max_tokens: int) -> list[int]:
         tokenizer, model = self._load()
         # The GGUF carries the model's own chat template (ChatML for SmolLM2, with its default system turn).
         plain = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
-        encoded = tokenizer.apply_chat_template(
-            plain, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-        )
-        ids = encoded["input_ids"]
+        ids = tokenizer.apply_chat_template(plain, add_generation_prompt=True, return_dict=True)["input_ids"]
         limit = model.config.max_position_embeddings
-        if ids.shape[1] + max_tokens > limit:
+        if len(ids) + max_tokens > limit:
             raise ValueError(
-                f"prompt ({ids.shape[1]} tokens) + max_tokens ({max_tokens}) exceed the context {limit}"
+                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceed the context {limit}"
             )
-        return ids
+        return list(ids)
 
     def generate(
         self,
@@ -118,53 +165,67 @@ class LocalModel:
         seed: int | None = None,
         top_logprobs: int | None = None,
     ) -> Generation:
-        """Complete a chat; temperature 0 is greedy and deterministic, otherwise ``seed`` fixes the sample.
+        """Complete a chat; temperature 0 is greedy, otherwise ``seed`` fixes the sample.
 
         With ``top_logprobs`` set, each kept token comes with log-softmax values of the raw logits (before
-        temperature), as OpenAI reports them.
+        temperature), as OpenAI reports them. Safe to call from many threads: concurrent calls share batches.
         """
-        with self._lock, torch.inference_mode():
-            tokenizer, model = self._load()
-            ids = self._prompt(messages, max_tokens)
-            ends = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")}
-            rng = torch.Generator().manual_seed(random.getrandbits(63) if seed is None else seed)
-            out: list[int] = []
-            starts: list[int] = []  # where each token's text begins, to drop logprobs past a stop string
-            entries: list[dict[str, Any]] = []
-            text, finish, cache, step = "", "length", None, ids
-            for _ in range(max_tokens):
-                result = model(input_ids=step, cache=cache, use_cache=True, logits_to_keep=1)
-                cache, logits = result.cache, result.logits[0, -1].float()
-                token = _pick(logits, temperature, top_p, rng)
-                if token in ends:
-                    finish = "stop"
-                    break
-                if top_logprobs is not None:
-                    entries.append(_logprob(tokenizer, logits, token, top_logprobs))
-                out.append(token)
-                starts.append(len(text))
-                text = tokenizer.decode(out, skip_special_tokens=True)
-                cuts = [i for i in (text.find(s, max(0, starts[-1] - len(s))) for s in stop if s) if i >= 0]
-                if cuts:
-                    text, finish = text[: min(cuts)], "stop"
-                    entries = [e for e, s in zip(entries, starts, strict=False) if s < len(text)]
-                    break
-                step = torch.tensor([[token]])
-            return Generation(text, int(ids.shape[1]), len(out), finish, tuple(entries))
+        ids = self._prompt(messages, max_tokens)
+        row = _Row(ids, max_tokens, temperature, top_p, stop, seed, top_logprobs)
+        with self._queue_lock:
+            self._queue.append(row)
+        # Leader/follower: whoever holds the run lock decodes everything queued by then, this row included
+        # unless an earlier batch already did.
+        while not row.result.done():
+            with self._run_lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                if batch:
+                    self._decode(batch)
+        return row.result.result()
 
-    def next_token_logprobs(self, messages: Messages, candidates: list[str]) -> dict[str, float]:
-        """Log-probability of each candidate's first token as the reply's first token (e.g. "0"/"1")."""
-        with self._lock, torch.inference_mode():
-            tokenizer, model = self._load()
-            first = {}
-            for candidate in candidates:
-                pieces = tokenizer.encode(candidate, add_special_tokens=False)
-                if not pieces:
-                    raise ValueError(f"candidate {candidate!r} encodes to no token")
-                first[candidate] = pieces[0]
-            logits = model(input_ids=self._prompt(messages), logits_to_keep=1).logits[0, -1].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            return {candidate: float(logp[token]) for candidate, token in first.items()}
+    def _decode(self, rows: list[_Row]) -> None:
+        try:
+            with torch.inference_mode():
+                self._decode_batch(rows)
+        except Exception as error:  # every waiting caller hears of it, not only the leader
+            for row in rows:
+                if not row.result.done():
+                    row.result.set_exception(error)
+            return
+        for row in rows:
+            row.result.set_result(row.generation())
+
+    def _decode_batch(self, rows: list[_Row]) -> None:
+        """Greedy or sampled decoding of left-padded prompts, dropping each row from the batch when done."""
+        tokenizer, model = self._load()
+        ends = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|endoftext|>")}
+        width = max(len(r.ids) for r in rows)
+        step = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros_like(step)
+        for i, row in enumerate(rows):
+            step[i, width - len(row.ids) :] = torch.tensor(row.ids)
+            mask[i, width - len(row.ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        live, cache = [r for r in rows if not r.done], None
+        while live:  # rows already done (max_tokens 0) never enter
+            result = model(
+                input_ids=step, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1,
+            )  # fmt: skip
+            cache, logits = result.cache, result.logits[:, -1].float()
+            tokens = [row.push(tokenizer, logits[i], ends) for i, row in enumerate(live)]
+            keep = [i for i, row in enumerate(live) if not row.done]
+            if not keep:
+                break
+            if len(keep) < len(live):
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+            live = [live[i] for i in keep]
+            step = torch.tensor([[tokens[i]] for i in keep])
+            mask = torch.cat([mask, torch.ones((len(keep), 1), dtype=mask.dtype)], dim=1)
+            positions = positions[:, -1:] + 1
 
 
 def _text(content: Any) -> str:
