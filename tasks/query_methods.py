@@ -32,8 +32,11 @@ HYDE_PROMPTS: dict[str, str] = {
     "argument": "Please write a counter argument for the passage.\nPassage: {}\nCounter Argument:",
     "news": "Please write a news passage about the topic.\nTopic: {}\nPassage:",
 }
+# HyDE-PRF shows the first stage's passages before HyDE's prompt. ReDE-RF's paper describes the method, not
+# this wording, which is ours: the numbered passages, then the domain's HyDE prompt unchanged.
+PRF_CONTEXT = "Context passages:\n{}\n\n"
 STOP = ("\n\n\n",)  # HyDE's stop sequence
-JUDGE_DOC_CHARS = 512  # about the 128 tokens ReDE-RF cuts each judged passage to
+PASSAGE_CHARS = 512  # about the 128 tokens ReDE-RF cuts each judged or context passage to
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -51,31 +54,38 @@ class PrfParams(BaseModel):
 
 
 class HydeParams(BaseModel):
-    """HyDE: mean of the query embedding and n LLM-written hypothetical documents embedded as passages."""
+    """HyDE: mean of the query embedding and n LLM-written hypothetical documents embedded as passages.
+
+    With context > 0 it is HyDE-PRF (ReDE-RF's baseline and fallback): the first stage's top passages, each
+    cut to about 128 tokens, precede the prompt. The context wording is zsr's; the papers do not give it.
+    """
 
     model_config = _FROZEN
     n: int = Field(default=8, ge=1, description="hypothetical documents per query")
     domain: Domain = Field(default="web", description="prompt template (HyDE's per-task prompts)")
     temperature: float = Field(default=0.7, ge=0, description="sampling temperature")
     max_tokens: int = Field(default=512, ge=1, description="tokens per hypothetical document")
+    context: int = Field(default=0, ge=0, description="first-stage passages in the prompt (0: plain HyDE)")
+    first: str = Field(default="hybrid", description="first stage of the context passages (HyDE-PRF)")
 
 
 class RedeRfParams(BaseModel):
     """ReDE-RF: mean of the query vector and the stored vectors of the judged-relevant first-stage documents.
 
     The judge decides each of the first stage's top k; up to max_relevant relevant ones join the query vector
-    with equal weights, then dense search. Fallback when none is relevant: the plain query vector, HyDE
-    (plain, not the paper's HyDE-PRF) or the first stage's ranking.
+    with equal weights, then dense search. Fallback when none is relevant: the plain query vector, HyDE,
+    HyDE-PRF over the same first stage's top k (the paper's headline rows) or the first stage's ranking.
     """
 
     model_config = _FROZEN
     first: str = Field(default="hybrid", description="first-stage method (a registered name)")
     k: int = Field(default=20, ge=1, description="first-stage documents judged")
     max_relevant: int | None = Field(default=None, ge=1, description="k*: judged-relevant documents used")
-    fallback: Literal["query", "hyde", "none"] = Field(
-        default="query", description="when none is relevant: query vector, hyde, or first-stage ranking"
+    fallback: Literal["query", "hyde", "hyde-prf", "none"] = Field(
+        default="query",
+        description="when none is relevant: query vector, hyde, hyde-prf, or first-stage ranking",
     )
-    domain: Domain = Field(default="web", description="HyDE prompt of the hyde fallback")
+    domain: Domain = Field(default="web", description="HyDE prompt of the hyde and hyde-prf fallbacks")
 
 
 class ExpandParams(BaseModel):
@@ -219,22 +229,22 @@ def _prf(searcher: Searcher, params: PrfParams, queries: Mapping[str, str], k: i
 
 
 def _generate(
-    searcher: Searcher, queries: Mapping[str, str], domain: str, n: int, purpose: str, **request: Any
+    searcher: Searcher, prompts: Mapping[str, str], n: int, purpose: str, **request: Any
 ) -> dict[str, list[str]]:
-    """``n`` non-empty LLM passages per query (fewer where calls fail or answer nothing)."""
+    """``n`` non-empty LLM passages per query id from its prompt (fewer where calls fail or are empty)."""
     requests = [
         Request(
-            [{"role": "user", "content": HYDE_PROMPTS[domain].format(text)}],
+            [{"role": "user", "content": prompt}],
             stop=STOP,
             seed=sample,  # tells the samples of one prompt apart (and apart in the cache)
             context={"query_id": qid, "sample": sample},
             **request,
         )
-        for qid, text in queries.items()
+        for qid, prompt in prompts.items()
         for sample in range(n)
     ]
     answers = searcher.llm.complete_many(requests, purpose=purpose)
-    out: dict[str, list[str]] = {qid: [] for qid in queries}
+    out: dict[str, list[str]] = {qid: [] for qid in prompts}
     for req, answer in zip(requests, answers, strict=True):
         qid = req.context["query_id"]
         text = answer.text.strip() if isinstance(answer, Completion) else ""
@@ -249,10 +259,18 @@ def _hyde_vectors(
     searcher: Searcher, params: HydeParams, queries: Mapping[str, str]
 ) -> tuple[np.ndarray, list[str | None]]:
     """HyDE's query vectors, and per query why it fell back to the query vector (``None``: it did not)."""
+    template = HYDE_PROMPTS[params.domain]
+    prompts = {qid: template.format(text) for qid, text in queries.items()}
+    if params.context:
+        first = searcher.run(queries, params.first, params.context)
+        texts = searcher.document_texts(sorted({d for r in first.values() for d, _ in r}))
+        for qid, ranking in first.items():
+            shown = [texts.get(d, "")[:PASSAGE_CHARS] for d, _ in ranking]
+            numbered = "\n".join(f"[{i}] {text}" for i, text in enumerate(shown, 1))
+            prompts[qid] = PRF_CONTEXT.format(numbered) + prompts[qid]
     passages = _generate(
-        searcher, queries, params.domain, params.n, "hyde",
-        temperature=params.temperature, max_tokens=params.max_tokens,
-    )  # fmt: skip
+        searcher, prompts, params.n, "hyde", temperature=params.temperature, max_tokens=params.max_tokens
+    )
     query_vectors = searcher.encode(list(queries.values()), queries=True)
     flat = [p for ps in passages.values() for p in ps]
     # One encoder call for every query's documents, as passages (HyDE's documents stand in for the corpus).
@@ -280,7 +298,7 @@ def _judge(
     The default judge is ReDE-RF's: binary, one token, the passage cut to about 128 tokens, over the
     searcher's (metered) LLM.
     """
-    judge = searcher.judge or LLMJudge(searcher.llm, scale="binary", max_doc_chars=JUDGE_DOC_CHARS)
+    judge = searcher.judge or LLMJudge(searcher.llm, scale="binary", max_doc_chars=PASSAGE_CHARS)
     texts = searcher.document_texts(sorted({d for ds in candidates.values() for d in ds}))
     pairs = [(qid, queries[qid], d, texts.get(d, "")) for qid in queries for d in candidates[qid]]
     out: dict[str, list[Judgement]] = {qid: [] for qid in queries}
@@ -310,13 +328,15 @@ def _rede_rf(
             continue
         failed = sum(v.grade is None for v in verdicts[qid])
         why = "no first-stage document judged relevant" + (f" ({failed} judgements failed)" if failed else "")
-        label = {"none": "first-stage", "query": "query", "hyde": "hyde"}[params.fallback]
+        label = "first-stage" if params.fallback == "none" else params.fallback
         searcher.last_trace[qid].fallback = f"{label}: {why}"
         if params.fallback == "query":
             vectors[qid] = query
     unjudged = {qid: queries[qid] for qid in ids if qid not in vectors}
-    if params.fallback == "hyde" and unjudged:
-        hyde_vectors, reasons = _hyde_vectors(searcher, HydeParams(domain=params.domain), unjudged)
+    if params.fallback in ("hyde", "hyde-prf") and unjudged:
+        context = params.k if params.fallback == "hyde-prf" else 0
+        hyde = HydeParams(domain=params.domain, context=context, first=params.first)
+        hyde_vectors, reasons = _hyde_vectors(searcher, hyde, unjudged)
         for qid, vector, reason in zip(unjudged, hyde_vectors, reasons, strict=True):
             vectors[qid] = vector
             if reason:
@@ -329,8 +349,9 @@ def _rede_rf(
 def _expand(
     searcher: Searcher, params: ExpandParams, queries: Mapping[str, str], k: int
 ) -> dict[str, Ranking]:
+    template = HYDE_PROMPTS[params.domain]
     passages = _generate(
-        searcher, queries, params.domain, 1, "expand",
+        searcher, {qid: template.format(text) for qid, text in queries.items()}, 1, "expand",
         temperature=params.temperature, max_tokens=params.max_tokens,
     )  # fmt: skip
     expanded = {}

@@ -62,6 +62,8 @@ def prompt_of(messages) -> str:
         "prf(alpha=0.5, first=bm25, k=5)",
         "hyde(domain=scientific, n=2)",
         "rede-rf(fallback=hyde, first=dense, max_relevant=3)",
+        "rede-rf(fallback=hyde-prf)",
+        "hyde(context=20, first=bm25)",
         "expand(first=dense)",
         "rerank(depth=5, first=multiview)",
     ],
@@ -120,6 +122,29 @@ def test_hyde_vector_is_the_mean_of_query_and_documents(store, fake, provider, t
     assert (searcher.last_trace["q"].llm_calls, searcher.last_trace["q"].cache_hits) == (8, 8)
     searcher.search(QUERY, "hyde(domain=scientific, n=1)", k=5)
     assert prompt_of(provider.calls[-1][0]).startswith("Please write a scientific paper passage to answer")
+
+
+def test_hyde_prf_shows_the_first_stage_passages(store, fake, provider, tmp_path):
+    provider.rule = lambda messages, params: "a passage on wing lift"
+    searcher = Searcher(store, "c", lambda: fake, llm=client(tmp_path))
+    first = ids(searcher.search(QUERY, "bm25", k=3))
+    texts = searcher.document_texts(first)
+    searcher.search(QUERY, "hyde(context=3, first=bm25, n=2)", k=5)
+    shown = "\n".join(f"[{i}] {texts[d][:512]}" for i, d in enumerate(first, 1))
+    hyde = f"Please write a passage to answer the question.\nQuestion: {QUERY}\nPassage:"
+    expected = f"Context passages:\n{shown}\n\n{hyde}"
+    assert [prompt_of(m) for m, _ in provider.calls] == [expected, expected]
+    docs = fake.encode(["a passage on wing lift"] * 2, queries=False)
+    query = fake.encode([QUERY], queries=True)
+    np.testing.assert_allclose(
+        searcher.last_trace["q"].vector, np.vstack([query, docs]).mean(axis=0), rtol=1e-5
+    )
+
+    provider.calls.clear()  # ReDE-RF's headline fallback: HyDE-PRF over its own first stage's top k
+    searcher.judge = OracleJudge({})
+    searcher.search(QUERY, "rede-rf(fallback=hyde-prf, first=bm25, k=3)", k=5)
+    assert [prompt_of(m) for m, _ in provider.calls] == [expected] * 6  # samples 0 and 1 are cached
+    assert searcher.last_trace["q"].fallback == "hyde-prf: no first-stage document judged relevant"
 
 
 def test_rede_rf_vector_is_the_mean_of_query_and_judged_relevant(store, fake):
