@@ -113,7 +113,9 @@ class LLMJudge:
             [{"role": "user", "content": prompt}],
             temperature=0.0,
             max_tokens=1,
-            top_logprobs=5,
+            # ReDE-RF compares the logits of "0" and "1" wherever they rank; 20, the most OpenAI returns,
+            # keeps both in view when a small model would rather start its reply with a word.
+            top_logprobs=20,
             context={"query_id": query_id, "doc_id": doc_id},
         )
 

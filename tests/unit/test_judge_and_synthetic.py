@@ -62,7 +62,7 @@ def test_llm_judge_parses_the_digit_and_isolates_failures(provider, tmp_path):
     assert got[3].grade is None and "context too long" in got[3].error
     messages, params = provider.calls[0]
     assert "Answer with the digit only" in messages[-1]["content"]
-    assert (params["temperature"], params["max_tokens"], params["top_logprobs"]) == (0.0, 1, 5)
+    assert (params["temperature"], params["max_tokens"], params["top_logprobs"]) == (0.0, 1, 20)
     contexts = [json.loads(c) for t in usage for c in t["context"].to_pylist()]
     assert {"query_id": "q", "doc_id": "d0"} in contexts
     assert judge.name == "llm:zsr-fake/judge:judge-v1:graded"
