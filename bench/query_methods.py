@@ -5,7 +5,7 @@ Usage: python bench/query_methods.py [--data DIR] [--datasets cranfield,cisi] [-
 
 Ingests each collection into a temporary ZSR_HOME (bad records skipped) and evaluates through the same path
 as `zsr eval`, then prints, per collection:
-  (b) no LLM: dense, hybrid and prf; rede-rf and rerank with the oracle judge (human qrels) and with noisy
+  (b) no LLM: bm25, rm3, dense, hybrid and prf; rede-rf and rerank with the oracle judge (human qrels) and with noisy
       oracles at 90/80/70% accuracy (over --queries queries, default all);
   (a) the configured LLM (ZSR_LLM_MODEL; default the bundled zsr-local/smollm2): rede-rf and rerank with
       ReDE-RF's one-token LLM judge over --llm-queries queries (default all), hyde over the first
@@ -96,7 +96,9 @@ def main() -> None:
                 f"{'tokens in':>9} {'out':>9} {'cached':>6} {'fallbacks':>9}"
             )
 
-            runs = evaluate_methods(engine, testset, ["dense", "hybrid", "prf"], warehouse, measures=MEASURES)
+            runs = evaluate_methods(
+                engine, testset, ["bm25", "rm3", "dense", "hybrid", "prf"], warehouse, measures=MEASURES
+            )
             show(warehouse, "-", runs)
             judges: list[tuple[str, Judge]] = [("oracle", OracleJudge(human.qrels))]
             judges += [(f"noisy oracle {a:.0%}", NoisyOracleJudge(human.qrels, a)) for a in ACCURACIES]

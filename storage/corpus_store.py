@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS, IvfHnswSq
-from lancedb.query import LanceVectorQueryBuilder
+from lancedb.query import BooleanQuery, LanceVectorQueryBuilder, MatchQuery, Occur
 
 from storage.ids import content_hash
 
@@ -464,10 +464,20 @@ class CorpusStore:
             ranked.sort(key=lambda h: -h[1])
         return hits
 
-    def fts_search(self, corpus: str, text: str, limit: int) -> list[tuple[str, float]]:
-        """BM25 hits for ``text`` as ``(doc_id, score)``, best first."""
+    def fts_search(self, corpus: str, text: str | Mapping[str, float], limit: int) -> list[tuple[str, float]]:
+        """BM25 hits as ``(doc_id, score)``, best first, for a query text or for weighted words.
+
+        Weighted words score as the sum of weight x BM25 of each (a boolean OR of boosted matches), each
+        word analysed like the index (stemmed, stop words dropped).
+        """
+        query: str | BooleanQuery = (
+            text
+            if isinstance(text, str)
+            # mypy cannot see the defaults of lancedb's pydantic dataclasses
+            else BooleanQuery([(Occur.SHOULD, MatchQuery(w, "lexical", boost=b)) for w, b in text.items()])  # type: ignore[call-arg]
+        )
         table = self.documents(corpus)
-        rows = table.search(text, query_type="fts").select(["doc_id", "_score"]).limit(limit).to_list()
+        rows = table.search(query, query_type="fts").select(["doc_id", "_score"]).limit(limit).to_list()
         return [(r["doc_id"], float(r["_score"])) for r in rows]
 
 

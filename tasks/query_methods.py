@@ -1,4 +1,4 @@
-"""Query-time methods over a first stage, an LLM or a judge: prf, hyde, rede-rf, expand, rerank.
+"""Query-time methods over a first stage, an LLM or a judge: prf, rm3, hyde, rede-rf, expand, rerank.
 
 Each follows its paper and released code (see METHODS.md); deviations are named in the parameter model's
 docstring, which ``zsr methods`` shows. A method records what each query cost (LLM calls, tokens, cache
@@ -8,6 +8,8 @@ that fails or answers junk for a query degrades that query to the method's fallb
 
 from __future__ import annotations
 
+import re
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +53,20 @@ class PrfParams(BaseModel):
     k: int = Field(default=3, ge=1, description="feedback documents")
     alpha: float = Field(default=1.0, ge=0, description="weight of the query vector")
     beta: float = Field(default=0.75, ge=0, description="weight of the feedback documents' mean vector")
+
+
+class Rm3Params(BaseModel):
+    """RM3 for bm25: the relevance model of the top k bm25 documents, mixed with the query, as Anserini does.
+
+    P(w|R) sums P(w|d) over the feedback documents weighted by their share of the bm25 scores; its top
+    ``terms`` words, renormalised, mix with the query's own word distribution (weight ``original``) into one
+    weighted bm25 query. Words are analysed like the index's (Snowball English stems, stop words dropped).
+    """
+
+    model_config = _FROZEN
+    k: int = Field(default=10, ge=1, description="feedback documents")
+    terms: int = Field(default=10, ge=1, description="expansion terms")
+    original: float = Field(default=0.5, ge=0, le=1, description="weight of the query's own terms")
 
 
 class HydeParams(BaseModel):
@@ -117,6 +133,7 @@ class RerankParams(BaseModel):
 
 QUERY_METHODS: dict[str, type[BaseModel]] = {
     "prf": PrfParams,
+    "rm3": Rm3Params,
     "hyde": HydeParams,
     "rede-rf": RedeRfParams,
     "expand": ExpandParams,
@@ -226,6 +243,77 @@ def _prf(searcher: Searcher, params: PrfParams, queries: Mapping[str, str], k: i
             searcher.last_trace[qid].fallback = "query: the first stage found no document"
         vectors.append(rocchio(query, docs, params.alpha, params.beta))
     return _dense_from(searcher, ids, np.vstack(vectors), k)
+
+
+class Analyzer:
+    """Lower-case alphanumeric words, stop words and single characters and numbers dropped, Snowball-stemmed.
+
+    The same Snowball English stemmer as the full-text index, so a stem here is a term there; the stop list is
+    scikit-learn's (the index's own list is not exposed).
+    """
+
+    def __init__(self) -> None:
+        import Stemmer
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        self.stemmer, self.stop = Stemmer.Stemmer("english"), ENGLISH_STOP_WORDS
+
+    def terms(self, text: str) -> list[tuple[str, str]]:
+        """``(stem, word)`` for each kept word, in order."""
+        words = [
+            w for w in _WORD.findall(text.lower()) if len(w) > 1 and not w.isdigit() and w not in self.stop
+        ]
+        return list(zip(self.stemmer.stemWords(words), words, strict=True))
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def rm3_query(
+    query: str, feedback: Sequence[tuple[str, float]], params: Rm3Params, analyzer: Analyzer
+) -> dict[str, float]:
+    """RM3's weighted query, ``{word: weight}``, from the query and its ``(text, bm25 score)`` feedback.
+
+    Each stem is queried through the first word seen with it (the query's own first), which the index
+    stems back to it.
+    """
+    words: dict[str, str] = {}
+
+    def distribution(text: str) -> dict[str, float]:
+        counts: Counter[str] = Counter()
+        for stem, word in analyzer.terms(text):
+            counts[stem] += 1
+            words.setdefault(stem, word)
+        total = sum(counts.values())
+        return {stem: n / total for stem, n in counts.items()}
+
+    own = distribution(query)
+    total = sum(score for _, score in feedback)
+    model: dict[str, float] = defaultdict(float)
+    for text, score in feedback:
+        for stem, p in distribution(text).items():
+            model[stem] += p * score / total
+    top = dict(sorted(model.items(), key=lambda item: (-item[1], item[0]))[: params.terms])
+    mass = sum(top.values())
+    mixed = {
+        stem: params.original * own.get(stem, 0.0) + (1 - params.original) * top.get(stem, 0.0) / mass
+        for stem in own.keys() | top.keys()
+    }
+    return {words[stem]: weight for stem, weight in sorted(mixed.items()) if weight > 0}
+
+
+def _rm3(searcher: Searcher, params: Rm3Params, queries: Mapping[str, str], k: int) -> dict[str, Ranking]:
+    first = searcher.run(queries, "bm25", params.k)
+    texts = searcher.document_texts(sorted({d for r in first.values() for d, _ in r}))
+    analyzer, expanded = Analyzer(), {}
+    for qid, query in queries.items():
+        if first[qid]:  # bm25 scores are positive
+            feedback = [(texts.get(d, ""), score) for d, score in first[qid]]
+            expanded[qid] = rm3_query(query, feedback, params, analyzer)
+        else:  # bm25 found nothing, so neither would its expansion
+            searcher.last_trace[qid].fallback = "bm25: no feedback document"
+    rankings = dict(zip(expanded, searcher.search_terms(list(expanded.values()), k), strict=True))
+    return {qid: rankings.get(qid, []) for qid in queries}
 
 
 def _generate(
@@ -393,6 +481,7 @@ def _rerank(
 
 _RUNNERS: dict[str, Callable[..., dict[str, Ranking]]] = {
     "prf": _prf,
+    "rm3": _rm3,
     "hyde": _hyde,
     "rede-rf": _rede_rf,
     "expand": _expand,

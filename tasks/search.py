@@ -1,6 +1,6 @@
 """Retrieval methods as named, parameterised components: ``dense``, ``bm25``, ``hybrid(fusion=rrf, ...)``.
 
-The query-time methods (``prf``, ``hyde``, ``rede-rf``, ``expand``, ``rerank``) live in
+The query-time methods (``prf``, ``rm3``, ``hyde``, ``rede-rf``, ``expand``, ``rerank``) live in
 :mod:`tasks.query_methods` and register here like the others.
 
 Chunk hits aggregate to documents by their best chunk (max), and every ranking breaks ties on
@@ -326,6 +326,12 @@ class Searcher:
             self.store.fetch_documents(self.corpus, doc_ids, ["doc_id", "title", "text"]) if doc_ids else []
         )
         return {r["doc_id"]: "\n".join(filter(None, (r["title"], r["text"]))) for r in rows}
+
+    def search_terms(self, weighted: Sequence[Mapping[str, float]], k: int) -> list[Ranking]:
+        """bm25 over weighted words, one ``{word: weight}`` a query (RM3's expanded queries)."""
+        return [
+            rank(dict(self.store.fts_search(self.corpus, terms, k)), k) if terms else [] for terms in weighted
+        ]
 
     def _bm25(self, texts: list[str], k: int, expanded: bool = False) -> list[Ranking]:
         search = self.store.expansion_search if expanded else self.store.fts_search

@@ -14,7 +14,7 @@ from storage.warehouse import Warehouse
 from tasks.index import reindex
 from tasks.judge import LLMJudge, OracleJudge
 from tasks.llm import LLMClient, LLMConfig
-from tasks.query_methods import LLMUnavailableError
+from tasks.query_methods import Analyzer, LLMUnavailableError, Rm3Params, rm3_query
 from tasks.runs import evaluate_methods
 from tasks.search import Searcher, fts_query, parse_method
 from tests import fake_llm
@@ -60,6 +60,7 @@ def prompt_of(messages) -> str:
     [
         "prf",
         "prf(alpha=0.5, first=bm25, k=5)",
+        "rm3(k=5, original=0.7, terms=20)",
         "hyde(domain=scientific, n=2)",
         "rede-rf(fallback=hyde, first=dense, max_relevant=3)",
         "rede-rf(fallback=hyde-prf)",
@@ -98,6 +99,37 @@ def test_prf_vector_is_rocchio_over_stored_vectors(store, fake):
     np.testing.assert_allclose(trace.vector, expected, rtol=1e-5)
     assert ids(hits) == ids(searcher.search_vectors(expected[None, :], 5)[0])
     assert (trace.llm_calls, trace.fallback) == (0, None)
+
+
+def test_rm3_query_mixes_the_relevance_model_with_the_query():
+    params = Rm3Params(terms=2, original=0.5)
+    feedback = [("Wing flows, flow!", 2.0), ("the heat flow", 2.0)]
+    weights = rm3_query("wings lift", feedback, params, Analyzer())
+    # query: wing .5, lift .5; P(w|R): flow 1/3 + 1/4, heat 1/4, wing 1/6 -> top 2 renormalised: .7, .3
+    expected = {"wings": 0.25, "lift": 0.25, "flows": 0.35, "heat": 0.15}
+    assert (
+        weights.keys() == expected.keys()
+    )  # a stem goes by the first word seen with it; "the" is a stop word
+    assert all(weights[w] == pytest.approx(v) for w, v in expected.items())
+    assert rm3_query("wing", feedback, Rm3Params(original=1.0), Analyzer()) == {"wing": 1.0}
+
+
+def test_rm3_searches_bm25_with_the_weighted_query(store, fake):
+    searcher = Searcher(store, "c", lambda: fake)
+    single = dict(store.fts_search("c", "wing", 20))
+    boosted = dict(store.fts_search("c", {"wing": 2.0}, 20))
+    assert boosted.keys() == single.keys()
+    assert all(boosted[d] == pytest.approx(2 * single[d], rel=1e-4) for d in single)  # weight x bm25
+
+    first = searcher.search(QUERY, "bm25", k=3)
+    texts = searcher.document_texts(ids(first))
+    weights = rm3_query(QUERY, [(texts[d], s) for d, s in first], Rm3Params(k=3), Analyzer())
+    assert "term3" in weights and len(weights) > 2  # the query's words and the expansion terms
+    hits = searcher.search(QUERY, "rm3(k=3)", k=5)
+    assert hits == searcher.search_terms([weights], 5)[0]
+    assert searcher.last_trace["q"].fallback is None
+    assert searcher.search("zzzz", "rm3", k=5) == []
+    assert searcher.last_trace["q"].fallback == "bm25: no feedback document"
 
 
 def test_hyde_vector_is_the_mean_of_query_and_documents(store, fake, provider, tmp_path):
