@@ -5,8 +5,8 @@ Usage: python bench/query_methods.py [--data DIR] [--datasets cranfield,cisi] [-
 
 Ingests each collection into a temporary ZSR_HOME (bad records skipped) and evaluates through the same path
 as `zsr eval`, then prints, per collection:
-  (b) no LLM: bm25, rm3, dense, hybrid and prf; rede-rf and rerank with the oracle judge (human qrels) and with noisy
-      oracles at 90/80/70% accuracy (over --queries queries, default all);
+  (b) no LLM: bm25, rm3, dense, hybrid and prf; rede-rf and rerank with the oracle judge (human qrels)
+      and with noisy oracles at 90/80/70% accuracy (over --queries queries, default all);
   (a) the configured LLM (ZSR_LLM_MODEL; default the bundled zsr-local/smollm2): rede-rf and rerank with
       ReDE-RF's one-token LLM judge over --llm-queries queries (default all), hyde over the first
       --hyde-queries of them (default 20: eight passages of up to 512 tokens a query take about half a
