@@ -9,8 +9,9 @@ as `zsr eval`, then prints, per collection:
       and with noisy oracles at 90/80/70% accuracy (over --queries queries, default all);
   (a) the configured LLM (ZSR_LLM_MODEL; default the bundled zsr-local/smollm2): rede-rf and rerank with
       ReDE-RF's one-token LLM judge over --llm-queries queries (default all), hyde over the first
-      --hyde-queries of them (default 20: eight passages of up to 512 tokens a query take about half a
-      minute on two cores), and ReDE-RF against HyDE in generated tokens and wall time on those same queries.
+      --hyde-queries of them (default 20: eight passages of up to 512 tokens a query take about a minute
+      on two cores), and ReDE-RF against HyDE in generated tokens and wall time on those same queries.
+The `HyDE Qs` column is each run's nDCG@10 over HyDE's queries, for a like-for-like comparison.
 Rerank judges the same top 20 as rede-rf with the same judge, so its judgements come from the LLM cache
 (the `cached` column); its uncached cost is rede-rf's. Prove the plumbing with, for instance,
 `--datasets cranfield --queries 5 --llm-queries 2 --hyde-queries 1 --hyde "hyde(n=2, max_tokens=32)"`.
@@ -55,12 +56,18 @@ def cost(warehouse: Warehouse, run: RunResult, query_ids: list[str] | None = Non
     return row
 
 
-def show(warehouse: Warehouse, label: str, runs: list[RunResult]) -> None:
+def show(warehouse: Warehouse, label: str, runs: list[RunResult], few: list[str]) -> None:
+    """One row a run; ``few``: HyDE's queries, over which each run's nDCG@10 is shown too."""
     for run in runs:
         c = cost(warehouse, run)
+        (on_few,) = warehouse.query(
+            """SELECT avg(value) AS v FROM query_metrics
+               WHERE run_id = ? AND measure = 'nDCG@10' AND list_contains(?, query_id)""",
+            [run.run_id, few],
+        ).to_pylist()
         print(
             f"{label:24} {run.method:34} {run.metrics['nDCG@10']:7.3f} {run.metrics['R@100']:6.3f} "
-            f"{c['ms']:9.1f} {c['tokens_in'] or 0:9.0f} {c['tokens_out'] or 0:9.0f} "
+            f"{on_few['v'] or 0:9.3f} {c['ms']:9.1f} {c['tokens_in'] or 0:9.0f} {c['tokens_out'] or 0:9.0f} "
             f"{int(c['cache_hits'] or 0):6d} "
             f"{int(c['fallbacks'] or 0):5d}/{run.n_queries}"
         )
@@ -89,17 +96,18 @@ def main() -> None:
             ingest(folder, dataset, fmt="beir", skip_bad=True, settings=settings)
             human, _ = register(settings.testsets_dir, open_store(settings), dataset, "human", folder)
             testset = subset(human, args.queries)
+            few = list(subset(human, args.hyde_queries).queries)  # HyDE's queries, the first of the set
             engine = searcher(dataset, settings)
             print(f"\n{dataset}: {len(testset.queries)} queries")
             print(
-                f"{'judge / LLM':24} {'method':34} {'nDCG@10':>7} {'R@100':>6} {'ms/query':>9} "
-                f"{'tokens in':>9} {'out':>9} {'cached':>6} {'fallbacks':>9}"
+                f"{'judge / LLM':24} {'method':34} {'nDCG@10':>7} {'R@100':>6} {'HyDE Qs':>9} "
+                f"{'ms/query':>9} {'tokens in':>9} {'out':>9} {'cached':>6} {'fallbacks':>9}"
             )
 
             runs = evaluate_methods(
                 engine, testset, ["bm25", "rm3", "dense", "hybrid", "prf"], warehouse, measures=MEASURES
             )
-            show(warehouse, "-", runs)
+            show(warehouse, "-", runs, few)
             judges: list[tuple[str, Judge]] = [("oracle", OracleJudge(human.qrels))]
             judges += [(f"noisy oracle {a:.0%}", NoisyOracleJudge(human.qrels, a)) for a in ACCURACIES]
             for label, judge in judges:
@@ -107,7 +115,7 @@ def main() -> None:
                 runs = evaluate_methods(
                     engine, testset, [args.rede, args.rerank], warehouse, measures=MEASURES
                 )
-                show(warehouse, label, runs)
+                show(warehouse, label, runs, few)
             if args.no_llm:
                 continue
 
@@ -121,14 +129,13 @@ def main() -> None:
             runs = evaluate_methods(
                 engine, judged, ["dense", "hybrid", args.rede, args.rerank], warehouse, measures=MEASURES
             )
-            show(warehouse, engine.llm.config.model, runs)
-            few = subset(human, args.hyde_queries)
-            (hyde,) = evaluate_methods(engine, few, [args.hyde], warehouse, measures=MEASURES)
-            show(warehouse, engine.llm.config.model, [hyde])
-            ids = list(few.queries)
-            rede, spent = cost(warehouse, runs[2], ids), cost(warehouse, hyde, ids)
+            show(warehouse, engine.llm.config.model, runs, few)
+            hyde_set = subset(human, args.hyde_queries)
+            (hyde,) = evaluate_methods(engine, hyde_set, [args.hyde], warehouse, measures=MEASURES)
+            show(warehouse, engine.llm.config.model, [hyde], few)
+            rede, spent = cost(warehouse, runs[2], few), cost(warehouse, hyde, few)
             print(
-                f"ReDE-RF against HyDE with {engine.llm.config.model} on the same {len(ids)} queries: "
+                f"ReDE-RF against HyDE with {engine.llm.config.model} on the same {len(few)} queries: "
                 f"generated tokens {rede['generated']} vs {spent['generated']}, "
                 f"wall time {rede['seconds']:.1f} s vs {spent['seconds']:.1f} s "
                 f"(HyDE/ReDE-RF: {spent['seconds'] / rede['seconds']:.1f}x)"
