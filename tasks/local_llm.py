@@ -178,11 +178,27 @@ class LocalModel:
         # unless an earlier batch already did.
         while not row.result.done():
             with self._run_lock:
-                with self._queue_lock:
-                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                if batch:
+                if batch := self._gather():
                     self._decode(batch)
         return row.result.result()
+
+    def _gather(self) -> list[_Row]:
+        """Take up to ``max_batch`` queued rows once the queue stops growing (for at most 100 ms).
+
+        Requests sent together (HyDE's samples, a judge's pairs) reach the model milliseconds apart, each
+        after LiteLLM's own work; without the wait the first would decode alone and the rest after it.
+        """
+        seen, deadline = -1, time.monotonic() + 0.1
+        while time.monotonic() < deadline:
+            with self._queue_lock:
+                queued = len(self._queue)
+            if queued == seen or queued >= self.max_batch:
+                break
+            seen = queued
+            time.sleep(0.005)
+        with self._queue_lock:
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        return batch
 
     def _decode(self, rows: list[_Row]) -> None:
         try:

@@ -148,6 +148,32 @@ def test_bad_input_fails_cleanly_and_writes_nothing(home, tmp_path):
     assert code == 2 and "zsr ingest" in output
 
 
+def test_synthesize_then_search_the_views(home, tmp_path):
+    zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    examples = tmp_path / "shots.jsonl"
+    examples.write_text('{"passage": "Lift of thin wings."}\n')
+    for args, message in [
+        (["--generator", "gpt"], "unknown generator 'gpt'"),
+        (["--examples", str(examples)], "'passage' and 'query'"),
+        (["--corpus", "never"], "never ingested"),
+    ]:
+        code, output = zsr("synthesize", "--corpus", "demo", *args)
+        assert code == 2 and message in output, (args, output)
+    result = zsr_json(
+        "synthesize", "-c", "demo", "--generator", "extractive", "--docs", "6", "--roundtrip-k", "0"
+    )
+    synthesis, views = result["synthesis"], result["views"]
+    assert (synthesis["documents"], synthesis["generated"], synthesis["kept"]) == (6, 6, 6)
+    assert synthesis["generator"].startswith("extractive") and synthesis["llm_calls"] == 0
+    assert views["query_views"] == 6 and views["expanded_documents"] == 6
+    again = zsr_json(
+        "synthesize", "-c", "demo", "--generator", "extractive", "--docs", "6", "--roundtrip-k", "0"
+    )
+    assert (again["synthesis"]["generated"], again["synthesis"]["already_done"]) == (0, 6)
+    hits = zsr_json("search", "boundary layer", "-c", "demo", "--method", "multiview", "-k", "3")["hits"]
+    assert len(hits) == 3
+
+
 def test_console_script_runs(home):
     result = subprocess.run(
         [str(Path(sys.executable).with_name("zsr")), "methods", "--json"],
