@@ -9,8 +9,8 @@ as `zsr eval`, then prints, per collection:
       and with noisy oracles at 90/80/70% accuracy (over --queries queries, default all);
   (a) the configured LLM (ZSR_LLM_MODEL; default the bundled zsr-local/smollm2): rede-rf and rerank with
       ReDE-RF's one-token LLM judge over --llm-queries queries (default all), hyde over the first
-      --hyde-queries of them (default 20: eight passages of up to 512 tokens a query take about a minute
-      on two cores), and ReDE-RF against HyDE in generated tokens and wall time on those same queries.
+      --hyde-queries of them (default 20: eight passages of up to 512 tokens a query take 35-40 s on
+      two cores), and ReDE-RF against HyDE in generated tokens and wall time on those same queries.
 The `HyDE Qs` column is each run's nDCG@10 over HyDE's queries, for a like-for-like comparison.
 Rerank judges the same top 20 as rede-rf with the same judge, so its judgements come from the LLM cache
 (the `cached` column); its uncached cost is rede-rf's. Prove the plumbing with, for instance,
