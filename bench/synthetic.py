@@ -19,17 +19,10 @@ from pathlib import Path
 
 from storage.settings import Settings
 from storage.warehouse import Warehouse
-from tasks.api import ingest, llm_client, open_store, searcher
+from tasks.api import ingest, llm_client, open_store, prepare_synthesis, searcher
 from tasks.judge import LLMJudge
 from tasks.runs import evaluate_methods
-from tasks.synthesize import (
-    Filters,
-    LLMGenerator,
-    SynthesisReport,
-    document_vectors,
-    sample_documents,
-    synthesize,
-)
+from tasks.synthesize import Filters, LLMGenerator, SynthesisReport
 from tasks.synthetic_testset import agreement, build_synthetic_testset
 from tasks.testsets import load, register
 from tasks.views import build_views
@@ -55,21 +48,18 @@ def run(dataset: str, folder: Path, settings: Settings, n_docs: int, testset_doc
     ingest(folder, dataset, fmt="beir", skip_bad=True, settings=settings)
     store, engine, llm = open_store(settings), searcher(dataset, settings), llm_client(settings)
     human, _ = register(settings.testsets_dir, store, dataset, "human", folder)
-    ids, vectors = document_vectors(store, dataset)
-    sample = sample_documents(ids, vectors, n_docs, seed=0)
-    filters = Filters(roundtrip_k=20)
+    # The set-up `zsr synthesize` uses: k-means sample of n_docs, question prompt, round trip in the top 20.
+    synthesis = prepare_synthesis(dataset, sample_docs=n_docs, seed=0, roundtrip_k=20, settings=settings)
 
     def generate() -> tuple[float, SynthesisReport]:
         start = time.perf_counter()
-        report = synthesize(
-            store, dataset, LLMGenerator(llm), doc_ids=sample, filters=filters, search=engine.search_batch
-        )
+        report = synthesis(None)
         return time.perf_counter() - start, report
 
     first_s, first = generate()
     store.db.drop_table(f"{dataset}__synthetic_queries")
     again_s, again = generate()
-    print(f"\n== {dataset}: {len(sample)} documents, model {llm.config.model}")
+    print(f"\n== {dataset}: {first.documents} documents, model {llm.config.model}")
     print(
         f"generation: {first.generated} queries in {first_s:.1f} s = "
         f"{first.generated / first_s:.2f} queries/s, "
@@ -97,7 +87,7 @@ def run(dataset: str, folder: Path, settings: Settings, n_docs: int, testset_doc
         root=settings.testsets_dir,
         n_docs=testset_docs,
         seed=1,
-        filters=filters,
+        filters=Filters(roundtrip_k=20),
         warehouse=warehouse,
     )
     print(
