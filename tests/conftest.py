@@ -7,10 +7,25 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
 from storage.corpus_store import CorpusStore
+from storage.settings import get_settings
 from tests.fakes import FakeEmbedder
+
+
+@contextmanager
+def zsr_home_at(path: Path) -> Iterator[Path]:
+    """``ZSR_HOME`` set to ``path`` inside, the cached settings dropped on the way in and out."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZSR_HOME", str(path))
+        get_settings.cache_clear()
+        yield path
+    get_settings.cache_clear()
 
 
 @pytest.fixture

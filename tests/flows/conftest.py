@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.settings import get_settings
+from tests.conftest import zsr_home_at
 
 DEMO = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
 HARNESS_STARTUP_SECONDS = 300  # a 2-core machine needs far more than Prefect's default 30 s
@@ -41,12 +41,8 @@ def write_slice(dest: Path, queries: int = 4, extra_docs: int = 20, skip_docs: i
 
 @pytest.fixture(scope="session")
 def zsr_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("zsr-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZSR_HOME", str(home))
-        get_settings.cache_clear()
+    with zsr_home_at(tmp_path_factory.mktemp("zsr-home")) as home:
         yield home
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cli.corpus import DEMO_DATA
-from storage.settings import get_settings
+from tests.conftest import zsr_home_at
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,12 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("zsr-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ZSR_HOME", str(path))
-        get_settings.cache_clear()
+    with zsr_home_at(tmp_path_factory.mktemp("zsr-home")) as path:
         yield path
-    get_settings.cache_clear()
 
 
 def zsr(*args: str) -> tuple[int, str]:
