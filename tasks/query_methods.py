@@ -245,6 +245,9 @@ def _prf(searcher: Searcher, params: PrfParams, queries: Mapping[str, str], k: i
     return _dense_from(searcher, ids, np.vstack(vectors), k)
 
 
+_WORD = re.compile(r"[^\W_]+")  # runs of letters and digits: the full-text index's simple tokenizer
+
+
 class Analyzer:
     """Lower-case alphanumeric words, stop words and single characters and numbers dropped, Snowball-stemmed.
 
@@ -264,9 +267,6 @@ class Analyzer:
             w for w in _WORD.findall(text.lower()) if len(w) > 1 and not w.isdigit() and w not in self.stop
         ]
         return list(zip(self.stemmer.stemWords(words), words, strict=True))
-
-
-_WORD = re.compile(r"[^\W_]+")
 
 
 def rm3_query(
