@@ -20,7 +20,7 @@ import numpy as np
 from storage.settings import Settings
 from tasks.api import embedder_factory, ingest, searcher
 from tasks.chunking import chunk_documents
-from tasks.embed import model_spec
+from tasks.embed import SentenceTransformerEmbedder, model_spec
 from tasks.evaluate import load_queries
 from tasks.sources import read_source
 
@@ -35,6 +35,7 @@ def main() -> None:
     folder = args.data / "cranfield"
     base = Settings()
     embedder = embedder_factory(model_spec(base.embedding_model), base)()  # load once, shared by both sides
+    assert isinstance(embedder, SentenceTransformerEmbedder)  # the raw side calls its model directly
     docs = read_source(folder, fmt="beir", skip_bad=True).documents
     texts = [c.text for c in chunk_documents(docs, embedder, base.chunk_overlap)]
 

@@ -26,8 +26,9 @@ from flows.evaluate import (
     deployment_label,
     evaluate,
 )
-from flows.reindex import SourceFormat, reindex
+from flows.reindex import reindex
 from flows.synthesize import GeneratorName, Style, synthesize
+from storage.types import SourceFormat
 
 
 def _run_name() -> str:

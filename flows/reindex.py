@@ -10,14 +10,13 @@ and a run killed midway and started again ends with the tables of an uninterrupt
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows import steps
-
-SourceFormat = Literal["beir", "jsonl", "csv", "parquet", "folder"]
+from storage.types import SourceFormat
 
 
 @flow(name="reindex", flow_run_name="reindex-{corpus}", timeout_seconds=6 * 3600, log_prints=False)

@@ -16,18 +16,17 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pypdf import PdfReader
 from selectolax.lexbor import LexborHTMLParser
 
-from storage.types import BadInputError, Document, Problem
+from storage.types import BadInputError, Document, Problem, SourceFormat
 
 logger = logging.getLogger(__name__)
 
-SourceFormat = Literal["beir", "jsonl", "csv", "parquet", "folder"]
 
 _FORMAT_BY_SUFFIX: dict[str, SourceFormat] = {
     ".jsonl": "jsonl",

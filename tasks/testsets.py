@@ -14,16 +14,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from storage.corpus_store import CORPUS_NAME, CorpusStore, now
 from storage.ids import canonical_json, content_hash
-from storage.types import BadInputError, Problem, Qrels
+from storage.types import BadInputError, Problem, Qrels, TestSetFormat
 from tasks.evaluate import load_qrels, load_queries
 
 logger = logging.getLogger(__name__)
 
-TestSetFormat = Literal["beir", "trec"]
 _LISTED = ("corpus", "name", "kind", "n_queries", "n_qrels", "created_at", "source")
 _EXAMPLES = 5
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +24,7 @@ from flows.cli.common import (
     user_errors,
 )
 from storage.settings import get_settings
+from storage.types import SourceFormat
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
 
@@ -35,7 +36,8 @@ def ingest(
     ],
     corpus: CorpusOpt,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="beir, jsonl, csv, parquet or folder (default: detected).")
+        SourceFormat | None,
+        typer.Option("--format", help="beir, jsonl, csv, parquet or folder (default: detected)."),
     ] = None,
     id_field: Annotated[str | None, typer.Option(help="Field holding the document id.")] = None,
     title_field: Annotated[str | None, typer.Option(help="Field holding the title.")] = None,
@@ -62,7 +64,7 @@ def ingest(
             fmt=fmt,
             fields=fields,
             skip_bad=skip_bad,
-            keep_deleted=keep_deleted,  # type: ignore[arg-type]
+            keep_deleted=keep_deleted,
             model=model,
             progress=progress,
         )
@@ -153,7 +155,7 @@ def methods(as_json: JsonOpt = False) -> None:
     """List retrieval methods and their parameters."""
     from tasks.search import METHODS
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "method": name,
             "description": inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace("\n", " "),

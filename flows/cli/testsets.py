@@ -21,6 +21,7 @@ from flows.cli.common import (
     user_errors,
 )
 from storage.settings import get_settings
+from storage.types import TestSetFormat
 
 testset_app = typer.Typer(help="Register and list test sets (queries + relevance judgements) per corpus.")
 app.add_typer(testset_app, name="testset")
@@ -33,7 +34,9 @@ def testset_add(
     path: Annotated[
         Path, typer.Argument(help="BEIR folder (queries.jsonl + qrels/SPLIT.tsv) or a TREC qrels file.")
     ],
-    fmt: Annotated[str | None, typer.Option("--format", help="beir or trec (default: detected).")] = None,
+    fmt: Annotated[
+        TestSetFormat | None, typer.Option("--format", help="beir or trec (default: detected).")
+    ] = None,
     split: Annotated[str, typer.Option(help="BEIR qrels split.")] = "test",
     queries: Annotated[
         Path | None, typer.Option(help="Queries (.jsonl or .tsv) for a TREC qrels file.")
@@ -55,7 +58,7 @@ def testset_add(
             fmt=fmt,
             split=split,
             queries=queries,
-            replace=replace,  # type: ignore[arg-type]
+            replace=replace,
         )
     if as_json:
         emit_json({"corpus": corpus, "name": name, "content_hash": testset.content_hash, **asdict(report)})
