@@ -111,7 +111,7 @@ def is_retryable(error: BaseException) -> bool:
 
 
 class LLMClient:
-    """Thread-safe; ``complete_many`` runs up to ``concurrency`` requests at once, failures isolated."""
+    """Thread-safe; at most ``concurrency`` calls in flight, however many threads call; failures isolated."""
 
     def __init__(
         self,
@@ -130,6 +130,7 @@ class LLMClient:
         self.sleep = sleep
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(config.concurrency)  # per client, across every caller
         self.models = (config.model, *config.fallbacks)
         if any(m.startswith(LOCAL_PREFIX) for m in self.models):
             from tasks.local_llm import register
@@ -178,15 +179,16 @@ class LLMClient:
 
         for attempt in range(1, self.config.max_attempts + 1):
             try:
-                response = litellm.completion(
-                    model=model,
-                    messages=request.messages,
-                    api_base=self.config.api_base,
-                    timeout=self.config.timeout,
-                    num_retries=0,
-                    max_retries=0,
-                    **request.params(),
-                )
+                with self._slots:
+                    response = litellm.completion(
+                        model=model,
+                        messages=request.messages,
+                        api_base=self.config.api_base,
+                        timeout=self.config.timeout,
+                        num_retries=0,
+                        max_retries=0,
+                        **request.params(),
+                    )
                 return _completion(response, model, attempt - 1)
             except Exception as error:
                 if attempt == self.config.max_attempts or not is_retryable(error):

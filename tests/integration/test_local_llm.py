@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import litellm
 import pytest
 
+from storage.llm_cache import ResponseCache
+from tasks.llm import Completion, LLMClient, LLMConfig, Request
 from tasks.local_llm import PROVIDER, local_model, register
 
 pytestmark = pytest.mark.slow
@@ -116,6 +118,20 @@ def test_concurrent_requests_decode_as_one_batch(loaded, monkeypatch):
         # bfloat16 sums differ between a padded batch and a lone row, so late tokens may part ways;
         # the first ones must agree, or the padding or positions are wrong.
         assert [e["token"] for e in many.logprobs[:3]] == [e["token"] for e in one.logprobs[:3]]
+
+
+def test_client_requests_sent_together_decode_in_batches(loaded, monkeypatch, tmp_path):
+    """The README's claim: requests the client sends together (``ZSR_LLM_CONCURRENCY``, 8) share batches."""
+    model = local_model("smollm2")
+    sizes: list[int] = []
+    decode = model._decode_batch
+    monkeypatch.setattr(model, "_decode_batch", lambda rows: (sizes.append(len(rows)), decode(rows))[1])
+    client = LLMClient(LLMConfig(model=MODEL, concurrency=8), ResponseCache(tmp_path / "cache.sqlite"))
+    samples = [Request(ASK, temperature=0.7, max_tokens=8, seed=seed) for seed in range(8)]  # HyDE's eight
+    answers = client.complete_many(samples, purpose="test")
+    assert all(isinstance(a, Completion) and a.completion_tokens > 0 for a in answers), answers
+    assert sum(sizes) == len(samples), sizes  # every request reached the model, none from the cache
+    assert max(sizes) > 1, sizes
 
 
 def test_seeded_sample_repeats_inside_a_batch(loaded):

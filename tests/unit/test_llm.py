@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
+import socket
+import statistics
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import litellm
 import pyarrow as pa
@@ -20,10 +26,12 @@ class Script:
     def __init__(self, monkeypatch, *answers):
         self.answers = list(answers)
         self.models: list[str] = []
+        self.kwargs: list[dict] = []
         monkeypatch.setattr(litellm, "completion", self)
 
     def __call__(self, **kwargs):
         self.models.append(kwargs["model"])
+        self.kwargs.append(kwargs)
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         assert kwargs["num_retries"] == 0 and kwargs["max_retries"] == 0  # LiteLLM's own retries stay off
         return REAL_COMPLETION(**kwargs, mock_response=answer)
@@ -39,6 +47,10 @@ def server_error():
 
 def bad_request():
     return litellm.BadRequestError(message="bad", llm_provider="openai", model="m")
+
+
+def connection_refused():
+    return litellm.APIConnectionError(message="connection refused", llm_provider="openai", model="m")
 
 
 @pytest.fixture
@@ -84,12 +96,65 @@ def test_answers_are_cached_and_logged(monkeypatch, make_client):
 
 
 def test_retries_with_backoff_on_transient_errors_only(monkeypatch, make_client):
-    script = Script(monkeypatch, rate_limited(), server_error(), litellm.Timeout("slow", "m", "openai"), "ok")
+    timeout = litellm.Timeout("slow", "m", "openai")
+    script = Script(monkeypatch, rate_limited(), server_error(), timeout, connection_refused(), "ok")
     client = make_client(backoff_base=1.0)
     result = client.complete(ASK, purpose="test")
-    assert result.text == "ok" and result.retries == 3 and len(script.models) == 4
-    assert len(client.sleeps) == 3
-    assert all(0 <= delay <= cap for delay, cap in zip(client.sleeps, (1, 2, 4), strict=True))
+    assert result.text == "ok" and result.retries == 4 and len(script.models) == 5
+    assert len(client.sleeps) == 4
+    assert all(0 <= delay <= cap for delay, cap in zip(client.sleeps, (1, 2, 4, 8), strict=True))
+
+
+@pytest.mark.parametrize(
+    "error", [litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError]
+)
+def test_client_errors_are_not_retried(monkeypatch, make_client, error):
+    script = Script(monkeypatch, error(message="no", llm_provider="openai", model="m"))
+    client = make_client()
+    with pytest.raises(LLMError, match=error.__name__):
+        client.complete(ASK, purpose="test")
+    assert len(script.models) == 1 and client.sleeps == []
+
+
+def test_backoff_doubles_up_to_its_ceiling_with_full_jitter(monkeypatch, make_client):
+    """Retry n waits uniform(0, min(backoff_max, backoff_base * 2**(n-1))), spread over all of it."""
+
+    def completion(**kwargs):
+        raise rate_limited()
+
+    monkeypatch.setattr(litellm, "completion", completion)
+    random.seed(11)
+    client = make_client(max_attempts=8, backoff_base=0.5, backoff_max=10.0)
+    rounds = 200
+    for _ in range(rounds):
+        with pytest.raises(LLMError, match="RateLimitError"):
+            client.complete(ASK, purpose="test")
+    caps = (0.5, 1, 2, 4, 8, 10, 10)  # doubling from backoff_base until backoff_max holds it
+    assert len(client.sleeps) == rounds * len(caps)
+    for retry, cap in enumerate(caps):
+        delays = client.sleeps[retry :: len(caps)]
+        assert all(0 <= delay <= cap for delay in delays), (retry, max(delays))
+        assert len(set(delays)) == rounds, retry  # every draw its own: jittered
+        assert min(delays) < 0.25 * cap and max(delays) > 0.75 * cap, (retry, min(delays), max(delays))
+        assert 0.4 * cap < statistics.mean(delays) < 0.6 * cap, retry  # uniform on [0, cap] averages cap / 2
+
+
+def test_a_refused_connection_is_retried(monkeypatch, make_client):
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    client = make_client(api_base=f"http://127.0.0.1:{port}/v1", max_attempts=3)
+    with pytest.raises(LLMError, match="Connection error"):  # LiteLLM reports it as a 500
+        client.complete(ASK, purpose="test")
+    assert len(client.sleeps) == 2
+
+
+def test_timeout_and_api_base_reach_litellm(monkeypatch, make_client):
+    script = Script(monkeypatch, "ok")
+    client = make_client(api_base="http://gpu-box:8000/v1", timeout=7.5)
+    client.complete(ASK, purpose="test")
+    assert (script.kwargs[0]["api_base"], script.kwargs[0]["timeout"]) == ("http://gpu-box:8000/v1", 7.5)
 
 
 def test_non_retryable_error_falls_back_at_once(monkeypatch, make_client):
@@ -154,3 +219,135 @@ def test_many_requests_isolate_failures(monkeypatch, make_client):
         "answer to d",
     ]
     assert sum(t.num_rows for t in client.batches) == 4  # flushed once at the end
+
+
+class OpenAIServer:
+    """An OpenAI-compatible endpoint on localhost that records each request and answers, or stalls."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None, dict]] = []
+        self.stall = threading.Event()
+        self.release = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.seen.append((self.path, self.headers.get("Authorization"), body))
+                if server.stall.is_set():
+                    server.release.wait(timeout=30)  # longer than the client's timeout: it must give up first
+                payload = json.dumps({
+                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "hello from the server"}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+                }).encode()  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAIServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_api_base_and_the_providers_key_reach_the_server(monkeypatch, make_client):
+    """zsr has no API-key setting: LiteLLM reads the provider's own variable (``OPENAI_API_KEY``)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-zsr-test")
+    with OpenAIServer() as server:
+        client = make_client(model="openai/gpt-test", api_base=server.url)
+        answer = client.complete(ASK, purpose="test")
+    assert answer.text == "hello from the server"
+    [(path, authorization, body)] = server.seen
+    assert (path, authorization, body["model"]) == ("/v1/chat/completions", "Bearer sk-zsr-test", "gpt-test")
+
+
+def test_a_server_slower_than_the_timeout_is_a_timeout(monkeypatch, make_client):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-zsr-test")
+    with OpenAIServer() as server:
+        server.stall.set()
+        client = make_client(model="openai/gpt-test", api_base=server.url, timeout=0.5, max_attempts=2)
+        with pytest.raises(LLMError, match="Timeout"):
+            client.complete(ASK, purpose="test")
+    assert len(server.seen) == 2 and len(client.sleeps) == 1  # a timeout is retried
+
+
+class Gate:
+    """A stand-in ``litellm.completion`` that holds every call until the test lets one through.
+
+    It counts the calls in flight; :meth:`let_through` frees them one at a time, each time once as many are
+    in flight as the client may send and 20 ms have passed for any call beyond those to arrive: a correct
+    bound is reached every round, and a broken one shows (no grace period can prove that none would come).
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        self.cond = threading.Condition()
+        self.in_flight = self.most = self.finished = self.passes = 0
+        monkeypatch.setattr(litellm, "completion", self)
+
+    def __call__(self, **kwargs):
+        with self.cond:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.passes > 0)
+            self.passes -= 1
+            self.in_flight -= 1
+            self.finished += 1
+            self.cond.notify_all()
+        return REAL_COMPLETION(**kwargs, mock_response="ok")
+
+    def let_through(self, total: int, limit: int) -> None:
+        try:
+            for finished in range(total):
+                with self.cond:
+                    need = min(limit, total - finished)
+                    full = self.cond.wait_for(lambda need=need: self.in_flight >= need, 30)
+                    assert full, f"only {self.in_flight} in flight after {finished} answers, expected {limit}"
+                    if self.cond.wait_for(lambda: self.in_flight > limit, 0.02):
+                        return  # over the bound: ``most`` tells
+                    self.passes += 1
+                    self.cond.notify_all()
+                    assert self.cond.wait_for(lambda done=finished: self.finished > done, 30)
+        finally:
+            with self.cond:  # an assertion above must not leave callers waiting forever
+                self.passes += total
+                self.cond.notify_all()
+
+
+def questions(n: int) -> list[Request]:
+    return [Request([{"role": "user", "content": f"question {i}"}]) for i in range(n)]
+
+
+def test_no_more_requests_in_flight_than_the_concurrency(monkeypatch, make_client):
+    gate = Gate(monkeypatch)
+    client = make_client(concurrency=3)
+    with ThreadPoolExecutor(1) as caller:
+        answers = caller.submit(client.complete_many, questions(20), "test")
+        gate.let_through(20, limit=3)
+    assert [getattr(a, "text", a) for a in answers.result()] == ["ok"] * 20
+    assert gate.most == 3
+
+
+def test_the_concurrency_bound_holds_across_callers_of_one_client(monkeypatch, make_client):
+    gate = Gate(monkeypatch)
+    client = make_client(concurrency=3)
+    asks = questions(20)
+    with ThreadPoolExecutor(2) as callers:
+        answers = [callers.submit(client.complete_many, part, "test") for part in (asks[:10], asks[10:])]
+        gate.let_through(20, limit=3)
+    assert sum(len(a.result()) for a in answers) == 20
+    assert gate.most == 3
