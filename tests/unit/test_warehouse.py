@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from storage.warehouse import DATA_TABLES, Warehouse
+from storage.warehouse import DATA_TABLES, SCHEMAS, Warehouse
 from tasks.compare import UnknownRunError, compare_runs, list_runs, trec_lines
 from tasks.evaluate import score_queries
 from tasks.index import reindex
@@ -135,7 +137,7 @@ def test_depth_follows_the_measures():
     assert depth_for(["AP"]) == 1000
 
 
-def eval_process(tmp_path: Path, *extra: str) -> subprocess.Popen:
+def eval_process(tmp_path: Path, methods: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -143,11 +145,10 @@ def eval_process(tmp_path: Path, *extra: str) -> subprocess.Popen:
             "tests.eval_target",
             str(tmp_path / "db"),
             str(tmp_path / "warehouse"),
-            "bm25,dense",
+            methods,
             *extra,
         ],
         cwd=ROOT,
-        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,7 +159,7 @@ def test_open_notebook_connection_does_not_block_an_eval(tmp_path):
     warehouse = Warehouse(tmp_path / "warehouse")
     notebook = duckdb.connect(str(warehouse.catalog_path))  # read-write, held open, as a notebook would
     assert notebook.execute("SELECT count(*) FROM runs").fetchone() == (0,)
-    proc = eval_process(tmp_path)
+    proc = eval_process(tmp_path, "bm25,dense")
     out, errors = proc.communicate(timeout=120)
     assert proc.returncode == 0, errors
     run_ids = set(out.split())
@@ -170,18 +171,75 @@ def test_open_notebook_connection_does_not_block_an_eval(tmp_path):
     notebook.close()
 
 
-def test_killed_eval_leaves_no_partial_run(tmp_path):
-    proc = eval_process(tmp_path, "pause")
-    assert proc.stdout.readline().strip() == "paused"  # data files of the first run written, runs row not
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+RUN_FILES = len(["runs", *DATA_TABLES])  # the files one run publishes
+
+
+@pytest.mark.parametrize("n", range(1, RUN_FILES + 1))
+@pytest.mark.parametrize("when", ["kill-before", "kill-after"])
+def test_killed_eval_leaves_no_partial_run(tmp_path, when, n):
+    # The process kills itself inside the real Warehouse.write_run, at the rename of its n-th file.
+    proc = eval_process(tmp_path, "bm25", when, str(n))
+    out, errors = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, errors
+    said, target = out.strip().split(" ", 1)
+    assert said == when and Path(target).exists() == (when == "kill-after")
+    run_id = Path(target).stem
     warehouse = Warehouse(tmp_path / "warehouse")
-    orphans = [p for t in DATA_TABLES for p in (warehouse.root / t).glob("*.parquet") if p.stem != "_schema"]
-    assert orphans  # the dead writer left files behind ...
-    for view in ("runs", *DATA_TABLES, "leaderboard"):  # ... yet no view shows any of it
-        assert warehouse.query(f"SELECT count(*) AS n FROM {view}").to_pylist() == [{"n": 0}], view
+    complete = when == "kill-after" and n == RUN_FILES
+
+    def shown(view: str) -> int:
+        return warehouse.query(f"SELECT count(*) AS n FROM {view}").to_pylist()[0]["n"]
+
+    if complete:  # the runs row landed: the run is visible whole
+        assert shown("runs") == 1
+        for table in DATA_TABLES:
+            on_disk = pq.read_metadata(warehouse.root / table / f"{run_id}.parquet").num_rows
+            assert shown(table) == on_disk > 0, table
+        assert shown("leaderboard") == shown("metrics")
+    else:
+        for view in ("runs", *DATA_TABLES, "leaderboard"):  # nothing of the unfinished run is visible
+            assert shown(view) == 0, view
+    files = [p for p in warehouse.root.rglob("*.parquet") if p.stem != "_schema"]
+    assert files  # a temporary file at least, or the files of the finished run
     old = time.time() - 2 * 3600
-    for path in orphans:
+    for path in files:
         os.utime(path, (old, old))
-    Warehouse(warehouse.root)  # the next writer removes a dead writer's leftovers
-    assert not any(p.exists() for p in orphans)
+    Warehouse(warehouse.root)  # the next writer removes a dead writer's leftovers, and only those
+    assert [p for p in files if p.exists()] == (files if complete else [])
+
+
+def test_query_deltas_pairs_the_queries_of_two_runs(warehouse):
+    # Exact binary fractions, so the deltas compare exactly.
+    per_query = {
+        "A": {("q1", "nDCG@10"): 0.5, ("q2", "nDCG@10"): 1.0, ("q3", "nDCG@10"): 0.0, ("q1", "P@1"): 1.0},
+        "B": {
+            ("q1", "nDCG@10"): 0.75,
+            ("q2", "nDCG@10"): 0.5,
+            ("q3", "nDCG@10"): 0.0,
+            ("q4", "nDCG@10"): 1.0,
+        },
+        "C": {("q1", "nDCG@10"): 0.125, ("q2", "nDCG@10"): 0.25},  # a third run the macro must ignore
+    }
+    for run_id, values in per_query.items():
+        publish(warehouse, run_id, values)
+    rows = warehouse.query(
+        "SELECT * FROM query_deltas('A', 'B') WHERE measure = 'nDCG@10' ORDER BY query_id"
+    ).to_pylist()
+    assert rows == [
+        {"measure": "nDCG@10", "query_id": "q1", "value_a": 0.5, "value_b": 0.75, "delta": 0.25},
+        {"measure": "nDCG@10", "query_id": "q2", "value_a": 1.0, "value_b": 0.5, "delta": -0.5},
+        {"measure": "nDCG@10", "query_id": "q3", "value_a": 0.0, "value_b": 0.0, "delta": 0.0},
+    ]
+    assert warehouse.query("SELECT count(*) AS n FROM query_deltas('A', 'B')").to_pylist() == [{"n": 3}]
+
+
+def publish(warehouse: Warehouse, run_id: str, values: dict[tuple[str, str], float]) -> None:
+    """Publish a run whose only data is the given per-query values ((query, measure) -> value)."""
+    run = pa.Table.from_pylist(
+        [{"run_id": run_id, "corpus": "c", "testset": "t", "method": "bm25"}], SCHEMAS["runs"]
+    )
+    query_metrics = pa.Table.from_pylist(
+        [{"run_id": run_id, "query_id": q, "measure": m, "value": v} for (q, m), v in values.items()],
+        SCHEMAS["query_metrics"],
+    )
+    warehouse.write_run(run, {"query_metrics": query_metrics})
