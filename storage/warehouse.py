@@ -17,6 +17,11 @@ renamed into place, with the ``runs`` row last. Every view joins on ``runs``, so
 once when its ``runs`` file lands, and an evaluation killed midway leaves nothing visible. A notebook can
 therefore hold the catalog open (even read-write) while flows keep writing, and sees new runs on its next
 query, because the views read the folders anew each time.
+
+People's SQL (``zsr sql``) runs on :meth:`Warehouse.reader`: read statements only, files readable only under
+the warehouse root, configuration locked, so no query can write, delete or read elsewhere. A notebook that
+alters the catalog file itself (``ATTACH`` it read-write and drop or replace a view) breaks it only until
+the next zsr write, which checks every view and macro against its definition and rebuilds the file.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.ids import content_hash
+
 log = logging.getLogger(__name__)
 
 CATALOG = "catalog.duckdb"
 # Bump when the view definitions change: an out-of-date catalog is rebuilt (atomically) on next open.
-CATALOG_VERSION = 4
+CATALOG_VERSION = 5
 # Written in an older storage format so the standalone `duckdb` CLI (PyPI duckdb-cli, 1.5) can open it too.
 STORAGE_COMPATIBILITY = "v1.2.0"
 _STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
@@ -193,7 +200,7 @@ CREATE OR REPLACE MACRO win_tie_loss(run_a, run_b) AS TABLE
            count(*) FILTER (WHERE abs(delta) <= 1e-9) AS ties,
            count(*) FILTER (WHERE delta < -1e-9) AS losses
     FROM query_deltas(run_a, run_b) GROUP BY measure ORDER BY measure;
-CREATE OR REPLACE TABLE catalog_info AS SELECT {version} AS version, '{root}' AS root;
+CREATE OR REPLACE TABLE catalog_info AS SELECT {version} AS version, '{root}' AS root, '' AS fingerprint;
 """
 _DATA_VIEW = """CREATE OR REPLACE VIEW {table} AS
     SELECT t.* FROM read_parquet('{root}/{table}/*.parquet', union_by_name = true) t
@@ -226,6 +233,7 @@ class Warehouse:
             self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / f"{run_id}.parquet")
         self._write_atomic(run.cast(SCHEMAS["runs"]), self.root / "runs" / f"{run_id}.parquet")
         log.info("published run %s to %s", run_id, self.root)
+        self.ensure_catalog()  # a catalog someone altered since this writer opened is repaired now
 
     def append(self, table: str, rows: pa.Table) -> None:
         """Add rows to a log table (one of ``LOG_TABLES``) as one new file, visible at once."""
@@ -263,25 +271,46 @@ class Warehouse:
         keeps its (still valid) file, and nobody ever waits on a DuckDB lock.
         """
         if self.catalog_path.exists():
+            row: tuple[object, ...] | None = None
+            current: tuple[object, ...] = ()
             try:
                 with duckdb.connect(str(self.catalog_path), read_only=True) as con:
-                    row = con.execute("SELECT version, root FROM catalog_info").fetchone()
+                    row = con.execute("SELECT version, root, fingerprint FROM catalog_info").fetchone()
+                    current = (CATALOG_VERSION, str(self.root), _fingerprint(con))
+            except (duckdb.CatalogException, duckdb.BinderException):  # catalog_info dropped, or an old one
+                pass
             except duckdb.Error as error:
                 # Someone holds it open read-write (a notebook): it was current when they opened it.
                 log.info("catalog %s not checked (%s)", self.catalog_path, error)
                 return
-            if row == (CATALOG_VERSION, str(self.root)):
+            if row == current:
                 return
+            log.warning("catalog %s is out of date or was altered; rebuilding its views", self.catalog_path)
         self._tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp / f"catalog-{os.getpid()}-{time.time_ns()}.duckdb"
         with duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}) as con:
             con.execute(self._script())
+        # The fingerprint is read back from the file as it will be read later (DuckDB prints stored view
+        # definitions differently from fresh ones), so any view or macro altered afterwards shows.
+        with duckdb.connect(str(tmp)) as con:
+            con.execute("UPDATE catalog_info SET fingerprint = ?", [_fingerprint(con)])
         tmp.replace(self.catalog_path)
 
     def _script(self) -> str:
         root = str(self.root).replace("'", "''")
         data_views = "".join(_DATA_VIEW.format(table=t, root=root) for t in DATA_TABLES)
         return _VIEWS.format(root=root, data_views=data_views, version=CATALOG_VERSION)
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """Like :meth:`connect`, for people's queries: only the warehouse's files, configuration locked.
+
+        Pass each statement through :func:`check_read_only` before running it.
+        """
+        con = self.connect()
+        con.execute("SET allowed_directories = [?]", [f"{self.root}{os.sep}"])
+        con.execute("SET enable_external_access = false")  # no other files, no extension installs
+        con.execute("SET lock_configuration = true")  # and no statement can turn either back
+        return con
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the catalog's views, so zsr itself never contends for the file's lock."""
@@ -293,3 +322,28 @@ class Warehouse:
         """Run one SQL statement against the catalog's views and return the result as Arrow."""
         with self.connect() as con:
             return con.sql(sql, params=params).to_arrow_table()
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """A hash of every view and macro definition in the connected catalog."""
+    views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+    macros = con.execute(
+        "SELECT function_name, macro_definition FROM duckdb_functions() "
+        "WHERE function_type = 'table_macro' AND NOT internal"
+    ).fetchall()
+    return content_hash(*(f"{name}\t{sql}" for name, sql in sorted(views + macros)))
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse ``sql`` unless every statement in it is a query (``SELECT``, ``DESCRIBE``, ``SHOW``, ...).
+
+    ``EXPLAIN`` is refused too: ``EXPLAIN ANALYZE`` runs the statement it explains, ``COPY`` included.
+    """
+    for statement in con.extract_statements(sql):
+        if statement.type != duckdb.StatementType.SELECT:
+            kind = statement.type.name
+            raise ValueError(
+                f"zsr sql runs read-only queries; a {kind} statement is refused (the warehouse's files are "
+                "written only by zsr). To take results out, use `zsr export` or "
+                "`zsr sql --json \"SELECT ...\" > file.json`"
+            )

@@ -126,11 +126,18 @@ def sql(
     """Query the results warehouse with DuckDB SQL (views runs, metrics, query_metrics, rankings, ...)."""
     import duckdb
 
-    con = open_warehouse().connect()
+    from storage.warehouse import check_read_only
+
+    con = open_warehouse().reader()
+
+    def run(statements: str) -> None:
+        check_read_only(con, statements)
+        _print_result(con.sql(statements), as_json)
+
     if query is not None:
         with user_errors():
             try:
-                _print_result(con.sql(query), as_json)
+                run(query)
             except duckdb.Error as error:
                 raise ValueError(str(error)) from None
         return
@@ -152,8 +159,8 @@ def sql(
         buffer += line + "\n"
         if buffer.rstrip().endswith(";"):
             try:
-                _print_result(con.sql(buffer), as_json)
-            except duckdb.Error as error:
+                run(buffer)
+            except (duckdb.Error, ValueError) as error:
                 err.print(f"[red]{error}[/]", highlight=False)
             buffer = ""
 
