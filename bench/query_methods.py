@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent / "data")
     parser.add_argument("--datasets", default="cranfield,cisi")
     parser.add_argument("--queries", type=int, default=None, help="queries for the no-LLM methods (all)")
     parser.add_argument("--llm-queries", type=int, default=None, help="queries for rede-rf and rerank (all)")

@@ -32,9 +32,7 @@ METHODS = ["dense", "hybrid", "multiview", "multiview(agg=weighted)", "bm25", "d
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "data", nargs="?", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
+    parser.add_argument("data", nargs="?", type=Path, default=Path(__file__).resolve().parent / "data")
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--testset-docs", type=int, default=30)
     parser.add_argument("--datasets", default="cranfield,cisi")
