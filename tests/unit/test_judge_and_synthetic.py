@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import litellm
 import pytest
@@ -17,6 +18,7 @@ from storage.warehouse import Warehouse
 from tasks.index import reindex
 from tasks.judge import LLMJudge, NoisyOracleJudge, OracleJudge
 from tasks.llm import Completion, LLMClient, LLMConfig
+from tasks.runs import RunResult
 from tasks.search import Searcher
 from tasks.synthesize import ExtractiveGenerator
 from tasks.testsets import load
@@ -180,6 +182,72 @@ def test_agreement_of_a_set_with_itself(searcher, tmp_path):
     assert set(run_ids["human"]) == set(run_ids["synthetic"]) == {"bm25", "dense", "hybrid"}
     with pytest.raises(ValueError, match="at least two methods"):
         synthetic_testset.agreement(warehouse, searcher, human, human, ["bm25"])
+
+
+METHODS = ["bm25", "dense", "hybrid", "multiview"]
+
+
+# Known rankings of four methods. Pairs: C concordant, D discordant, Tx/Ty tied on the human/synthetic side.
+# tau-b = (C - D) / sqrt((6 - Tx) (6 - Ty)). Without ties scipy's p is exact: the share of the 24 orders
+# with at most D discordant pairs (1, 3, 5, 6, 5, 3, 1 orders have 0..6), doubled. With ties it is the
+# normal approximation: z = (C - D) / sqrt(var), var = (156 - 18 Tx - 18 Ty) / 18 + 4 Tx Ty / 24.
+@pytest.mark.parametrize(
+    ("human", "synthetic", "tau", "p_value", "top1"),
+    [
+        # one adjacent swap: C = 5, D = 1, tau = 4/6; p = 2 (1 + 3) / 24
+        ([0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.1, 0.2], 2 / 3, 1 / 3, True),
+        # reversed: C = 0, D = 6; p = 2 (1 / 24)
+        ([0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], -1.0, 1 / 12, False),
+        # a human tie (dense = hybrid): C = 5, Tx = 1, tau-b = 5 / sqrt(5 x 6) = 0.9129 (tau-c: 0.9375);
+        # var = 138 / 18, z = 1.8058, p = 0.07095
+        ([0.5, 0.4, 0.4, 0.1], [0.5, 0.4, 0.3, 0.2], 5 / 30**0.5, 0.07095, True),
+        # a tie on each side: C = 4, Tx = Ty = 1, tau-b = 4 / sqrt(5 x 5) = 0.8 (tau-c: 0.75);
+        # var = 120 / 18 + 4 / 24, z = 1.5302, p = 0.12597
+        ([0.5, 0.4, 0.4, 0.1], [0.3, 0.3, 0.2, 0.1], 0.8, 0.12597, True),
+        # the synthetic best is a tie of bm25 and dense: it goes to bm25, listed first; human best is dense
+        ([0.4, 0.5, 0.2, 0.1], [0.5, 0.5, 0.2, 0.1], 5 / 30**0.5, 0.07095, False),
+    ],
+    ids=["one-swap", "reversed", "human-tie", "tie-each-side", "tied-best"],
+)
+def test_agreement_on_known_rankings(monkeypatch, tmp_path, human, synthetic, tau, p_value, top1):
+    scores = {"t": dict(zip(METHODS, human, strict=True)), "s": dict(zip(METHODS, synthetic, strict=True))}
+
+    def evaluate(searcher, testset, methods, warehouse, *, measures, eval_id):
+        return [
+            RunResult(f"{testset.name}-{m}", m, {measures[0]: scores[testset.name][m]}, 6, 0.0, 0.0)
+            for m in methods
+        ]
+
+    monkeypatch.setattr(synthetic_testset, "evaluate_methods", evaluate)
+    warehouse = Warehouse(tmp_path / "warehouse")
+    searcher = SimpleNamespace(corpus="c")
+    result = synthetic_testset.agreement(warehouse, searcher, make_testset(), make_testset(name="s"), METHODS)
+    assert result.kendall_tau == pytest.approx(tau)
+    assert result.p_value == pytest.approx(p_value, abs=1e-5)
+    assert result.top1_agree is top1
+    assert (result.human_scores, result.synthetic_scores) == (scores["t"], scores["s"])
+    (row,) = warehouse.query("SELECT * FROM agreements").to_pylist()
+    assert row["kendall_tau"] == pytest.approx(tau) and row["p_value"] == pytest.approx(p_value, abs=1e-5)
+    assert row["top1_agree"] is top1
+
+
+def test_agreement_is_undefined_when_one_side_ties_every_method(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        synthetic_testset,
+        "evaluate_methods",
+        lambda searcher, testset, methods, warehouse, **kw: [
+            RunResult(m, m, {kw["measures"][0]: 0.2 if testset.name == "s" else i}, 6, 0.0, 0.0)
+            for i, m in enumerate(methods)
+        ],
+    )
+    result = synthetic_testset.agreement(
+        Warehouse(tmp_path / "w"),
+        SimpleNamespace(corpus="c"),
+        make_testset(),
+        make_testset(name="s"),
+        METHODS,
+    )
+    assert math.isnan(result.kendall_tau) and math.isnan(result.p_value)
 
 
 def test_nothing_judged_relevant_is_an_error(searcher, tmp_path):

@@ -6,10 +6,13 @@ import dataclasses
 
 import pytest
 
+from storage.llm_cache import ResponseCache
 from tasks.index import reindex
+from tasks.llm import LLMClient, LLMConfig
 from tasks.search import MultiviewParams, Searcher, _combine, parse_method
-from tasks.synthesize import ExtractiveGenerator, Filters, synthesize
+from tasks.synthesize import ExtractiveGenerator, Filters, LLMGenerator, synthesize
 from tasks.views import build_views
+from tests import fake_llm
 from tests.fakes import make_docs
 
 
@@ -58,14 +61,49 @@ def test_query_views_use_the_query_prefix(indexed, fake):
     assert not {v["text"] for v in views if v["kind"] == "title"} & set(fake.as_queries)
 
 
-def test_multiview_and_d2q_search(indexed, fake):
-    store, _ = indexed
-    build_views(store, "c", lambda: fake)
-    searcher = Searcher(store, "c", lambda: fake)
+# A word in no document: only a synthetic query of d3 holds it, so only methods that read synthetic
+# queries (multiview's query views, d2q's expanded index) can find d3 for it.
+UNSEEN = "zephyrine"
+PROBES = [UNSEEN, "term3 wing", "boundary layer pressure", "term1 drag"]
+
+
+def test_multiview_and_d2q_search(tmp_store, fake, tmp_path):
+    provider = fake_llm.install()
+
+    def answer(messages, params):
+        n = int(messages[-1]["content"].split("term")[1].split()[0])
+        return f"why do {UNSEEN} gusts form" if n == 3 else f"what is term{n} about"
+
+    provider.rule = answer
+    docs = make_docs(6)
+    assert not any(UNSEEN in f"{d.title} {d.text}" for d in docs)
+    reindex(tmp_store, "c", docs, fake.spec, lambda: fake)
+    searcher = Searcher(tmp_store, "c", lambda: fake)
+    bm25_before = {q: searcher.search(q, "bm25", k=6) for q in PROBES}
+    documents_version = tmp_store.versions("c")["documents"]
+
+    llm = LLMClient(
+        LLMConfig(model="zsr-fake/m"), ResponseCache(tmp_path / "llm.sqlite"), sleep=lambda s: None
+    )
+    report = synthesize(tmp_store, "c", LLMGenerator(llm), filters=Filters(roundtrip_k=None))
+    assert report.kept == 6
+    build_views(tmp_store, "c", lambda: fake)
+    searcher = Searcher(tmp_store, "c", lambda: fake)
+
     for method in ("multiview", "multiview(agg=weighted, query_weight=0.5)", "d2q"):
+        hits = searcher.search(UNSEEN, method, k=3)
+        assert [d for d, _ in hits][:1] == ["d3"], (method, hits)
         hits = searcher.search("term3 wing", method, k=3)
         assert hits[0][0] == "d3", method
         assert len({d for d, _ in hits}) == 3
+    assert [d for d, _ in searcher.search(UNSEEN, "d2q", k=3)] == ["d3"]  # the only expansion with it
+    # The plain methods see only the documents: the word is nowhere in them.
+    dense = searcher.search(UNSEEN, "dense", k=6)
+    assert max(s for _, s in dense) < 1e-3 and "d3" not in [d for d, _ in dense[:3]]
+    assert searcher.search(UNSEEN, "bm25", k=3) == []
+    # bm25 stays as ingested: same hits and scores, documents table untouched by synthesis and views.
+    assert {q: searcher.search(q, "bm25", k=6) for q in PROBES} == bm25_before
+    assert tmp_store.versions("c")["documents"] == documents_version
 
 
 def test_d2q_needs_an_expanded_index(tmp_store, fake):
