@@ -36,9 +36,15 @@ def parse_measures(names: Iterable[str]) -> list[Any]:
     parsed, bad = [], []
     for name in names:
         try:
-            parsed.append(ir_measures.parse_measure(name))
+            measure = ir_measures.parse_measure(name)
         except (ValueError, NameError, SyntaxError, TypeError):
             bad.append(name)
+            continue
+        cutoff = measure.params.get("cutoff")
+        if cutoff is not None and (not isinstance(cutoff, int) or cutoff < 1):
+            # pytrec_eval aborts the whole process on a cutoff below 1 (after all retrieval has run).
+            raise ValueError(f"measure {name!r}: the cutoff must be a whole number >= 1 (e.g. nDCG@10)")
+        parsed.append(measure)
     if bad:
         raise ValueError(
             f"unknown measure(s) {', '.join(map(repr, bad))}; use ir-measures names such as "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from storage.corpus_store import CorpusStore
 from tasks.embed import Embedder
@@ -53,6 +53,12 @@ class HybridParams(BaseModel):
     dense_weight: float = Field(default=1.0, ge=0, description="weight of the dense ranking")
     bm25_weight: float = Field(default=1.0, ge=0, description="weight of the bm25 ranking")
     depth: int = Field(default=1000, ge=1, description="hits taken from each ranking before fusion")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HybridParams:
+        if self.dense_weight == 0 and self.bm25_weight == 0:
+            raise ValueError("dense_weight and bm25_weight are both 0: every document would score 0")
+        return self
 
 
 class MultiviewParams(BaseModel):
@@ -112,6 +118,13 @@ def _literal(text: str) -> Any:
 
 def parse_method(spec: str) -> Method:
     """Parse ``name`` or ``name(key=value, ...)``; an unknown name or parameter is a clear error."""
+    opened, closed = spec.count("("), spec.count(")")
+    if opened != closed or opened > 1 or spec.rstrip().endswith(")") != bool(opened):  # no nesting either
+        raise ValueError(
+            f"method {spec!r}: parameters go in one pair of parentheses that ends the method "
+            f"(found {opened} '(' and {closed} ')'); "
+            "write name(key=value, ...), e.g. hybrid(fusion=score, dense_weight=0.7)"
+        )
     match = _CALL.match(spec)
     if not match or match.group(1) not in METHODS:
         raise ValueError(f"unknown method {spec!r}; available: {', '.join(METHODS)} (see `zsr methods`)")
@@ -125,7 +138,10 @@ def parse_method(spec: str) -> Method:
     try:
         params = METHODS[name](**args)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(
+            ": ".join(filter(None, (".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))))
+            for e in err.errors()
+        )
         raise ValueError(f"method {spec!r}: {problems}") from None
     first = getattr(params, "first", None)
     if first is not None and first not in METHODS:

@@ -350,6 +350,8 @@ def _read_qrels(path: Path, *, trec: bool) -> Qrels:
             )
     if problems:
         raise BadInputError(problems)
+    if not qrels:
+        raise _fatal(path, "holds no judgements (the file is empty)", f"write one judgement a line: {shape}")
     return qrels
 
 

@@ -56,3 +56,10 @@ def test_unknown_measures_are_named():
         "R@1000",
         "Judged@10",
     ]
+
+
+@pytest.mark.parametrize("name", ["nDCG@0", "P(cutoff=0)", "RR@0"])
+def test_a_cutoff_below_one_is_refused_before_any_work(name):
+    # pytrec_eval would abort the whole process (exit 134) on it, after every query was retrieved
+    with pytest.raises(ValueError, match=r"cutoff must be a whole number >= 1"):
+        parse_measures(["nDCG@10", name])

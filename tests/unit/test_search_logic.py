@@ -38,6 +38,11 @@ def test_parse_method_names_and_params():
         ("hybrid(bogus=1)", "bogus"),
         ("hybrid(depth)", "key=value"),
         ("dense(k=3)", "k"),
+        ("hybrid(fusion=rrf", r"one pair of parentheses that ends the method \(found 1 '\(' and 0 '\)'\)"),
+        ("hybrid(fusion=score))", "found 1 '.' and 2 '.'"),
+        ("hybrid(fusion=score) x", "one pair of parentheses"),
+        ("hybrid(fusion=score, dense_weight=0, bm25_weight=0)", "both 0"),
+        ("hybrid(dense_weight=0, bm25_weight=0)", "both 0"),
     ],
 )
 def test_parse_method_rejects_bad_specs(spec, message):

@@ -151,11 +151,19 @@ def test_conflicting_grades_are_an_error_but_repeats_are_not(tmp_path):
     assert problem.location.endswith("test.tsv:6") and "test.tsv:4" in problem.message
 
 
-@pytest.mark.parametrize("qrels", [[("q7", "d1", 1)], []], ids=["no-common-query", "empty-qrels"])
-def test_unusable_test_set_is_an_error(tmp_path, store, qrels):
+@pytest.mark.parametrize(
+    ("qrels", "message"),
+    [
+        ([("q7", "d1", 1)], "no query has both text and a judgement"),
+        ([], r"test.tsv: holds no judgements \(the file is empty\)"),
+    ],
+    ids=["no-common-query", "empty-qrels"],
+)
+def test_unusable_test_set_is_an_error(tmp_path, store, qrels, message):
     src = write_beir(tmp_path / "src", qrels=qrels)
-    with pytest.raises(BadInputError, match="no query has both text and a judgement"):
+    with pytest.raises(BadInputError, match=message):
         testsets.register(tmp_path / "testsets", store, "c", "dev", src)
+    assert not (tmp_path / "testsets" / "c" / "dev").exists()
 
 
 def test_unknown_corpus_is_raised_before_reading(tmp_path, store):
