@@ -119,9 +119,9 @@ def _literal(text: str) -> Any:
 def parse_method(spec: str) -> Method:
     """Parse ``name`` or ``name(key=value, ...)``; an unknown name or parameter is a clear error."""
     opened, closed = spec.count("("), spec.count(")")
-    if opened != closed or opened > 1 or spec.rstrip().endswith(")") != bool(opened):  # no nesting either
+    if opened != closed or spec.rstrip().endswith(")") != bool(opened):
         raise ValueError(
-            f"method {spec!r}: parameters go in one pair of parentheses that ends the method "
+            f"method {spec!r}: parameters go in parentheses that end the method "
             f"(found {opened} '(' and {closed} ')'); "
             "write name(key=value, ...), e.g. hybrid(fusion=score, dense_weight=0.7)"
         )
