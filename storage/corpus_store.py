@@ -4,6 +4,16 @@ Each corpus gets its own pair of tables (``<corpus>__documents``, ``<corpus>__vi
 table with a ``corpus`` column: BM25 statistics must be per corpus, and corpora may use embedding models of
 different dimensions. Every write is one LanceDB commit (atomic), and every id is content-derived, so any
 write can be repeated after a crash and converge to the same content.
+
+The unit of commit that re-indexing builds on: a document is its ``documents`` row together with the views
+that carry the row's content hash in ``views.doc_hash``. Three rules keep that unit checkable whatever point
+a writer dies at: all views of a document version go in one commit (:meth:`CorpusStore.put_views`); a
+document's views are deleted all at once (:meth:`CorpusStore.delete_views`), or, as stale, only once the
+views of the version replacing them are in (:meth:`CorpusStore.delete_stale_views`). Then a document is
+whole exactly when it has at least one chunk view and every view of it carries its row's hash, which anyone
+can check (:meth:`CorpusStore.view_hashes`). Re-indexing writes the row between those two steps so that a
+row never names a version whose vectors are missing; the check does not depend on it. A later store must
+keep the check possible: a version tag on every view, or a document and its views committed together.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import lancedb
 import numpy as np
@@ -94,6 +104,8 @@ def views_schema(dim: int) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dim)),
             pa.field("model", pa.string()),
             pa.field("content_hash", pa.string()),
+            # content hash of the document version the view was built from (see the module docstring)
+            pa.field("doc_hash", pa.string()),
         ]
     )
 
@@ -113,9 +125,9 @@ def sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
-def _chunks(values: Sequence[str], size: int = _IN_BATCH) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _IN_BATCH):
+        yield values[start : start + _IN_BATCH]
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -211,6 +223,18 @@ class CorpusStore:
             return self.db.create_table(name, schema=views_schema(dim))
         return self.db.open_table(name)
 
+    def _writable_views(self, corpus: str, dim: int) -> lancedb.table.Table:
+        """The ``views`` table, given a ``doc_hash`` column first if an older zsr wrote it without one.
+
+        The added column is null, so every document looks unverified and the next re-index rebuilds its
+        views (from the embedding cache). Readers never need the column, so only writers add it.
+        """
+        table = self.views(corpus, dim)
+        if "doc_hash" not in table.schema.names:
+            log.info("adding doc_hash to the views of %s; the next ingest re-checks every document", corpus)
+            table.add_columns(pa.field("doc_hash", pa.string()))
+        return table
+
     def versions(self, corpus: str) -> dict[str, int]:
         """Current LanceDB version of each table of ``corpus`` (0 where it does not exist yet)."""
         out = {}
@@ -238,11 +262,9 @@ class CorpusStore:
         table = self.documents(corpus)
         table.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
-    def delete_documents(self, corpus: str, doc_ids: Sequence[str], dim: int) -> None:
-        """Delete documents and all their views; views first, so no view outlives its document's row."""
-        views, documents = self.views(corpus, dim), self.documents(corpus)
-        for part in _chunks(doc_ids):
-            views.delete(f"doc_id IN ({sql_list(part)})")
+    def delete_documents(self, corpus: str, doc_ids: Sequence[str]) -> None:
+        """Delete document rows (their views go first, with :meth:`delete_views`)."""
+        documents = self.documents(corpus)
         for part in _chunks(doc_ids):
             documents.delete(f"doc_id IN ({sql_list(part)})")
 
@@ -262,27 +284,73 @@ class CorpusStore:
         return out
 
     # -- views -------------------------------------------------------------------------------------------
-    def replace_views(self, corpus: str, dim: int, doc_ids: Sequence[str], rows: pa.Table) -> None:
-        """Make ``rows`` the views of ``doc_ids``: insert the new ones, then drop the ones no longer produced.
+    def put_views(self, corpus: str, dim: int, rows: pa.Table) -> None:
+        """Insert views, or update them by ``view_id`` (one commit: a version's views land all at once).
 
-        Insert-then-delete keeps every document searchable throughout; a crash in between leaves only
-        extra rows that the next run removes.
+        A view whose id is already stored is updated, as it may carry another ``doc_hash`` (a change of
+        metadata alone keeps the chunk texts, hence the ids). Old views stay until
+        :meth:`delete_stale_views`, so every document stays searchable throughout.
         """
-        table = self.views(corpus, dim)
         if rows.num_rows:
-            table.merge_insert("view_id").when_not_matched_insert_all().execute(rows)
-        keep = set(rows["view_id"].to_pylist())
-        for part in _chunks(doc_ids):
-            existing = (
+            self._writable_views(corpus, dim).merge_insert(
+                "view_id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+    def delete_stale_views(self, corpus: str, dim: int, current: Mapping[str, str]) -> int:
+        """Delete the views of ``current``'s documents that do not carry their current hash.
+
+        Call it only once :meth:`put_views` has written the views that carry those hashes: a crash midway
+        then leaves stale views beside them, which the next run's check still finds. Returns how many were
+        deleted; nothing is written when none is stale.
+        """
+        table = self._writable_views(corpus, dim)
+        stale: list[str] = []
+        for part in _chunks(list(current)):
+            found = (
                 table.search()
                 .where(f"doc_id IN ({sql_list(part)})")
-                .select(["view_id"])
+                .select(["view_id", "doc_id", "doc_hash"])
                 .limit(None)
                 .to_arrow()
             )
-            stale = [v for v in existing["view_id"].to_pylist() if v not in keep]
-            for stale_part in _chunks(stale):
-                table.delete(f"view_id IN ({sql_list(stale_part)})")
+            stale += [
+                view_id
+                for view_id, doc_id, doc_hash in zip(
+                    found["view_id"].to_pylist(),
+                    found["doc_id"].to_pylist(),
+                    found["doc_hash"].to_pylist(),
+                    strict=True,
+                )
+                if doc_hash != current[doc_id]
+            ]
+        for part in _chunks(stale):
+            table.delete(f"view_id IN ({sql_list(part)})")
+        return len(stale)
+
+    def delete_views(self, corpus: str, dim: int, doc_ids: Sequence[str]) -> None:
+        """Delete every view of ``doc_ids``; each document's views go in one commit, never some of them."""
+        table = self.views(corpus, dim)
+        for part in _chunks(doc_ids):
+            table.delete(f"doc_id IN ({sql_list(part)})")
+
+    def view_hashes(self, corpus: str) -> dict[str, set[tuple[str, str | None]]]:
+        """``doc_id -> {(kind, doc_hash)}`` over all views (None: a view written before views carried one).
+
+        What re-indexing checks each document's views against (see the module docstring).
+        """
+        name = f"{corpus}__views"
+        if not self._exists(name):
+            return {}
+        table = self.db.open_table(name)
+        columns = ["doc_id", "kind"] + (["doc_hash"] if "doc_hash" in table.schema.names else [])
+        found = table.search().select(columns).limit(None).to_arrow()
+        hashes = found["doc_hash"].to_pylist() if "doc_hash" in columns else [None] * found.num_rows
+        out: dict[str, set[tuple[str, str | None]]] = {}
+        for doc_id, kind, doc_hash in zip(
+            found["doc_id"].to_pylist(), found["kind"].to_pylist(), hashes, strict=True
+        ):
+            out.setdefault(doc_id, set()).add((kind, doc_hash))
+        return out
 
     def document_vectors(
         self, corpus: str, dim: int, doc_ids: Sequence[str] | None = None
@@ -302,23 +370,31 @@ class CorpusStore:
     def sync_views(self, corpus: str, dim: int, kinds: Sequence[str], rows: pa.Table) -> tuple[int, int]:
         """Make ``rows`` the complete set of views of ``kinds``: add the missing, delete the rest.
 
-        Returns (added, deleted). Views are keyed by content-derived ids, so unchanged ones are untouched.
+        Returns (added, deleted). Views are keyed by content-derived ids, so unchanged ones are untouched; a
+        view whose id is stored with another ``doc_hash`` counts as added and is updated.
         """
-        table = self.views(corpus, dim)
-        kind_list = sql_list(kinds)
-        existing = set(
+        table = self._writable_views(corpus, dim)
+        found = (
             table.search()
-            .where(f"kind IN ({kind_list})")
-            .select(["view_id"])
+            .where(f"kind IN ({sql_list(kinds)})")
+            .select(["view_id", "doc_hash"])
             .limit(None)
-            .to_arrow()["view_id"]
-            .to_pylist()
+            .to_arrow()
         )
+        existing = dict(zip(found["view_id"].to_pylist(), found["doc_hash"].to_pylist(), strict=True))
         wanted = rows["view_id"].to_pylist()
-        new = rows.filter(pa.array([v not in existing for v in wanted], pa.bool_()))
+        new = rows.filter(
+            pa.array(
+                [
+                    v not in existing or existing[v] != h
+                    for v, h in zip(wanted, rows["doc_hash"].to_pylist(), strict=True)
+                ],
+                pa.bool_(),
+            )
+        )
         if new.num_rows:
-            table.merge_insert("view_id").when_not_matched_insert_all().execute(new)
-        stale = sorted(existing - set(wanted))
+            table.merge_insert("view_id").when_matched_update_all().when_not_matched_insert_all().execute(new)
+        stale = sorted(set(existing) - set(wanted))
         for part in _chunks(stale):
             table.delete(f"view_id IN ({sql_list(part)})")
         return new.num_rows, len(stale)
@@ -420,21 +496,31 @@ class CorpusStore:
                 return stats is not None and stats.num_unindexed_rows == 0
         return False
 
+    def vector_index_lags(self, corpus: str, dim: int, min_rows: int) -> bool:
+        """Whether :meth:`ensure_vector_index` has work to do (a run killed before it leaves some)."""
+        return self._vector_index_work(self.views(corpus, dim), min_rows) is not None
+
     def ensure_vector_index(self, corpus: str, dim: int, min_rows: int) -> bool:
         """Build or refresh the ANN index once the corpus has ``min_rows`` views; exact search below that."""
         table = self.views(corpus, dim)
-        rows = table.count_rows()
-        if rows < min_rows:
-            return False
-        index = next((i for i in table.list_indices() if i.columns == ["vector"]), None)
-        stats = table.index_stats(index.name) if index else None
-        if index is None:
-            log.info("building an ANN index over %d views of %s", rows, corpus)
+        work = self._vector_index_work(table, min_rows)
+        if work == "create":
+            log.info("building an ANN index over the views of %s", corpus)
             table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
-        elif stats is not None and stats.num_unindexed_rows:
+        elif work == "optimize":
             # New rows are searched exactly until folded into the index; optimize() folds them in.
             table.optimize()
-        return True
+        return table.count_rows() >= min_rows
+
+    @staticmethod
+    def _vector_index_work(table: lancedb.table.Table, min_rows: int) -> Literal["create", "optimize"] | None:
+        if table.count_rows() < min_rows:
+            return None
+        index = next((i for i in table.list_indices() if i.columns == ["vector"]), None)
+        if index is None:
+            return "create"
+        stats = table.index_stats(index.name)
+        return "optimize" if stats is not None and stats.num_unindexed_rows else None
 
     # -- search ------------------------------------------------------------------------------------------
     def dense_search(

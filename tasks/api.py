@@ -76,6 +76,8 @@ def ingest(
         overlap=settings.chunk_overlap,
         batch_docs=settings.write_batch_size,
         keep_deleted=keep_deleted,
+        skipped_ids=read.skipped_ids,
+        skipped_without_id=read.skipped_without_id,
         ann_min_rows=settings.ann_min_rows,
         source=str(source),
         progress=progress,

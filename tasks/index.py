@@ -1,17 +1,25 @@
 """Incremental (re-)indexing of a corpus: only new and changed documents are chunked and embedded.
 
-Idempotency key: the document's content hash. Documents are processed in batches; each batch commits its
-embeddings to the cache, then its views, then its document rows, and the document row is written last, so
-a document counts as indexed only once everything it needs is stored. A run killed at any point and run
-again therefore ends with exactly the tables an uninterrupted run gives.
+Idempotency key: the document's content hash. The unit of commit is a document row together with the views
+that carry its hash in ``views.doc_hash``; :mod:`storage.corpus_store` states the rules that keep it
+checkable. Documents are processed in batches; each batch commits its embeddings to the cache, then the
+views of the new versions (one commit), then the document rows, and only then deletes the views of older
+versions. Gone documents lose their views, then their rows. Every run starts by checking each stored
+document against its views (:func:`_whole`): a document whose views are not exactly those of its row's hash
+(a run killed between those writes left it so), and views whose document has no row, are repaired in the
+same run, whatever the source now says. A run killed at any point and followed by a run over any source
+therefore ends with exactly the tables an uninterrupted run over that source gives. A new way of writing
+views or rows must keep those rules, or the check stops being enough.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +45,14 @@ Progress = Callable[[int, int], None]  # (documents indexed so far, documents to
 
 @dataclass
 class ReindexReport:
-    """What a (re-)index did; ``versions`` are the LanceDB table versions it left."""
+    """What a (re-)index did; ``versions`` are the LanceDB table versions it left.
+
+    ``repaired`` counts documents whose views did not match their stored row (an earlier run was killed
+    midway, or the views predate ``doc_hash``) plus documents with views but no row; they are rebuilt or
+    removed. Documents missing from the source are kept rather than deleted with ``keep_deleted``
+    (``kept_deleted``), when their record was skipped as bad (``kept_skipped``), and, all of them, when a
+    skipped record's id could not be read, as it may be any of them (``kept_unverified``).
+    """
 
     corpus: str
     model: str
@@ -45,7 +60,10 @@ class ReindexReport:
     changed: int = 0
     deleted: int = 0
     unchanged: int = 0
+    repaired: int = 0
     kept_deleted: int = 0
+    kept_skipped: int = 0
+    kept_unverified: int = 0
     chunks_written: int = 0
     chunks_encoded: int = 0
     chunks_cached: int = 0
@@ -85,6 +103,8 @@ def reindex(
     overlap: int = 32,
     batch_docs: int = 256,
     keep_deleted: bool = False,
+    skipped_ids: Collection[str] = frozenset(),
+    skipped_without_id: int = 0,
     ann_min_rows: int = 100_000,
     source: str = "",
     progress: Progress | None = None,
@@ -100,6 +120,9 @@ def reindex(
         overlap: tokens shared by consecutive chunks.
         batch_docs: documents per idempotent write batch.
         keep_deleted: keep documents that are gone from the source.
+        skipped_ids: ids of source records skipped as bad; their indexed versions are kept, not deleted.
+        skipped_without_id: skipped records whose id could not be read. Any document missing from the
+            source may be one of them, so none is deleted while there are any.
         ann_min_rows: build an ANN index from this many views on.
         source: where the documents came from, for the registry.
         progress: called after each batch with the documents done so far and the documents to do.
@@ -108,24 +131,49 @@ def reindex(
     store.check_name(corpus)
     report = ReindexReport(corpus=corpus, model=spec.name)
     stored = store.document_hashes(corpus)
-    todo = [d for d in documents if stored.get(d.doc_id) != d.content_hash]
-    report.added = sum(d.doc_id not in stored for d in todo)
-    report.changed = len(todo) - report.added
-    report.unchanged = len(documents) - len(todo)
+    views = store.view_hashes(corpus)
+    broken = {doc_id for doc_id, h in stored.items() if not _whole(views.get(doc_id, set()), h)}
     present = {d.doc_id for d in documents}
-    gone = sorted(doc_id for doc_id in stored if doc_id not in present)
-    if keep_deleted:
-        report.kept_deleted, gone = len(gone), []
+    orphans = sorted(doc_id for doc_id in views if doc_id not in stored and doc_id not in present)
+    missing = _split_gone(
+        sorted(doc_id for doc_id in stored if doc_id not in present),
+        keep_deleted,
+        skipped_ids,
+        skipped_without_id,
+    )
+    gone = missing.delete
+    kept = [*missing.kept_skipped, *missing.kept_deleted, *missing.kept_unverified]
+    todo = [d for d in documents if stored.get(d.doc_id) != d.content_hash or d.doc_id in broken]
+    todo += _stored_documents(store, corpus, sorted(broken.intersection(kept)))
+    report.added = sum(d.doc_id not in stored for d in todo)
+    report.changed = sum(d.doc_id in stored and stored[d.doc_id] != d.content_hash for d in todo)
+    report.repaired = len(todo) - report.added - report.changed + len(orphans)
+    report.unchanged = len(documents) - sum(d.doc_id in present for d in todo)
     report.deleted = len(gone)
+    report.kept_skipped = len(missing.kept_skipped)
+    report.kept_deleted = len(missing.kept_deleted)
+    report.kept_unverified = len(missing.kept_unverified)
+    if missing.kept_unverified:
+        log.warning(
+            "kept %d document(s) missing from the source: %d skipped record(s) have no readable id",
+            report.kept_unverified,
+            skipped_without_id,
+        )
 
-    if not todo and not gone and (not stored or store.has_fts(corpus)):
+    registered = {c.name: c for c in store.corpora()}.get(corpus)
+    if (
+        not todo
+        and not gone
+        and not orphans
+        and (not stored or store.has_fts(corpus))
+        and not (registered and store.vector_index_lags(corpus, registered.dim, ann_min_rows))
+    ):
         report.versions = store.versions(corpus)
         report.seconds = time.perf_counter() - started
         log.info("corpus %s is up to date (%d documents); nothing written", corpus, report.unchanged)
         return report
 
     embedder = get_embedder()
-    registered = {c.name: c for c in store.corpora()}.get(corpus)
     created = registered.created_at if registered else now()
     store.register(
         CorpusInfo(
@@ -139,24 +187,73 @@ def reindex(
         report.chunks_encoded += encoded
         report.chunks_cached += len({c.content_hash for c in chunks}) - encoded
         report.chunks_written += len(chunks)
-        views = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
-        store.replace_views(
-            corpus,
-            embedder.dim,
-            [d.doc_id for d in batch],
-            view_rows(views, vectors, spec.name, embedder.dim),
+        hashes = {d.doc_id: d.content_hash for d in batch}
+        views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
+        # The unit of commit (module docstring): new views, then the row, then the old views go.
+        store.put_views(
+            corpus, embedder.dim, view_rows(views_of_batch, vectors, spec.name, embedder.dim, hashes)
         )
-        store.upsert_documents(corpus, _document_rows(batch))
+        rows = [d for d in batch if stored.get(d.doc_id) != d.content_hash]
+        if rows:
+            store.upsert_documents(corpus, _document_rows(rows))
+        store.delete_stale_views(corpus, embedder.dim, hashes)
         if progress:
             progress(start + len(batch), len(todo))
+    if gone or orphans:
+        store.delete_views(corpus, embedder.dim, [*gone, *orphans])  # views first: none outlives its row
     if gone:
-        store.delete_documents(corpus, gone, embedder.dim)
+        store.delete_documents(corpus, gone)
     store.rebuild_fts(corpus)
     store.ensure_vector_index(corpus, embedder.dim, ann_min_rows)
     report.versions = store.versions(corpus)
     report.seconds = time.perf_counter() - started
     log.info("indexed %s: %s", corpus, report)
     return report
+
+
+def _whole(views: set[tuple[str, str | None]], doc_hash: str) -> bool:
+    """Whether a document's views are exactly those of its stored version.
+
+    A version's views are written in one commit and deleted either all at once or, as stale, only after the
+    views of another version are in: so "at least one chunk view, and every view carries the row's hash"
+    means all of that version's views and nothing else.
+    """
+    return (CHUNK, doc_hash) in views and all(h == doc_hash for _, h in views)
+
+
+class _Gone(NamedTuple):
+    """Stored documents missing from the source: those to delete, and those kept, by reason."""
+
+    delete: list[str]
+    kept_skipped: list[str]
+    kept_deleted: list[str]
+    kept_unverified: list[str]
+
+
+def _split_gone(gone: list[str], keep_deleted: bool, skipped_ids: Collection[str], without_id: int) -> _Gone:
+    """Decide which stored documents missing from the source are deleted.
+
+    A record skipped as bad keeps its document's indexed version: a broken line is not a deletion. When some
+    skipped record has no readable id, it may be any missing document, so none is deleted.
+    """
+    skipped = [d for d in gone if d in skipped_ids]
+    rest = [d for d in gone if d not in skipped_ids]
+    if keep_deleted:
+        return _Gone([], skipped, rest, [])
+    if without_id:
+        return _Gone([], skipped, [], rest)
+    return _Gone(rest, skipped, [], [])
+
+
+def _stored_documents(store: CorpusStore, corpus: str, doc_ids: Sequence[str]) -> list[Document]:
+    """Stored documents rebuilt from their rows: how a kept document no longer in the source is repaired."""
+    if not doc_ids:
+        return []
+    columns = ["doc_id", "title", "text", "metadata", "source"]
+    rows = sorted(store.fetch_documents(corpus, doc_ids, columns), key=lambda r: r["doc_id"])
+    return [
+        Document(r["doc_id"], r["title"], r["text"], json.loads(r["metadata"]), r["source"]) for r in rows
+    ]
 
 
 def embed_cached(
@@ -178,9 +275,16 @@ def embed_cached(
 
 
 def view_rows(
-    views: Sequence[tuple[str, str, str, int, str]], vectors: dict[str, np.ndarray], model: str, dim: int
+    views: Sequence[tuple[str, str, str, int, str]],
+    vectors: dict[str, np.ndarray],
+    model: str,
+    dim: int,
+    doc_hashes: Mapping[str, str],
 ) -> pa.Table:
-    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by text hash."""
+    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by text hash.
+
+    ``doc_hashes`` maps each doc_id to the content hash of the document version the views were built from.
+    """
     hashes = [content_hash(text) for *_, text in views]
     matrix = np.stack([vectors[h] for h in hashes]) if views else np.zeros((0, dim), np.float32)
     return pa.Table.from_arrays(
@@ -193,6 +297,7 @@ def view_rows(
             vectors_to_arrow(matrix),
             pa.array([model] * len(views), pa.string()),
             pa.array(hashes, pa.string()),
+            pa.array([doc_hashes[v[1]] for v in views], pa.string()),
         ],
         schema=views_schema(dim),
     )

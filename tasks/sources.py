@@ -2,6 +2,8 @@
 
 Every bad record becomes a :class:`Problem` naming its file, line and fix. Without ``skip_bad`` all of them
 are raised together in one :class:`BadInputError`, so a user fixes a source in one round, not one per record.
+A skipped record's problem carries the record's id wherever it can be read (``record_id``), because
+re-indexing keeps the indexed version of a skipped record rather than deleting it as gone from the source.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +64,16 @@ class SourceReport:
 
     documents: list[Document]
     skipped: list[Problem]
+
+    @property
+    def skipped_ids(self) -> set[str]:
+        """Ids of the skipped records whose id could be read."""
+        return {p.record_id for p in self.skipped if p.record_id}
+
+    @property
+    def skipped_without_id(self) -> int:
+        """Skipped records whose id could not be read (malformed JSON, no id field, an unreadable folder)."""
+        return sum(not p.record_id for p in self.skipped)
 
 
 class _Keys(NamedTuple):
@@ -159,6 +171,15 @@ class _Collector:
 
     def problem(self, location: str, message: str, fix: str, record_id: str | None = None) -> None:
         self.problems.append(Problem(location, message, fix, record_id))
+
+    def name_record(self, index: int, raw_id: Any) -> None:
+        """Give problem ``index`` the id read from its record with bad bytes replaced, if that id is intact.
+
+        An id holding a replacement character may not be the record's real id, so it stays unknown.
+        """
+        doc_id = "" if raw_id is None else str(raw_id).strip()
+        if doc_id and "\ufffd" not in doc_id:
+            self.problems[index] = replace(self.problems[index], record_id=doc_id)
 
     def too_big(self, location: str, size: int, record_id: str) -> None:
         limit = self.max_doc_bytes
@@ -306,9 +327,11 @@ def _decode_lines(path: Path, data: bytes) -> Iterator[tuple[int, str, Problem |
 
 def _read_jsonl(path: Path, fields: FieldMap, collector: _Collector) -> None:
     records: list[tuple[str, dict[str, Any]]] = []
+    undecodable: list[tuple[int, str]] = []  # (index in problems, the line with replacement characters)
     for line_no, text, problem in _decode_lines(path, _read_bytes(path)):
         location = f"{path}:{line_no}"
         if problem is not None:
+            undecodable.append((len(collector.problems), text))
             collector.problems.append(problem)
         elif text.strip():
             try:
@@ -335,24 +358,31 @@ def _read_jsonl(path: Path, fields: FieldMap, collector: _Collector) -> None:
     keys = _resolve_fields(fields, available, path)
     for location, record in records:
         _add_record(collector, record, keys, location)
+    for index, text in undecodable:
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            collector.name_record(index, record.get(keys.id))
 
 
 def _read_csv(path: Path, fields: FieldMap, collector: _Collector) -> None:
     # The default 128 KiB field limit would reject long documents before the size check could name them.
     csv.field_size_limit(_CSV_FIELD_LIMIT)
-    bad_lines: set[int] = set()
+    bad_lines: dict[int, int] = {}  # line number -> index of its problem
     lines: list[str] = []
     for line_no, text, problem in _decode_lines(path, _read_bytes(path)):
         if problem is not None:
+            bad_lines[line_no] = len(collector.problems)
             collector.problems.append(problem)
-            bad_lines.add(line_no)
         lines.append(text + "\n")
     reader = csv.reader(lines)
     try:
         header = next(reader, None)
         if header is None:
             return
-        if bad_lines.intersection(range(1, reader.line_num + 1)):
+        if bad_lines.keys() & set(range(1, reader.line_num + 1)):
             raise BadInputError(collector.problems)
         header = [name.strip() for name in header]
         keys = _resolve_fields(fields, header, path)
@@ -360,7 +390,11 @@ def _read_csv(path: Path, fields: FieldMap, collector: _Collector) -> None:
         for row in reader:
             # A quoted field may span lines: the record starts after the previous one ends.
             start, end = end + 1, reader.line_num
-            if not row or bad_lines.intersection(range(start, end + 1)):
+            bad = [bad_lines[n] for n in range(start, end + 1) if n in bad_lines]
+            if bad and len(row) == len(header):
+                for index in bad:
+                    collector.name_record(index, dict(zip(header, row, strict=True)).get(keys.id))
+            if not row or bad:
                 continue
             location = f"{path}:{start}"
             if len(row) != len(header):
@@ -404,12 +438,12 @@ def _read_folder(root: Path, collector: _Collector) -> None:
                 continue
             data = path.read_bytes()
         except OSError as err:
-            collector.problems.append(_os_problem(path, err))
+            collector.problems.append(replace(_os_problem(path, err), record_id=rel))
             continue
         ext = path.suffix.lower().lstrip(".")
         parsed = _parse_file(path, ext, data)
         if isinstance(parsed, Problem):
-            collector.problems.append(parsed)
+            collector.problems.append(replace(parsed, record_id=rel))
             continue
         title, text = parsed
         metadata = {"path": rel, "format": ext}

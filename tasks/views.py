@@ -53,7 +53,8 @@ def kept_queries(store: CorpusStore, corpus: str) -> dict[str, list[tuple[str, s
 def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embedder]) -> ViewsReport:
     """Bring title and query views, and the expanded BM25 index, in line with the corpus."""
     report = ViewsReport(corpus)
-    docs = store.documents(corpus).to_arrow().select(["doc_id", "title", "text"]).to_pylist()
+    docs = store.documents(corpus).to_arrow().select(["doc_id", "title", "text", "content_hash"]).to_pylist()
+    doc_hashes = {d["doc_id"]: d["content_hash"] for d in docs}  # each view is tagged with its version
     queries = kept_queries(store, corpus)
     embedder = get_embedder()
     titles = [
@@ -71,7 +72,10 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
             store, embedder, {content_hash(v[4]): v[4] for v in views}, queries=as_query
         )
         added, deleted = store.sync_views(
-            corpus, embedder.dim, [kind], view_rows(views, vectors, embedder.spec.name, embedder.dim)
+            corpus,
+            embedder.dim,
+            [kind],
+            view_rows(views, vectors, embedder.spec.name, embedder.dim, doc_hashes),
         )
         report.encoded += encoded
         report.added += added

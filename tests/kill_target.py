@@ -1,40 +1,76 @@
-"""Subprocess target for the SIGKILL test: re-index a JSONL source with a slow fake model.
+"""Subprocess target for the SIGKILL test: re-index a JSONL source, killing itself at a chosen store call.
 
-Usage: python -m tests.kill_target LANCEDB_URI SOURCE.jsonl DELAY_SECONDS [step]
-Prints one line per finished batch and "done" at the end. In ``step`` mode it waits for a line on stdin
-after each batch, so the parent knows exactly how far the run got when it kills it.
+Usage: python -m tests.kill_target LANCEDB_URI SOURCE.jsonl [N before|after]
+
+Every top-level call of a public :class:`CorpusStore` method is numbered from 1 and printed as it starts
+(``call N NAME``); with ``N before`` (``N after``) the process SIGKILLs itself right before (right after) its
+N-th call. A run that is not killed ends with ``done``. Which calls write is not listed here: the test learns
+it from an instrumented run (:func:`instrument` with a hook that compares table versions).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from storage.corpus_store import CorpusStore
-from tasks.index import reindex
+from tasks.index import ReindexReport, reindex
 from tasks.sources import read_source
 from tests.fakes import FakeEmbedder
 
+Hook = Callable[[int, str, str], None]  # (call number, method name, "before" | "after")
+
+
+def instrument(store: CorpusStore, hook: Hook) -> CorpusStore:
+    """Run ``hook`` around each top-level call of a public ``store`` method (nested calls are part of it)."""
+    state = {"depth": 0, "calls": 0}
+
+    def wrap(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if state["depth"]:
+                return method(*args, **kwargs)
+            state["calls"] += 1
+            number = state["calls"]
+            hook(number, name, "before")
+            state["depth"] += 1
+            try:
+                result = method(*args, **kwargs)
+            finally:
+                state["depth"] -= 1
+            hook(number, name, "after")
+            return result
+
+        return call
+
+    for name in dir(CorpusStore):
+        if not name.startswith("_") and callable(getattr(CorpusStore, name)):
+            setattr(store, name, wrap(name, getattr(store, name)))
+    return store
+
+
+def reindex_source(store: CorpusStore, source: Path) -> ReindexReport:
+    """Re-index ``source`` as corpus ``c`` with the fake model, two documents per write batch."""
+    fake = FakeEmbedder()
+    return reindex(store, "c", read_source(source).documents, fake.spec, lambda: fake, batch_docs=2)
+
 
 def main() -> None:
-    uri, source, delay = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
-    step = sys.argv[4:] == ["step"]
-    fake = FakeEmbedder(delay=delay)
+    uri, source = sys.argv[1], Path(sys.argv[2])
+    kill = (int(sys.argv[3]), sys.argv[4]) if len(sys.argv) > 3 else None
 
-    def progress(done: int, total: int) -> None:
-        print(f"batch {done}/{total}", flush=True)
-        if step:
-            sys.stdin.readline()
+    def hook(number: int, name: str, side: str) -> None:
+        if side == "before":
+            print(f"call {number} {name}", flush=True)
+        if kill == (number, side):
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    reindex(
-        CorpusStore(uri),
-        "c",
-        read_source(source).documents,
-        fake.spec,
-        lambda: fake,
-        batch_docs=2,
-        progress=progress,
-    )
+    reindex_source(instrument(CorpusStore(uri), hook), source)
     print("done", flush=True)
 
 

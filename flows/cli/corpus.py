@@ -75,7 +75,9 @@ def ingest(
     out.print(
         f"[bold]{corpus}[/]: {report.added} added, {report.changed} changed, {report.deleted} deleted, "
         f"{report.unchanged} unchanged"
+        + (f", {report.repaired} repaired" if report.repaired else "")
         + (f", {report.kept_deleted} kept though gone from the source" if report.kept_deleted else "")
+        + (f", {report.kept_skipped} kept as indexed (bad record skipped)" if report.kept_skipped else "")
     )
     out.print(
         f"chunks: {report.chunks_written} written ({report.chunks_encoded} encoded, "
@@ -85,6 +87,15 @@ def ingest(
     )
     for problem in read.skipped:
         err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+    if report.kept_unverified:
+        unknown = read.skipped_without_id
+        records = "skipped record has" if unknown == 1 else "skipped records have"
+        err.print(
+            f"[yellow]not deleted[/] {report.kept_unverified} documents missing from the source were kept: "
+            f"{unknown} {records} no readable id and may be any of them; fix the bad records to let ingest "
+            "delete what is gone",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -1,14 +1,30 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from storage.corpus_store import CorpusStore
+from flows.cli import app
+from storage.corpus_store import CorpusStore, model_key
+from storage.ids import content_hash
 from storage.types import Document
+from tasks.embed import ModelSpec
 from tasks.index import ModelMismatchError, reindex, resolve_corpus
 from tasks.search import Searcher
+from tasks.sources import read_source
+from tasks.synthesize import ExtractiveGenerator, Filters, synthesize
+from tasks.views import build_views
+from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(store: CorpusStore, docs, fake: FakeEmbedder, **kwargs):
@@ -123,3 +139,320 @@ def test_ann_index_is_built_beyond_the_threshold(tmp_store, fake):
     assert [i.columns for i in tmp_store.views("c", 32).list_indices()] == [["vector"]]
     hits = Searcher(tmp_store, "c", lambda: fake).search("term42", "dense", k=3)
     assert len(hits) == 3
+
+
+def with_spec(spec: ModelSpec) -> FakeEmbedder:
+    fake = FakeEmbedder()
+    fake.spec = spec
+    return fake
+
+
+def test_embedding_cache_is_shared_across_corpora_of_one_model_and_prefix(tmp_store):
+    docs = make_docs(8, words_per_doc=30)
+    first = FakeEmbedder()
+    reindex(tmp_store, "c", docs, first.spec, lambda: first)
+    assert len(first.encoded) > len(docs)  # several chunks a document
+
+    again = FakeEmbedder()
+    report = reindex(tmp_store, "c2", docs, again.spec, lambda: again)
+    assert again.encoded == [] and report.chunks_encoded == 0
+    assert report.chunks_cached == report.chunks_written == len(first.encoded)
+    for query in ("term5 wing", "boundary layer heat"):  # the cached vectors serve c2 as they serve c
+        search = {c: Searcher(tmp_store, c, lambda: again).search(query, "dense", k=8) for c in ("c", "c2")}
+        assert search["c2"] == search["c"]
+
+    # Another passage prefix (or model) embeds the same text differently: everything is encoded again.
+    for corpus, spec in (
+        ("c3", ModelSpec("fake-bow", "q: ", "passage: ")),
+        ("c4", ModelSpec("fake-bow-2", "q: ", "p: ")),
+    ):
+        other = with_spec(spec)
+        report = reindex(tmp_store, corpus, docs, spec, lambda other=other: other)
+        assert sorted(other.encoded) == sorted(first.encoded), corpus
+        assert report.chunks_cached == 0, corpus
+
+
+def test_reindex_killed_after_a_cache_commit_encodes_only_what_the_cache_lacks(tmp_path):
+    docs = make_docs(10, words_per_doc=30)
+    source = tmp_path / "docs.jsonl"
+    source.write_text(
+        "".join(json.dumps({"_id": d.doc_id, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    )
+    docs = read_source(source).documents
+    clean, marks = FakeEmbedder(), []
+    reindex(
+        CorpusStore(str(tmp_path / "clean")),
+        "c",
+        docs,
+        clean.spec,
+        lambda: clean,
+        batch_docs=2,
+        progress=lambda done, total: marks.append(len(clean.encoded)),
+    )
+    total = len(clean.encoded)
+    assert len(marks) == 5 and len(set(clean.encoded)) == total
+
+    uri = str(tmp_path / "db")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.cache_kill_target", uri, str(source)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for batch in range(3):  # batches 1 and 2 finish; batch 3 is killed right after its cache commit
+        line = proc.stdout.readline()
+        assert line.startswith("cached"), line
+        if batch < 2:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    store = CorpusStore(uri)
+    assert set(store.document_hashes("c")) == {d.doc_id for d in docs[:4]}  # batch 3 never committed
+    key = model_key(clean.spec.name, clean.spec.passage_prefix)
+    cached = set(store.cached_vectors(key, 32, [content_hash(t) for t in clean.encoded]))
+    assert cached == {content_hash(t) for t in clean.encoded[: marks[2]]}  # its vectors were
+
+    rerun = FakeEmbedder()
+    report = reindex(store, "c", docs, rerun.spec, lambda: rerun, batch_docs=2)
+    assert report.added == 6 and 0 < len(rerun.encoded) == total - len(cached) < total
+    assert sorted(rerun.encoded) == sorted(clean.encoded[marks[2] :])
+    assert report.chunks_cached == marks[2] - marks[1]  # batch 3's chunks came from the cache
+
+
+# -- a document row and the views carrying its content hash are one unit ------------------------------------
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing in a re-index catches it, so no clean-up code runs."""
+
+
+def crash_before(store: CorpusStore, method: str) -> CorpusStore:
+    """``store``, made to crash at its first call of ``method`` (the earlier writes stay committed)."""
+
+    def crash(*args, **kwargs):
+        raise Crash(method)
+
+    setattr(store, method, crash)
+    return store
+
+
+def tables(store: CorpusStore, corpus: str = "c") -> dict[str, list]:
+    docs = store.documents(corpus).to_arrow().drop_columns(["ingested_at"]).sort_by("doc_id").to_pylist()
+    views = store.views(corpus, 32).to_arrow().sort_by("view_id").to_pylist()
+    return {"documents": docs, "views": views}
+
+
+def test_reingesting_the_old_source_after_a_reindex_killed_between_views_and_rows(tmp_store, fake):
+    docs = make_docs(6)
+    run(tmp_store, docs, fake)
+    clean = tables(tmp_store)
+    edited = dataclasses.replace(docs[1], text=docs[1].text + " supersonic")
+    v2 = [docs[0], edited, *docs[2:], Document("n0", "fresh", "nozzle plume noise")]
+    with pytest.raises(Crash):  # the batch's views are written, its document rows are not
+        run(crash_before(CorpusStore(tmp_store.uri), "upsert_documents"), v2, fake)
+
+    store = CorpusStore(tmp_store.uri)
+    report = run(store, docs, fake)
+    assert tables(store) == clean  # d1's v2 vectors and the orphan n0's are gone, d1's v1 vectors back
+    assert Searcher(store, "c", lambda: fake).search("supersonic nozzle", "dense", k=6)[0][0] != "d1"
+    assert (report.added, report.changed, report.deleted, report.repaired) == (0, 0, 0, 2)
+    before = store.versions("c")
+    assert run(store, docs, fake).repaired == 0 and store.versions("c") == before
+
+
+def test_a_repair_keeps_the_title_and_query_views_of_the_document(tmp_store, fake):
+    docs = make_docs(4)
+    run(tmp_store, docs, fake)
+    synthesize(tmp_store, "c", ExtractiveGenerator(), filters=Filters(roundtrip_k=None))
+    build_views(tmp_store, "c", lambda: fake)
+    clean = tables(tmp_store)
+    assert {v["kind"] for v in clean["views"] if v["doc_id"] == "d2"} == {"chunk", "title", "query"}
+    edited = dataclasses.replace(docs[2], text=docs[2].text + " revised")
+    with pytest.raises(Crash):
+        run(crash_before(CorpusStore(tmp_store.uri), "upsert_documents"), [*docs[:2], edited, docs[3]], fake)
+
+    store = CorpusStore(tmp_store.uri)
+    report = run(store, docs, fake)
+    assert tables(store) == clean  # d2 is back as it was: its chunk, and its title and query views
+    assert report.repaired == 1
+    # Finishing the change instead drops d2's title and query views with its old version.
+    run(store, [*docs[:2], edited, docs[3]], fake)
+    kinds = {v["kind"] for v in tables(store)["views"] if v["doc_id"] == "d2"}
+    assert kinds == {"chunk"}
+
+
+def test_a_kept_document_with_broken_views_is_repaired_from_its_row(tmp_store, fake):
+    docs = make_docs(4)
+    run(tmp_store, docs, fake)
+    clean = tables(tmp_store)
+    edited = dataclasses.replace(docs[1], text=docs[1].text + " revised")
+    with pytest.raises(Crash):
+        run(crash_before(CorpusStore(tmp_store.uri), "upsert_documents"), [docs[0], edited, *docs[2:]], fake)
+
+    store = CorpusStore(tmp_store.uri)
+    report = run(store, [docs[0], *docs[2:]], fake, keep_deleted=True)  # d1 is no longer in the source
+    assert tables(store) == clean
+    assert (report.kept_deleted, report.repaired, report.deleted) == (1, 1, 0)
+
+
+def test_views_written_before_views_carried_their_documents_hash_are_rebuilt(tmp_store, fake):
+    docs = make_docs(5)
+    run(tmp_store, docs, fake)
+    clean = tables(tmp_store)
+    tmp_store.views("c", 32).drop_columns(["doc_hash"])  # a table written by an older zsr
+
+    store = CorpusStore(tmp_store.uri)
+    assert len(Searcher(store, "c", lambda: fake).search("term2", "dense", k=3)) == 3  # still readable
+    fake.encoded.clear()
+    report = run(store, docs, fake)
+    assert (report.repaired, report.changed, fake.encoded) == (5, 0, [])  # from the cache, nothing encoded
+    assert tables(store) == clean
+    before = store.versions("c")
+    run(store, docs, fake)
+    assert store.versions("c") == before
+
+
+# -- --skip-bad keeps what is indexed for a record it skips ------------------------------------------------
+def test_skip_bad_keeps_the_indexed_version_of_a_skipped_record(tmp_path, monkeypatch):
+    monkeypatch.setattr("tasks.api.load_embedder", lambda *args: FakeEmbedder())
+    source = tmp_path / "docs.jsonl"
+    lines = {
+        "a": '{"_id": "a", "text": "alpha wing"}',
+        "b": '{"_id": "b", "text": "beta flow"}',
+        "c": '{"_id": "c", "text": "gamma heat"}',
+    }
+
+    def ingest(*records: str) -> dict:
+        source.write_text("".join(record + "\n" for record in records))
+        result = CliRunner().invoke(app, ["ingest", str(source), "--corpus", "k", "--skip-bad", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    with zsr_home_at(tmp_path / "home"):
+        ingest(*lines.values())
+        store = CorpusStore(str(tmp_path / "home" / "lancedb"))
+        indexed = tables(store, "k")
+
+        # b's line is bad but its id is readable: b keeps its indexed version, and the report says so
+        report = ingest(lines["a"], '{"_id": "b", "title": "no text"}', lines["c"])
+        assert tables(store, "k") == indexed
+        assert (report["deleted"], report["kept_skipped"], report["unchanged"]) == (0, 1, 2)
+        printed = CliRunner().invoke(app, ["ingest", str(source), "--corpus", "k", "--skip-bad"]).output
+        printed = " ".join(printed.split())  # as rich wraps it
+        assert "1 kept as indexed (bad record skipped)" in printed
+
+        # b's line is broken JSON (no readable id) and c is gone: nothing may be deleted, and it says why
+        report = ingest(lines["a"], '{"_id": "b", "text": ')
+        assert tables(store, "k") == indexed
+        assert (report["deleted"], report["kept_unverified"]) == (0, 2)
+        printed = CliRunner().invoke(app, ["ingest", str(source), "--corpus", "k", "--skip-bad"]).output
+        printed = " ".join(printed.split())  # as rich wraps it
+        assert "2 documents missing from the source were kept" in printed
+        assert "1 skipped record has no readable id" in printed
+
+        # once the source is fixed, what is really gone is deleted
+        report = ingest(lines["a"], lines["b"])
+        assert (report["deleted"], report["kept_unverified"]) == (1, 0)
+
+
+class CrashAfterFirstDelete:
+    """A views table whose first ``delete`` commits, then crashes (a kill between two delete commits)."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def __getattr__(self, name: str):
+        return getattr(self.table, name)
+
+    def delete(self, where: str) -> None:
+        self.table.delete(where)
+        raise Crash("after the first delete")
+
+
+def test_a_gone_documents_views_are_deleted_all_at_once(tmp_store, fake, monkeypatch):
+    monkeypatch.setattr("storage.corpus_store._IN_BATCH", 2)  # every IN list split into pairs
+    long = Document("long", "", " ".join(f"w{i}" for i in range(60)))
+    docs = [long, *make_docs(3)]
+    run(tmp_store, docs, fake)
+    clean = tables(tmp_store)
+    assert sum(v["doc_id"] == "long" for v in clean["views"]) > 2
+
+    store = CorpusStore(tmp_store.uri)
+    views = store.views
+    monkeypatch.setattr(store, "views", lambda corpus, dim: CrashAfterFirstDelete(views(corpus, dim)))
+    with pytest.raises(Crash):  # "long" is gone: its views are deleted, then its row would be
+        run(store, docs[1:], fake)
+
+    store = CorpusStore(tmp_store.uri)
+    report = run(store, docs, fake)  # "long" is back: none of its views may be missing
+    assert tables(store) == clean
+    assert report.repaired == 1
+
+
+def test_a_run_killed_before_the_ann_index_builds_it_the_next_time(tmp_store, fake):
+    docs = make_docs(300, prefix="x")
+    with pytest.raises(Crash):
+        run(crash_before(CorpusStore(tmp_store.uri), "ensure_vector_index"), docs, fake, ann_min_rows=256)
+    store = CorpusStore(tmp_store.uri)
+    assert store.views("c", 32).list_indices() == []
+
+    report = run(store, docs, fake, ann_min_rows=256)  # nothing else to do, but the index is missing
+    assert [i.columns for i in store.views("c", 32).list_indices()] == [["vector"]]
+    assert (report.added, report.changed, report.repaired) == (0, 0, 0)
+    before = store.versions("c")
+    run(store, docs, fake, ann_min_rows=256)
+    assert store.versions("c") == before
+
+
+def test_views_built_between_a_crash_and_its_repair_carry_the_new_version(tmp_store, fake):
+    docs = make_docs(4)
+    edited = dataclasses.replace(docs[2], text=docs[2].text + " revised")
+    v2 = [*docs[:2], edited, docs[3]]
+    clean = CorpusStore(str(tmp_store.uri) + "-clean")
+    for store in (tmp_store, clean):
+        run(store, docs, fake)
+        synthesize(store, "c", ExtractiveGenerator(), filters=Filters(roundtrip_k=None))
+        build_views(store, "c", lambda: fake)
+    run(clean, v2, fake)
+    build_views(clean, "c", lambda: fake)
+
+    with pytest.raises(Crash):  # d2's new row is in, its old views are not deleted yet
+        run(crash_before(CorpusStore(tmp_store.uri), "delete_stale_views"), v2, fake)
+    store = CorpusStore(tmp_store.uri)
+    build_views(store, "c", lambda: fake)  # d2's title view is unchanged, but now belongs to v2
+    run(store, v2, fake)
+    assert tables(store) == tables(clean)
+
+
+def test_old_views_are_deleted_only_after_the_new_version_is_in(tmp_store, fake, monkeypatch):
+    monkeypatch.setattr("storage.corpus_store._IN_BATCH", 1)  # one view per delete commit
+    long = Document("long", "old title", " ".join(f"w{i}" for i in range(60)))
+    docs = [long, *make_docs(2)]
+    run(tmp_store, docs, fake)
+    clean = tables(tmp_store)
+    assert sum(v["doc_id"] == "long" for v in clean["views"]) > 2
+
+    store = CorpusStore(tmp_store.uri)
+    views = store.views
+    monkeypatch.setattr(store, "views", lambda corpus, dim: CrashAfterFirstDelete(views(corpus, dim)))
+    retitled = dataclasses.replace(long, title="new title")  # every chunk of it changes
+    with pytest.raises(Crash):  # one of its old views is deleted, the others are not
+        run(store, [retitled, *docs[1:]], fake)
+
+    store = CorpusStore(tmp_store.uri)
+    run(store, docs, fake)  # back to the old title: every old view must be there again
+    assert tables(store) == clean
+
+
+def test_a_metadata_change_keeps_the_chunk_views_under_the_new_version(tmp_store, fake):
+    docs = make_docs(3)
+    run(tmp_store, docs, fake)
+    before = [v for v in tables(tmp_store)["views"] if v["doc_id"] == "d0"]
+    changed = dataclasses.replace(docs[0], metadata={"n": 99})
+    run(tmp_store, [changed, *docs[1:]], fake)
+    after = [v for v in tables(tmp_store)["views"] if v["doc_id"] == "d0"]
+    assert [v["doc_hash"] for v in after] == [changed.content_hash] * len(before)
+    assert [{**v, "doc_hash": None} for v in after] == [{**v, "doc_hash": None} for v in before]
