@@ -532,7 +532,7 @@ class CorpusStore:
         result = (
             query.distance_type("cosine")
             .where(f"kind IN ({sql_list(kinds)})", prefilter=True)
-            .select(["doc_id"])
+            .select(["doc_id", "_distance"])  # named, so Lance need not add it (and warn)
             .limit(limit)
             .to_arrow()
         )

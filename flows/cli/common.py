@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, so they can be copied and grepped
 
 CorpusOpt = Annotated[str, typer.Option("--corpus", "-c", help="Corpus name (letters, digits, '-', '_').")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
@@ -31,7 +33,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document i
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
-    """Configure logging for every command."""
+    """Configure logging for every command: warnings only (Lance's included) unless ``--verbose``."""
+    # Lance's Rust logger reads this once, when lancedb is first imported (each command imports it lazily).
+    os.environ.setdefault("LANCE_LOG", "info" if verbose else "error")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -39,12 +43,29 @@ def main(
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn errors a user can act on into one clear message and exit status 2 (no traceback)."""
+    """Turn errors a user can act on into one clear message and exit status 2 (no traceback).
+
+    Bad input, an unknown corpus, run or test set, and an LLM that failed for good (the message names the
+    model, its endpoint, the HTTP status and the fix) are such errors; the message stays on one line.
+    """
+    from tasks.llm import LLMError
+
     try:
         yield
-    except (ValueError, LookupError, FileNotFoundError) as error:  # bad input; unknown corpus, run, test set
-        err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+    except (ValueError, LookupError, FileNotFoundError, LLMError) as error:
+        err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def warn(message: str | None) -> None:
+    """A yellow warning line on stderr (nothing for ``None``)."""
+    if message:
+        err.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def fallback_warnings(results: list[Any]) -> list[str | None]:
+    """Each run's fallback warning (``None`` when few enough of its queries fell back)."""
+    return [r.warning(get_settings().fallback_warn_share) for r in results]
 
 
 def emit_json(value: Any) -> None:
@@ -142,10 +163,31 @@ def run_evaluation(
 
 
 def show_results(corpus: str, testset: str, results: list[Any]) -> None:
-    """One row per run: its measures and retrieval time."""
+    """One row per run: its measures, the share of queries that fell back, LLM errors and retrieval time.
+
+    A run whose fallback answered more than ``ZSR_FALLBACK_WARN_SHARE`` of the queries gets a warning line on
+    stderr: its scores are largely the fallback's.
+    """
     measures = list(results[0].metrics)
     show(
-        ["run", "method", *measures, "seconds"],
-        [[r.run_id, r.method, *(r.metrics[m] for m in measures), r.retrieval_seconds] for r in results],
+        ["run", "method", *measures, "fallback", "LLM errors", "seconds"],
+        [
+            [
+                r.run_id,
+                r.method,
+                *(r.metrics[m] for m in measures),
+                f"{r.fallback_share:.0%}",
+                r.llm_errors,
+                r.retrieval_seconds,
+            ]
+            for r in results
+        ],
         title=f"{corpus} / {testset}: {results[0].n_queries} queries",
     )
+    for message in fallback_warnings(results):
+        warn(message)
+
+
+def results_json(results: list[Any]) -> list[dict[str, Any]]:
+    """Runs as JSON: every field of the result, and ``warning`` (``null`` unless too many fell back)."""
+    return [{**asdict(r), "warning": w} for r, w in zip(results, fallback_warnings(results), strict=True)]

@@ -7,7 +7,12 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +24,7 @@ from tasks.search import METHODS
 from tests.flows.conftest import write_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("harness")]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def artifacts(key: str) -> list[Any]:
@@ -46,6 +52,57 @@ def flow_run(flow_run_id: Any) -> Any:
 
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id)
+
+
+def settled(task_run_id: Any, timeout: float = 60.0) -> tuple[Any, list[Any]]:
+    """The task run and its state history once the server holds its final state.
+
+    Task run states reach the server as events, a moment after the flow call returns.
+    """
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_task_run(task_run_id)
+            history = client.read_task_run_states(task_run_id)
+            if run.state and run.state.is_final() and history and history[-1].is_final():
+                return run, history
+            if time.monotonic() > deadline:
+                pytest.fail(f"task run {task_run_id} not final after {timeout:.0f} s: {run.state}")
+            time.sleep(0.2)
+
+
+def run_alone(step: Any, *args: Any) -> tuple[Any, Any, list[Any]]:
+    """``step(*args)`` as the one task of a flow: the flow's final state, the task run and its states."""
+    from prefect import flow
+
+    @flow(name="one-step")
+    def one_step() -> Any:
+        return step(*args)
+
+    state = one_step(return_state=True)
+    deadline = time.monotonic() + 60
+    while not (runs := task_runs(state.state_details.flow_run_id)):
+        if time.monotonic() > deadline:
+            pytest.fail("the task run never reached the server")
+        time.sleep(0.2)
+    (run,) = runs
+    return (state, *settled(run.id))
+
+
+def spy_jitter(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """``(delay, jitter factor)`` of every retry delay the task engine spreads at random."""
+    from prefect import task_engine
+
+    real, calls = task_engine.clamped_poisson_interval, []
+
+    def spy(average_interval: float, clamping_factor: float = 0.3) -> float:
+        calls.append((average_interval, clamping_factor))
+        return real(average_interval, clamping_factor=clamping_factor)
+
+    monkeypatch.setattr(task_engine, "clamped_poisson_interval", spy)
+    return calls
 
 
 def table(artifact: Any) -> list[dict[str, Any]]:
@@ -219,7 +276,7 @@ def test_nightly_reindexes_synthesizes_evaluates_and_compares(harness: None, tmp
     assert flow_run(state.state_details.flow_run_id).name.startswith("nightly-nightly-")
 
 
-def test_tasks_retry_with_jitter_only_on_transient_errors() -> None:
+def test_every_step_declares_timeout_retry_condition_jitter_and_cache() -> None:
     from prefect import Task
     from prefect.cache_policies import NO_CACHE
     from prefect.states import Failed
@@ -243,6 +300,196 @@ def test_tasks_retry_with_jitter_only_on_transient_errors() -> None:
     assert steps.transient(steps.index_source, None, Failed(data=OSError("connection reset")))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("failures", [1, 5])
+def test_transient_error_is_retried_with_zsr_jitter(failures: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real wrapper whose library call fails: Prefect retries it by zsr's condition and jitter."""
+    attempts: list[str] = []
+
+    def flaky(root: Path, corpus: str) -> list[dict[str, Any]]:
+        attempts.append(corpus)
+        if len(attempts) <= failures:
+            raise ConnectionResetError(f"object store reset the connection (attempt {len(attempts)})")
+        return [{"name": "human"}]
+
+    monkeypatch.setattr("tasks.testsets.list_testsets", flaky)
+    jitter = spy_jitter(monkeypatch)
+    step = steps.find_testsets.with_options(retry_delay_seconds=[0.1, 0.2])  # zsr's own: 2 and 10 s
+    assert step.retry_condition_fn is steps.transient and step.retry_jitter_factor == steps.JITTER
+    state, run, history = run_alone(step, "flaky")
+
+    tries = min(failures + 1, 1 + steps.find_testsets.retries)
+    assert attempts == ["flaky"] * tries and run.run_count == tries
+    planned = [0.1, 0.2][: tries - 1]
+    assert [c for c in jitter if c[0] in (0.1, 0.2)] == [(p, steps.JITTER) for p in planned]
+    waits = [s for s in history if s.name == "AwaitingRetry"]  # each retry scheduled after its delay
+    delays = [(s.state_details.scheduled_time - s.timestamp).total_seconds() for s in waits]
+    assert len(delays) == len(planned)
+    assert all(0 < d <= p * (1 + steps.JITTER) for d, p in zip(delays, planned, strict=True)), delays
+    if failures < tries:
+        assert state.is_completed() and state.result() == ["human"]
+        assert run.state.type.value == "COMPLETED" and run.state.name == "Completed"
+    else:
+        assert state.is_failed() and run.state.is_failed()
+        assert f"(attempt {tries})" in (state.message or ""), state.message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("unknown method 'splad'; run zsr methods for the list"),
+        FileNotFoundError("no test sets in /nowhere/testsets: register one with zsr testset add"),
+    ],
+    ids=["ValueError", "FileNotFoundError"],
+)
+def test_bad_input_fails_at_once_with_its_message(error: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[str] = []
+
+    def broken(root: Path, corpus: str) -> list[dict[str, Any]]:
+        attempts.append(corpus)
+        raise error
+
+    monkeypatch.setattr("tasks.testsets.list_testsets", broken)
+    step = steps.find_testsets.with_options(retry_delay_seconds=[0.1, 0.2])
+    assert step.retries == 2 and step.retry_condition_fn is steps.transient
+    state, run, history = run_alone(step, "broken")
+    assert attempts == ["broken"] and run.run_count == 1
+    assert run.state.is_failed() and "AwaitingRetry" not in [s.name for s in history]
+    assert state.is_failed() and str(error) in (state.message or ""), state.message
+    with pytest.raises(type(error), match="zsr"):
+        state.result()
+
+
+def test_hung_step_times_out_and_a_retry_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def hangs(root: Path, corpus: str) -> list[dict[str, Any]]:
+        calls.append(corpus)
+        if corpus == "hung" or len(calls) == 1:
+            try:
+                for _ in range(600):  # 30 s in short sleeps, which a timeout can interrupt in any thread
+                    time.sleep(0.05)
+            except BaseException:
+                calls.append("interrupted")
+                raise
+        return []
+
+    monkeypatch.setattr("tasks.testsets.list_testsets", hangs)
+    step = steps.find_testsets.with_options(timeout_seconds=1, retry_delay_seconds=[0.1])
+    state, run, _ = run_alone(step.with_options(retries=0), "hung")
+    assert calls == ["hung", "interrupted"] and run.run_count == 1
+    assert run.state.is_failed() and run.state.name == "TimedOut", run.state
+    assert state.is_failed() and isinstance(state.result(raise_on_failure=False), TimeoutError)
+
+    calls.clear()
+    state, run, history = run_alone(step, "slow-once")  # a timeout is transient: retried
+    assert calls == ["slow-once", "interrupted", "slow-once"] and run.run_count == 2
+    assert "AwaitingRetry" in [s.name for s in history]
+    assert state.is_completed() and run.state.name == "Completed" and state.result() == []
+
+
+def test_pure_steps_hit_their_cache_writes_run_again(
+    harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``check_methods`` (INPUTS + TASK_SOURCE) is answered from the cache; ``index_source`` runs again."""
+    from prefect import flow
+
+    import tasks.runs
+
+    parsed: list[Any] = []
+    prepare = tasks.runs.prepare
+    monkeypatch.setattr(tasks.runs, "prepare", lambda *args: (parsed.append(args), prepare(*args))[1])
+    small = write_slice(tmp_path / "cached", queries=1, extra_docs=2)
+    n_docs = len((small / "corpus.jsonl").read_text().splitlines())
+    methods, metrics = ["bm25", "dense"], ["nDCG@17"]  # inputs no other test passes: the first call runs
+
+    @flow(name="pure-and-write")
+    def pure_and_write() -> tuple[list[Any], dict[str, Any]]:
+        checked = steps.check_methods(methods, metrics, return_state=True)
+        indexed = steps.index_source(str(small), "cached", None, False, False, return_state=True)
+        ids = [checked.state_details.task_run_id, indexed.state_details.task_run_id]
+        return ids, indexed.result()
+
+    first_ids, first = pure_and_write()
+    second_ids, second = pure_and_write()
+    first_runs = [settled(i)[0] for i in first_ids]
+    second_runs = [settled(i)[0] for i in second_ids]
+    assert [r.state.name for r in first_runs] == ["Completed", "Completed"]
+    assert [r.state.name for r in second_runs] == ["Cached", "Completed"]
+    assert second_runs[0].state.is_completed() and len(parsed) == 1  # its body ran once: then the cache
+    assert first["added"] == n_docs and (second["added"], second["unchanged"]) == (0, n_docs)
+
+
+@dataclass
+class _Report:
+    generated: int
+
+
+class InFlight:
+    """How many calls are inside at once; each waits up to ``patience`` s for another to join it.
+
+    The wait makes overlap certain wherever the orchestrator allows it, so the maximum shows the limit.
+    """
+
+    def __init__(self, patience: float) -> None:
+        self.patience, self.now, self.most = patience, 0, 0
+        self.changed = threading.Condition()
+
+    def __call__(self) -> None:
+        with self.changed:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.most >= 2, timeout=self.patience)
+            self.now -= 1
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_llm_limit_bounds_concurrent_llm_steps(limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generation with the LLM and an LLM method's evaluation, submitted together, share the ``llm`` limit.
+
+    With a limit of 1 they run one after the other; the control, a limit of 2, lets them overlap.
+    """
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    # Overlapping calls leave as soon as they meet, so the control can wait long for its partner; a limit of
+    # 1 makes each call wait the whole patience, alone, which gives a broken limit 10 s to let the other in.
+    inside = InFlight(patience=10.0 if limit == 1 else 60.0)
+
+    def prepare_synthesis(corpus: str, **options: Any) -> Callable[[Any], _Report]:
+        return lambda progress: (inside(), _Report(generated=1))[1]
+
+    def evaluate_methods(*args: Any, **options: Any) -> list[str]:
+        inside()
+        return ["run-hyde"]
+
+    monkeypatch.setattr("tasks.api.prepare_synthesis", prepare_synthesis)
+    monkeypatch.setattr("tasks.runs.evaluate_methods", evaluate_methods)
+    testset = SimpleNamespace(corpus="llm-limit", name="human")
+
+    @flow(name="two-llm-steps")
+    def two_llm_steps() -> tuple[list[Any], tuple[Any, Any]]:
+        generating = steps.generate_queries.submit(
+            "llm-limit", "llm", "question", 1, None, 0, 0.7, 0, "bm25", False
+        )
+        evaluating = steps.evaluation_task("hyde").submit(
+            None, testset, "hyde", ["nDCG@10"], None, "eval-llm-limit", "llm-limit-progress"
+        )
+        return [generating.task_run_id, evaluating.task_run_id], (generating.result(), evaluating.result())
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=steps.LLM_TAG, concurrency_limit=limit)
+    try:
+        ids, results = two_llm_steps()
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_concurrency_limit_by_tag(steps.LLM_TAG)
+    assert results == ({"generated": 1}, "run-hyde")
+    assert inside.most == limit
+    runs = [settled(i)[0] for i in ids]
+    assert all(steps.LLM_TAG in r.tags and r.state.is_completed() for r in runs), [r.tags for r in runs]
+
+
 def test_parameter_schemas_render_clean_forms() -> None:
     from prefect.utilities.callables import parameter_schema
 
@@ -263,18 +510,79 @@ def test_parameter_schemas_render_clean_forms() -> None:
     assert "corpus" in props and props["corpus"].get("description")
 
 
+NO_SERVER_SCRIPT = """
+import contextlib, io, json, shlex, sys
+import flows, flows.cli, flows.serve
+
+def prefect_modules():
+    return sorted(m for m in sys.modules if m.split(".")[0] == "prefect")
+
+at_import = prefect_modules()
+source, trec = (shlex.quote(a) for a in sys.argv[1:3])
+
+def zsr(command, parse=True):
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = flows.cli.app(shlex.split(command), standalone_mode=False)
+    if code not in (None, 0):
+        sys.exit(f"zsr {command} exited {code}")
+    return json.loads(captured.getvalue()) if parse else captured.getvalue()
+
+out = {"flows": flows.__file__, "at_import": at_import, "corpora": zsr("corpora --json")}
+out["ingest"] = zsr(f"ingest {source} --corpus cli --json")
+out["search"] = zsr("search 'pressure on a wing' --corpus cli -m bm25 -k 3 --json")
+out["testset"] = zsr(f"testset add cli human {source} --json")
+out["eval"] = zsr("eval -c cli -t human --methods bm25,dense --metrics nDCG@10 --json")
+run_a, run_b = (r["run_id"] for r in out["eval"])
+out["runs"] = zsr("runs --json")
+out["compare"] = zsr(f"compare {run_a} {run_b} --json")
+out["report"] = zsr(f"report {run_a}", parse=False)
+zsr(f"export {run_a} --output {trec}", parse=False)
+out["export"] = zsr(f"export {run_b}", parse=False)
+out["sql"] = zsr("sql 'SELECT 1 AS one' --json")
+out["synthesize"] = zsr("synthesize -c cli --generator extractive --docs 3 --roundtrip-method bm25 --json")
+out["at_end"] = prefect_modules()
+print(json.dumps(out, default=str))
+"""
+
+
 def test_cli_and_serve_work_without_a_prefect_server(tmp_path: Path) -> None:
-    """`zsr` never needs the server: neither the CLI nor `zsr serve`'s module imports Prefect."""
-    code = (
-        "import sys, flows.cli, flows.serve\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))\n"
-        "flows.cli.app(['corpora', '--json'])\n"
-    )
-    env = {**os.environ, "ZSR_HOME": str(tmp_path), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    """Every `zsr` command runs with the Prefect API unreachable, and none imports Prefect.
+
+    One process runs them in turn (one model load), from the checkout this test file belongs to.
+    """
+    source = write_slice(tmp_path / "slice", queries=2, extra_docs=6)
+    trec = tmp_path / "run.trec"
+    env = {**os.environ, "ZSR_HOME": str(tmp_path / "home"), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, "-c", NO_SERVER_SCRIPT, str(source), str(trec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
-    assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout.splitlines()[0] == "[]" and json.loads("\n".join(result.stdout.splitlines()[1:])) == []
+    assert result.returncode == 0, result.stderr[-5000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert Path(out["flows"]).resolve().parent.parent == ROOT  # the code under test, not an installed copy
+    assert out["at_import"] == [] and out["corpora"] == []
+    n_docs = len((source / "corpus.jsonl").read_text().splitlines())
+    assert out["ingest"]["added"] == n_docs and out["search"]["hits"]
+    assert out["testset"]["n_queries"] == 2
+    runs = {r["method"]: r["run_id"] for r in out["eval"]}
+    assert set(runs) == {"bm25", "dense"} and set(runs.values()) <= {r["run_id"] for r in out["runs"]}
+    assert (out["compare"]["run_a"]["run_id"], out["compare"]["run_b"]["run_id"]) == (
+        runs["bm25"],
+        runs["dense"],
     )
+    assert Path(out["report"].split("report: ", 1)[1].strip()).is_file()
+    exported = {
+        run: text.splitlines()
+        for run, text in [(runs["bm25"], trec.read_text()), (runs["dense"], out["export"])]
+    }
+    assert all(
+        lines and all(line.split()[1::4] == ["Q0", run] for line in lines) for run, lines in exported.items()
+    )
+    assert out["sql"] == [{"one": 1}]
+    assert out["synthesize"]["synthesis"]["generated"] > 0
+    assert out["at_end"] == []  # no command imported Prefect, not even late

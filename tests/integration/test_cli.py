@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,36 @@ def test_search_each_method(home):
         assert "heat" in text or "boundary" in text, method
     code, output = zsr("search", "wings", "--corpus", "demo", "--method", "splade")
     assert code == 2 and "unknown method 'splade'" in output
+
+
+def test_search_output_is_clean(home):
+    """Nothing but results: no Lance deprecation warnings (80 lines in a demo before) or other logs."""
+    zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
+    for method, as_json in (("dense", True), ("hybrid", False), ("multiview", True)):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flows.cli",
+                "search",
+                "wing flutter",
+                "-c",
+                "demo",
+                "-m",
+                method,
+                "-k",
+                "3",
+            ]
+            + (["--json"] if as_json else []),
+            cwd=ROOT,
+            env={**os.environ, "ZSR_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        if as_json:
+            assert len(json.loads(result.stdout)["hits"]) == 3
 
 
 def test_corpora_and_methods(home):

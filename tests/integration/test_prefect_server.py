@@ -1,7 +1,8 @@
 """A real Prefect stack from ``zsr serve``: server, deployments from ``prefect.yaml``, a process worker.
 
 Runs are triggered through the REST API exactly as the UI's Run button does, and executed by the worker in
-its own processes with the real model on a Cranfield slice. Faults: a flow run that fails on bad input, a
+its own processes with the real model on a Cranfield slice. The nightly schedule is read back as the
+server holds it and as its scheduler plans runs from it. Faults: a flow run that fails on bad input, a
 run whose machine dies with it (worker and flow run frozen, then killed: the zombie automation marks it
 Crashed once its heartbeats stop), a flow run process killed (crash), the worker killed mid-run (serve
 starts a new one), a second nightly run while one runs (cancelled by the deployment's limit), and a
@@ -19,17 +20,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import yaml
 
 from tests.flows.conftest import write_slice
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 CORPUS, TESTSET = "itest", "human"
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 ZOMBIE_AFTER = 60  # seconds without a heartbeat (every 30 s) before the automation crashes a run
@@ -288,6 +292,50 @@ def test_evaluate_triggered_like_the_ui(served: Served) -> None:
     report = summary.split("(file://", 1)[1].split(")", 1)[0]
     assert Path(report).is_file() and "nan" not in summary.lower()
     assert artifacts[f"{key}-progress"]["data"] == 100.0
+
+
+def exists_at_two(day: date, zone: ZoneInfo) -> bool:
+    """Whether 02:00 exists on ``day`` in ``zone`` (not on the night clocks go forward)."""
+    two = datetime(day.year, day.month, day.day, 2, tzinfo=zone)
+    return two.astimezone(UTC).astimezone(zone).hour == 2
+
+
+def test_nightly_schedule_as_deployed(served: Served) -> None:
+    """The server holds ``nightly-reindex`` as ``prefect.yaml`` declares it, and schedules its runs by it."""
+    declared = {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+    nightly = declared["nightly-reindex"]
+    (schedule,) = nightly["schedules"]
+    # what README.md and deployments/README.md promise
+    assert (schedule["cron"], schedule["timezone"], schedule["active"]) == ("0 2 * * *", "Europe/Paris", True)
+    assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+    deployment = served.deployment("nightly-reindex")
+    (deployed,) = deployment["schedules"]
+    assert deployed["schedule"]["cron"] == schedule["cron"]
+    assert deployed["schedule"]["timezone"] == schedule["timezone"]
+    assert deployed["active"] is schedule["active"] and not deployment["paused"]
+    assert deployed["parameters"] == schedule["parameters"]
+    assert deployment["global_concurrency_limit"]["limit"] == nightly["concurrency_limit"]["limit"]
+    strategy = deployment["concurrency_options"]["collision_strategy"]
+    assert strategy == nightly["concurrency_limit"]["collision_strategy"]
+    for name in set(declared) - {"nightly-reindex"}:  # on demand only, as declared and as deployed
+        assert not declared[name].get("schedules") and served.deployment(name)["schedules"] == [], name
+
+    def planned() -> list[dict[str, Any]]:
+        """The runs the server's scheduler created for the deployment."""
+        query = {"deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}
+        runs = served.http.post("/flow_runs/filter", json={"flow_runs": query}).json()
+        return [r for r in runs if r["auto_scheduled"]]
+
+    deadline = time.monotonic() + 120
+    while not (runs := planned()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the scheduler planned no nightly-reindex run\n{served.log()}")
+        time.sleep(1)
+    zone = ZoneInfo(schedule["timezone"])
+    starts = [datetime.fromisoformat(r["expected_start_time"]).astimezone(zone) for r in runs]
+    assert {(t.hour, t.minute) for t in starts if exists_at_two(t.date(), zone)} == {(2, 0)}, starts
+    assert all(r["parameters"].items() >= schedule["parameters"].items() for r in runs)
 
 
 def test_bad_input_fails_with_its_reason(served: Served) -> None:
