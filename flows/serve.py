@@ -6,10 +6,17 @@ process work pool, the ``llm`` tag concurrency limit, an automation that marks r
 is started again. On Ctrl-C or SIGTERM the worker stops first, then the server; whatever has not exited
 after the grace period is killed with its whole process group. Telemetry is off for every process started
 here. Nothing else in zsr needs the server: every ``zsr`` command works without it.
+
+If serve itself is killed (SIGKILL, OOM), its children must not hold the port and the pool: the kernel
+sends each of them SIGTERM when serve dies (Linux's parent-death signal), and serve records its children's
+process groups in ``$PREFECT_HOME/zsr-serve.json``, so the next ``zsr serve`` on that home stops whatever
+of them is still running (a flow run the worker started, a worker ignoring SIGTERM) before it starts.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import signal
 import socket
@@ -17,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -39,6 +46,8 @@ TELEMETRY_OFF = {
 HEARTBEAT_SECONDS = 30  # flow runs report every 30 s (Prefect's minimum) ...
 ZOMBIE_SECONDS = 90  # ... and are marked Crashed after 90 s of silence (its machine died with it)
 ZOMBIE_AUTOMATION = "zsr: crash silent flow runs"
+STATE_FILE = "zsr-serve.json"  # under PREFECT_HOME: serve's pid and its children's process groups
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 _RESTARTS = 5  # worker restarts allowed within _RESTART_WINDOW seconds before serve gives up
 _RESTART_WINDOW = 600.0
 
@@ -86,6 +95,7 @@ class Stack:
         self._restarts: list[float] = []
         self._workers_started = 0
         self._worker_prefix = f"zsr-{socket.gethostname()}-{os.getpid()}-"  # names this serve's workers
+        self._groups: list[int] = []  # process groups of every child started, for a later serve to reap
 
     # -- processes -----------------------------------------------------------------------------------------
     def _spawn(self, name: str, *args: str, client: bool = True) -> subprocess.Popen[bytes]:
@@ -94,7 +104,7 @@ class Stack:
         if not client:  # the server is the API: it must not inherit a client setting pointing elsewhere
             env.pop("PREFECT_API_URL")
         with (self.logs / f"{name}.log").open("ab") as log:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "prefect", *args],
                 cwd=PROJECT_DIR,
                 env=env,
@@ -102,7 +112,45 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches serve only; it stops the children in order
+                preexec_fn=_die_with_parent,
             )
+        self._groups.append(process.pid)
+        self._save_state()
+        return process
+
+    # -- leftovers of a serve that was killed ----------------------------------------------------------------
+    def _save_state(self) -> None:
+        state = {"pid": os.getpid(), "port": self.port, "groups": self._groups}
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.home / f"{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.home / STATE_FILE)
+
+    def reap_previous(self) -> list[int]:
+        """Stop what a killed ``zsr serve`` on this home left running; returns the pids it stopped.
+
+        Raises:
+            ServeError: that serve is still alive (two stacks on one home would share its database).
+        """
+        path = self.home / STATE_FILE
+        if not path.is_file():
+            return []
+        state = json.loads(path.read_text())
+        if state["pid"] != os.getpid() and _alive(state["pid"]) and "serve" in _cmdline(state["pid"]):
+            raise ServeError(
+                f"another zsr serve (pid {state['pid']}, port {state['port']}) runs on {self.home}; "
+                f"stop it first (Ctrl-C, or kill {state['pid']})"
+            )
+        stopped = [pid for group in state["groups"] for pid in _members(group) if "prefect" in _cmdline(pid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in stopped:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while any(_alive(pid) for pid in stopped) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        path.unlink(missing_ok=True)
+        return stopped
 
     def _run(self, name: str, *args: str, timeout: float = 300.0) -> None:
         process = self._spawn(name, "--no-prompt", *args)
@@ -120,7 +168,14 @@ class Stack:
         return self.logs / f"{name}.log"
 
     def start_server(self) -> None:
-        """Start ``prefect server start`` and wait until its API answers."""
+        """Stop a killed serve's leftovers, then start ``prefect server start`` and wait for its API."""
+        stopped = self.reap_previous()
+        if stopped:
+            typer.echo(
+                f"stopped {len(stopped)} process(es) a previous zsr serve left running on {self.home} "
+                f"(pids {', '.join(map(str, stopped))})",
+                err=True,
+            )
         with socket.socket() as probe:  # else another server on the port would answer our health checks
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -256,6 +311,7 @@ class Stack:
                 except ServeError as error:
                     typer.echo(f"could not settle unfinished runs: {error}", err=True)
             _stop(self.server, self.grace)
+        (self.home / STATE_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> Stack:
         try:
@@ -324,6 +380,42 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals, leader_
             os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _die_with_parent() -> None:
+    """In each child, before it runs Prefect: SIGTERM from the kernel when serve dies, however it dies."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _members(group: int) -> list[int]:
+    """The live processes of a process group (from /proc; the group outlives its leader)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group:  # after "pid (comm)": state, ppid, pgrp
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> Any:
