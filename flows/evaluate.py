@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import steps
+from storage.settings import get_settings
 from tasks.runs import RunResult
 
 MethodName = Literal[
@@ -85,6 +86,8 @@ def evaluate(
     runs = [steps.evaluation_task(m)(engine, test, m, measures, depth, eval_id, progress) for m in methods]
     for run in runs:
         log.info("run %s (%s): %s", run.run_id, run.method, _numbers(run.metrics))
+        if warning := run.warning(get_settings().fallback_warn_share):
+            log.warning("%s", warning)
     result = Evaluation(corpus, testset, label, eval_id, measures, runs)
     result.previous = steps.previous_runs(corpus, testset, label, eval_id)
     if result.previous:
@@ -106,7 +109,12 @@ def evaluate(
 
 
 def results_table(result: Evaluation) -> list[dict[str, Any]]:
-    """One row per method: each metric and its delta against the previous evaluation (never NaN)."""
+    """One row per method: each metric and its delta against the previous evaluation (never NaN).
+
+    Beside them, the share of queries that fell back and the LLM errors, and a warning when more than
+    ``ZSR_FALLBACK_WARN_SHARE`` fell back: the metric is then largely the fallback's.
+    """
+    threshold = get_settings().fallback_warn_share
     rows = []
     for run in result.runs:
         before = result.previous.get(run.method, {})
@@ -116,6 +124,9 @@ def results_table(result: Evaluation) -> list[dict[str, Any]]:
             row[measure] = "n/a" if value is None else round(value, 4)
             row[f"Δ {measure}"] = _delta(value, before.get("metrics", {}).get(measure))
         row |= {
+            "fallback": f"{run.fallback_share:.0%}",
+            "LLM errors": run.llm_errors,
+            "warning": run.warning(threshold) or "",
             "queries": run.n_queries,
             "retrieval s": round(run.retrieval_seconds, 2),
             "run": run.run_id,
@@ -139,12 +150,14 @@ def summary(result: Evaluation, n_queries: int) -> str:
             else f"first {result.label} evaluation of this test set: no deltas yet."
         ),
         "",
-        "| method | " + " | ".join(f"{m} | Δ" for m in result.metrics) + " |",
-        "|---|" + "---:|---:|" * len(result.metrics),
+        "| method | " + " | ".join(f"{m} | Δ" for m in result.metrics) + " | fell back |",
+        "|---|" + "---:|---:|" * len(result.metrics) + "---:|",
     ]
-    for row in results_table(result):
+    rows = results_table(result)
+    for row in rows:
         cells = " | ".join(f"{_fmt(row[m])} | {row[f'Δ {m}']}" for m in result.metrics)
-        lines.append(f"| {row['method']} | {cells} |")
+        lines.append(f"| {row['method']} | {cells} | {row['fallback']} |")
+    lines += [f"\n> **Warning**: {row['warning']}" for row in rows if row["warning"]]
     scored = [r for r in result.runs if steps.finite(r.metrics.get(head)) is not None]
     if scored:
         best = max(scored, key=lambda r: r.metrics[head])

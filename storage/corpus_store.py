@@ -154,12 +154,26 @@ class UnknownCorpusError(LookupError):
     """The corpus was never ingested."""
 
 
+class IncompleteCorpusError(LookupError):
+    """A corpus's first ingest stopped before it finished (killed, or failed); re-running it completes it."""
+
+
 class CorpusStore:
     """All LanceDB access for corpora; ``tasks`` never talk to LanceDB directly."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.db = lancedb.connect(uri)
+
+    def _table_names(self) -> list[str]:
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                return names
 
     def _exists(self, name: str) -> bool:
         token = None
@@ -180,7 +194,18 @@ class CorpusStore:
         return sorted((CorpusInfo(**row) for row in rows), key=lambda c: c.name)
 
     def corpus(self, name: str) -> CorpusInfo:
-        """The registered corpus ``name``, or an error that lists the ones that exist."""
+        """The registered corpus ``name``, or an error that lists the ones that exist.
+
+        Raises:
+            IncompleteCorpusError: the corpus's first ingest did not finish, so its tables cannot be searched.
+            UnknownCorpusError: no ingest of the corpus ever started.
+        """
+        reason = self.incomplete(name)
+        if reason is not None:
+            raise IncompleteCorpusError(
+                f"corpus {name!r} is incomplete ({reason}): its first ingest did not finish; "
+                f"re-run the ingest: `zsr ingest SOURCE --corpus {name}`"
+            )
         for info in self.corpora():
             if info.name == name:
                 return info
@@ -189,6 +214,30 @@ class CorpusStore:
             f"corpus {name!r} was never ingested into {self.uri} (known: {known}); "
             f"run `zsr ingest SOURCE --corpus {name}` first"
         )
+
+    def incomplete(self, name: str) -> str | None:
+        """Why the first ingest of ``name`` looks unfinished, or ``None``.
+
+        A first ingest creates the documents table while diffing, registers the corpus, writes views and rows
+        batch by batch and builds the BM25 index last; a run stopped anywhere in between leaves one of the
+        states below. A later re-index that stops keeps the earlier, complete tables and index.
+        """
+        registered = any(info.name == name for info in self.corpora())
+        missing = [kind for kind in ("documents", "views") if not self._exists(f"{name}__{kind}")]
+        if not registered:
+            return None if len(missing) == 2 else "its tables exist but it was never registered"
+        if missing:
+            return f"its {' and '.join(missing)} table{'s are' if len(missing) == 2 else ' is'} missing"
+        if not any(index.index_type == "FTS" for index in self.documents(name).list_indices()):
+            return "its BM25 index was never built"
+        return None
+
+    def incomplete_corpora(self) -> dict[str, str]:
+        """``name -> reason`` for every corpus, registered or not, whose first ingest did not finish."""
+        names = {info.name for info in self.corpora()}
+        names |= {t.rsplit("__", 1)[0] for t in self._table_names() if t.endswith(("__documents", "__views"))}
+        found = {name: self.incomplete(name) for name in sorted(names)}
+        return {name: reason for name, reason in found.items() if reason is not None}
 
     def register(self, info: CorpusInfo) -> None:
         """Insert or update the registry row of a corpus."""
@@ -489,12 +538,16 @@ class CorpusStore:
         )
 
     def has_fts(self, corpus: str) -> bool:
-        """Whether the BM25 index exists and covers every row."""
-        for index in self.documents(corpus).list_indices():
-            if index.index_type == "FTS":
-                stats = self.documents(corpus).index_stats(index.name)
-                return stats is not None and stats.num_unindexed_rows == 0
-        return False
+        """Whether the BM25 index exists and was built over the table as it is now.
+
+        "Covers every row" is not enough: rows deleted after the build leave their words in the index's
+        statistics (document count, lengths, document frequencies), and Lance reports nothing unindexed.
+        So the index must be the table's last commit: built on version v, committed as v + 1. A run
+        killed between its writes and the rebuild fails this, and the next ingest rebuilds.
+        """
+        table = self.documents(corpus)
+        built_on = [i["version"] for i in table.to_lance().list_indices() if i["type"] == "Inverted"]
+        return bool(built_on) and built_on[0] + 1 == table.version
 
     def vector_index_lags(self, corpus: str, dim: int, min_rows: int) -> bool:
         """Whether :meth:`ensure_vector_index` has work to do (a run killed before it leaves some)."""

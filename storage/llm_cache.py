@@ -50,5 +50,9 @@ class ResponseCache:
             "INSERT OR IGNORE INTO responses (key, response) VALUES (?, ?)", (key, json.dumps(response))
         )
 
+    def delete(self, key: str) -> None:
+        """Forget a response (one its caller could not use), so the request is asked again."""
+        self._connect().execute("DELETE FROM responses WHERE key = ?", (key,))
+
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT count(*) FROM responses").fetchone()[0])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -45,16 +47,46 @@ class Settings(BaseSettings):
         default="zsr-local/smollm2",
         description="Any LiteLLM model string (openai/..., ollama/..., hosted_vllm/...); default: bundled.",
     )
-    llm_fallbacks: list[str] = Field(
-        default_factory=list, description="Models tried in order when one fails."
+    # Kept as read and checked when an LLM client is built (tasks.llm.parse_fallbacks), so that a malformed
+    # value fails the commands that use an LLM with a message naming the variable, and no other command.
+    llm_fallbacks: Annotated[list[Any] | str, NoDecode] = Field(
+        default_factory=list,
+        description="Models tried in order when one fails: a JSON list of model strings or of objects "
+        '{"model": ..., "api_base": ..., "api_key_env": ...}; a model string alone gets its provider\'s '
+        "default endpoint, never ZSR_LLM_API_BASE.",
     )
-    llm_api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible server.")
+    llm_api_base: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server for ZSR_LLM_MODEL."
+    )
     llm_timeout: float = Field(default=120.0, gt=0, description="Seconds before one LLM call times out.")
+    llm_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="Most seconds (calls and waits) one request spends retrying a model before its fallback.",
+    )
     llm_concurrency: int = Field(
         default=8,
         ge=1,
         description="LLM calls in flight at once (the bundled model decodes them as one batch).",
     )
+    fallback_warn_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Warn beside a method's scores when more than this share of its queries fell back.",
+    )
+
+    @field_validator("llm_fallbacks", mode="before")
+    @classmethod
+    def _json_list_or_as_read(cls, value: Any) -> Any:
+        """A JSON list as a list; anything else stays as read, for the LLM client to refuse by name."""
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value) if value.strip() else []
+            except ValueError:
+                return value
+            return parsed if isinstance(parsed, list) else value
+        return value
 
     @property
     def home_dir(self) -> Path:

@@ -69,6 +69,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n_queries", pa.int32()),
             ("retrieval_seconds", pa.float64()),
             ("eval_seconds", pa.float64()),
+            ("fallback_share", pa.float64()),  # share of queries whose method fell back; null in older runs
+            ("llm_errors", pa.int32()),  # LLM answers that failed or could not be used, all queries
         ]
     ),
     "metrics": pa.schema([("run_id", pa.string()), ("measure", pa.string()), ("value", pa.float64())]),
@@ -345,5 +347,5 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             raise ValueError(
                 f"zsr sql runs read-only queries; a {kind} statement is refused (the warehouse's files are "
                 "written only by zsr). To take results out, use `zsr export` or "
-                "`zsr sql --json \"SELECT ...\" > file.json`"
+                '`zsr sql --json "SELECT ..." > file.json`'
             )

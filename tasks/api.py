@@ -19,6 +19,7 @@ from tasks.embed import Embedder, ModelSpec, load_embedder, model_spec
 from tasks.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.judge import Judge
 from tasks.llm import LLMClient, LLMConfig
+from tasks.llm_failover import parse_fallbacks
 from tasks.search import Method, Ranking, Searcher
 from tasks.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.synthesize import (
@@ -56,13 +57,19 @@ def ingest(
     model: str | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    delimiter: str = ",",
 ) -> tuple[ReindexReport, SourceReport]:
     """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped."""
     settings = settings or get_settings()
     store = open_store(settings)
     store.check_name(corpus)
     read = read_source(
-        source, fmt=fmt, fields=fields or FieldMap(), skip_bad=skip_bad, max_doc_bytes=settings.max_doc_bytes
+        source,
+        fmt=fmt,
+        fields=fields or FieldMap(),
+        skip_bad=skip_bad,
+        max_doc_bytes=settings.max_doc_bytes,
+        delimiter=delimiter,
     )
     explicit = model is not None or "embedding_model" in settings.model_fields_set
     requested = model_spec(model or settings.embedding_model, settings.query_prefix, settings.passage_prefix)
@@ -86,13 +93,18 @@ def ingest(
 
 
 def llm_client(settings: Settings | None = None) -> LLMClient:
-    """The LLM client from settings: response cache under ``$ZSR_HOME``, usage rows into the warehouse."""
+    """The LLM client from settings: response cache under ``$ZSR_HOME``, usage rows into the warehouse.
+
+    Raises:
+        ValueError: ``ZSR_LLM_FALLBACKS`` is malformed, or names a key variable that is not set.
+    """
     settings = settings or get_settings()
     config = LLMConfig(
         model=settings.llm_model,
-        fallbacks=tuple(settings.llm_fallbacks),
+        fallbacks=parse_fallbacks(settings.llm_fallbacks),
         api_base=settings.llm_api_base,
         timeout=settings.llm_timeout,
+        retry_seconds=settings.llm_retry_seconds,
         concurrency=settings.llm_concurrency,
     )
     warehouse = Warehouse(settings.warehouse_dir)
@@ -221,6 +233,7 @@ def write_eval_report(run_id: str, measure: str = "nDCG@10", settings: Settings 
         title=f"{first['corpus']} / {first['testset']}",
         measure=measure,
         queries=query_texts(first, settings),
+        warn_share=settings.fallback_warn_share,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 from scipy import stats
 
+from storage.ids import trec_id
 from storage.warehouse import Warehouse
 
 
@@ -133,13 +134,20 @@ def _cost(warehouse: Warehouse, run_a: str, run_b: str) -> dict[str, tuple[float
 
 
 def trec_lines(warehouse: Warehouse, run_id: str) -> list[str]:
-    """The run in TREC format: ``query Q0 doc rank score tag``, ranks from 1."""
+    """The run in TREC format: ``query Q0 doc rank score tag``, ranks from 1.
+
+    Whitespace and ``%`` in query and document ids are percent-encoded (:func:`storage.ids.trec_id`), so every
+    line keeps its six fields; zsr decodes them where it reads TREC files.
+    """
     run_row(warehouse, run_id)
     rows = warehouse.query(
         "SELECT query_id, doc_id, rank, score FROM rankings WHERE run_id = ? ORDER BY query_id, rank",
         [run_id],
     ).to_pylist()
-    return [f"{r['query_id']} Q0 {r['doc_id']} {r['rank']} {r['score']:.6f} {run_id}" for r in rows]
+    return [
+        f"{trec_id(r['query_id'])} Q0 {trec_id(r['doc_id'])} {r['rank']} {r['score']:.6f} {run_id}"
+        for r in rows
+    ]
 
 
 def eval_frames(warehouse: Warehouse, run_id: str) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:

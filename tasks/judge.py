@@ -87,6 +87,10 @@ class LLMJudge:
     With first-token log-probabilities, the grade is the most probable candidate digit (renormalised over the
     candidates) and ``probability`` is P(relevant) (graded: P(1) + P(2)); without them, the first digit of
     the answer is the grade and ``probability`` stays ``None``.
+
+    ``cache_unparseable``: an answer that gives no grade is cached like any other, so a re-run judges exactly
+    as before (what a synthetic test set needs to rebuild the same set). ``False`` (the query-time methods'
+    judge): it is not cached, and the next run asks again rather than replaying the failure.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class LLMJudge:
         scale: Scale = "graded",
         prompt_version: str = "judge-v1",
         max_doc_chars: int = 800,
+        cache_unparseable: bool = True,
     ) -> None:
         if (prompt_version, scale) not in PROMPTS:
             known = ", ".join(f"{v}/{s}" for v, s in PROMPTS)
@@ -103,6 +108,7 @@ class LLMJudge:
         self.llm, self.scale, self.prompt_version = llm, scale, prompt_version
         self.template = PROMPTS[prompt_version, scale]
         self.max_doc_chars = max_doc_chars
+        self.cache_unparseable = cache_unparseable
         self.candidates = ("0", "1", "2") if scale == "graded" else ("0", "1")
         self.name = f"llm:{llm.config.model}:{prompt_version}:{scale}"
 
@@ -117,6 +123,7 @@ class LLMJudge:
             # keeps both in view when a small model would rather start its reply with a word.
             top_logprobs=20,
             context={"query_id": query_id, "doc_id": doc_id},
+            accept=None if self.cache_unparseable else self._usable,
         )
 
     def judge(self, pairs: Sequence[Pair]) -> list[Judgement]:
@@ -127,6 +134,13 @@ class LLMJudge:
     def _read(self, query_id: str, doc_id: str, answer: Completion | LLMError) -> Judgement:
         if isinstance(answer, LLMError):
             return Judgement(query_id, doc_id, None, None, None, str(answer))
+        grade, probability = self._grade(answer)
+        if grade is None:
+            return Judgement(query_id, doc_id, None, None, answer.text, f"unparseable: {answer.text!r}")
+        return Judgement(query_id, doc_id, grade, probability, answer.text)
+
+    def _grade(self, answer: Completion) -> tuple[int | None, float | None]:
+        """The grade and P(relevant) an answer gives; ``(None, None)`` when it gives no grade."""
         mass = dict.fromkeys(self.candidates, 0.0)
         for token, logprob in (answer.first_token_logprobs or {}).items():
             if token.strip() in mass:  # " 1" and "1" are the same answer to us
@@ -136,11 +150,15 @@ class LLMJudge:
             # Ties go to the lower grade: precision first.
             grade = max(self.candidates, key=lambda c: (mass[c], -int(c)))
             relevant = sum(mass[c] for c in self.candidates if c != "0")
-            return Judgement(query_id, doc_id, int(grade), relevant / total, answer.text)
+            return int(grade), relevant / total
         digit = _DIGIT.search(answer.text)
         if digit is None or digit.group() not in self.candidates:
-            return Judgement(query_id, doc_id, None, None, answer.text, f"unparseable: {answer.text!r}")
-        return Judgement(query_id, doc_id, int(digit.group()), None, answer.text)
+            return None, None
+        return int(digit.group()), None
+
+    def _usable(self, answer: Completion) -> bool:
+        """Whether an answer gives a grade."""
+        return self._grade(answer)[0] is not None
 
 
 class OracleJudge:

@@ -2,9 +2,12 @@
 
 Exactly one retry layer lives here (LiteLLM's own retries are off: its retry settings are silently dropped
 for some providers, litellm #32895): exponential backoff with full jitter, only on rate limits, timeouts,
-connection errors and 5xx answers. When a model still fails, the next fallback model is tried. Every
-response is cached on disk by (model, messages, parameters) before it is returned, so a re-run or a
-resumed run repeats no call, and every call (cache hits included) leaves one usage row in the warehouse.
+connection errors, 5xx answers and bodies that are not JSON, within a time budget per model and request.
+When a model still fails, the next fallback model is tried, at its own endpoint with its own key. Every
+answer its caller accepts is cached on disk by (model, messages, parameters) before it is returned, so a
+re-run or a resumed run repeats no call, and every call (cache hits included) leaves one usage row in the
+warehouse. LiteLLM prints nothing: its help banners are off and its log records go to stderr, so ``--json``
+output stays one document.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +29,7 @@ import pyarrow as pa
 
 from storage.ids import content_hash
 from storage.llm_cache import ResponseCache, cache_key
+from tasks.llm_failover import Fallback, describe_failure, is_retryable, parse_fallbacks, server_failure
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ _PER_CALL = ("cache_hit", "retries", "latency_ms")  # facts about one call, not 
 
 
 class LLMError(RuntimeError):
-    """Every model failed for a request; the message names each model and its cause."""
+    """Every model failed for a request; the one-line message names each model, endpoint, cause and fix."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,11 @@ class LLMConfig:
     """Which models to call and how patiently."""
 
     model: str = "zsr-local/smollm2"
-    fallbacks: tuple[str, ...] = ()
-    api_base: str | None = None
+    fallbacks: tuple[str | Fallback, ...] = ()  # a bare model string gets its provider's default endpoint
+    api_base: str | None = None  # the primary model's endpoint only
     timeout: float = 120.0
-    max_attempts: int = 10  # per model; with the backoff below, rides out about two minutes of 429s
+    max_attempts: int = 10  # per model and request
+    retry_seconds: float = 120.0  # per model and request: calls and waits; rides out a minute of 429s
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     concurrency: int = 4
@@ -63,6 +69,9 @@ class Request:
     seed: int | None = None
     top_logprobs: int | None = None  # ask for the first token's top log-probabilities
     context: dict[str, Any] = field(default_factory=dict)  # ids that go into the usage row, not the key
+    # What the caller can use (a judge: a grade it can read; HyDE: a non-empty passage). An answer it
+    # rejects is handed back but never cached, and a rejected cached answer is asked again.
+    accept: Callable[[Completion], bool] | None = field(default=None, compare=False)
 
     def params(self) -> dict[str, Any]:
         """The parameters that change the answer (and so the cache key)."""
@@ -90,6 +99,53 @@ class Completion:
     latency_ms: float = 0.0
 
 
+_quiet_lock = threading.Lock()
+
+
+def quiet_litellm() -> None:
+    """Make LiteLLM print nothing to stdout (idempotent).
+
+    On a failed call it prints "Give Feedback / Get Help" banners unless ``suppress_debug_info`` is set, and
+    its own log handler writes records below WARNING to stdout. Its loggers are handed to ours instead
+    (propagation to the root logger, which writes to stderr), so ``--json`` output stays one document.
+    """
+    import litellm
+    from litellm import _logging
+
+    with _quiet_lock:
+        litellm.suppress_debug_info = True
+        litellm.set_verbose = False
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+            logging.getLogger(name).removeHandler(_logging.handler)
+
+
+class _StdoutToStderr:
+    """While any LLM call runs, ``sys.stdout`` is stderr: what LiteLLM or a provider still prints goes there.
+
+    Counted, so overlapping calls from many threads restore stdout once, when the last one ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._saved, sys.stdout = sys.stdout, sys.stderr
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                sys.stdout, self._saved = self._saved, None
+
+
+_stdout_to_stderr = _StdoutToStderr()
+
+
 def register_provider(name: str, handler: Any) -> None:
     """Route model strings ``name/...`` to an in-process LiteLLM ``CustomLLM`` (idempotent)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -98,16 +154,6 @@ def register_provider(name: str, handler: Any) -> None:
     others = [p for p in litellm.custom_provider_map if p["provider"] != name]
     litellm.custom_provider_map = [*others, {"provider": name, "custom_handler": handler}]
     litellm.utils.custom_llm_setup()  # rebuilds LiteLLM's provider list from the map
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Rate limits, timeouts, connection errors and 5xx answers are worth another try; nothing else is."""
-    import litellm
-
-    if isinstance(error, litellm.RateLimitError | litellm.Timeout | litellm.APIConnectionError):
-        return True
-    status = getattr(error, "status_code", None)
-    return isinstance(status, int) and status >= 500
 
 
 class LLMClient:
@@ -119,46 +165,63 @@ class LLMClient:
         cache: ResponseCache,
         usage_sink: UsageSink | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download at import
         import litellm
 
         litellm.telemetry = False
+        quiet_litellm()
         self.config = config
         self.cache = cache
         self.usage_sink = usage_sink
         self.sleep = sleep
+        self.clock = clock
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.concurrency)  # per client, across every caller
-        self.models = (config.model, *config.fallbacks)
+        # The primary at its api_base; each fallback at its own (a bare model string: its provider's default).
+        self.routes = (Fallback(config.model, config.api_base), *parse_fallbacks(list(config.fallbacks)))
+        self.models = tuple(route.model for route in self.routes)
+        self._failing: set[str] = set()  # models whose last request ran out of retries on server failures
         if any(m.startswith(LOCAL_PREFIX) for m in self.models):
             from tasks.local_llm import register
 
             register()
 
     def complete(self, request: Request, purpose: str) -> Completion:
-        """Answer one request from the cache, or from the first model that answers."""
+        """Answer one request from the cache, or from the first model that answers.
+
+        An answer ``request.accept`` rejects is returned but not cached; one found in the cache is dropped
+        and asked again.
+        """
         key = cache_key(self.models[0], request.messages, request.params())
         started = time.perf_counter()
         cached = self.cache.get(key)
         if cached is not None:
             result = Completion(**{**cached, "cache_hit": True, "retries": 0, "latency_ms": 0.0})
-            self._record(purpose, request, result, None)
-            return result
+            if request.accept is None or request.accept(result):
+                self._record(purpose, request, result, None)
+                return result
+            self.cache.delete(key)
         causes = []
-        for model in self.models:
+        for route in self.routes:
             try:
-                result = self._call_with_retries(model, request)
-            except Exception as error:  # every failure moves on to the next model
-                causes.append(f"{model}: {type(error).__name__}: {error}")
-                self._record(purpose, request, None, causes[-1], model=model)
+                result = self._call_with_retries(route, request)
+            except _Failed as failed:  # every failure moves on to the next model
+                causes.append(failed.cause)
+                self._record(purpose, request, None, failed.cause, model=route.model)
                 continue
             result.latency_ms = (time.perf_counter() - started) * 1000
-            self.cache.put(key, {k: v for k, v in asdict(result).items() if k not in _PER_CALL})
-            self._record(purpose, request, result, None)
+            if request.accept is None or request.accept(result):
+                self.cache.put(key, {k: v for k, v in asdict(result).items() if k not in _PER_CALL})
+                self._record(purpose, request, result, None)
+            else:
+                self._record(
+                    purpose, request, result, f"rejected by the caller, not cached: {result.text[:80]!r}"
+                )
             return result
-        raise LLMError(f"{purpose}: every model failed: " + "; ".join(causes))
+        raise LLMError(f"{purpose}: every model failed: " + "; then ".join(causes))
 
     def complete_many(self, requests: Sequence[Request], purpose: str) -> list[Completion | LLMError]:
         """Answer many requests concurrently; a request that fails yields its error, the rest go on."""
@@ -174,31 +237,52 @@ class LLMClient:
         self.flush()
         return results
 
-    def _call_with_retries(self, model: str, request: Request) -> Completion:
+    def _call_with_retries(self, route: Fallback, request: Request) -> Completion:
+        """One model's answer, retrying transient failures while ``retry_seconds`` (calls and waits) lasts.
+
+        A model that ran out of retries on server failures gets one attempt per request (no backoff) until
+        it answers again, so a dead server costs the first requests the budget, not every request.
+        """
         import litellm
 
-        for attempt in range(1, self.config.max_attempts + 1):
+        # Checked when the client was built; unset since, it is sent empty and answered 401, which names it.
+        key = {"api_key": os.environ.get(route.api_key_env, "")} if route.api_key_env else {}
+        spent, attempt = 0.0, 0
+        while True:
+            attempt += 1
+            started = self.clock()
             try:
-                with self._slots:
+                with self._slots, _stdout_to_stderr:
                     response = litellm.completion(
-                        model=model,
+                        model=route.model,
                         messages=request.messages,
-                        api_base=self.config.api_base,
+                        api_base=route.api_base,
                         timeout=self.config.timeout,
                         num_retries=0,
                         max_retries=0,
+                        **key,
                         **request.params(),
                     )
-                return _completion(response, model, attempt - 1)
+                self._failing.discard(route.model)
+                return _completion(response, route.model, attempt - 1)
             except Exception as error:
-                if attempt == self.config.max_attempts or not is_retryable(error):
-                    raise
+                spent += self.clock() - started
                 # Full jitter (AWS architecture blog): spreads out clients that failed together.
                 cap = min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1))
                 delay = random.uniform(0, cap)
-                log.warning("%s: %s; retry %d in %.1fs", model, type(error).__name__, attempt, delay)
+                if (
+                    not is_retryable(error)
+                    or attempt >= self.config.max_attempts
+                    or spent + delay > self.config.retry_seconds
+                    or (route.model in self._failing and server_failure(error))
+                ):
+                    if server_failure(error) and route.model not in self._failing:
+                        self._failing.add(route.model)
+                        log.warning("%s keeps failing; later requests try it once each", route.model)
+                    raise _Failed(describe_failure(error, route, attempt, spent)) from error
+                log.warning("%s: %s; retry %d in %.1fs", route.model, type(error).__name__, attempt, delay)
                 self.sleep(delay)
-        raise AssertionError("unreachable")
+                spent += delay
 
     def _record(
         self,
@@ -240,6 +324,14 @@ class LLMClient:
             rows, self._rows = self._rows, []
         if rows and self.usage_sink:
             self.usage_sink(pa.Table.from_pylist(rows))
+
+
+class _Failed(Exception):
+    """A model gave up on a request; ``cause`` is the one-line account of why."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
 
 
 def _get(obj: Any, name: str) -> Any:

@@ -326,6 +326,7 @@ def _generate(
             stop=STOP,
             seed=sample,  # tells the samples of one prompt apart (and apart in the cache)
             context={"query_id": qid, "sample": sample},
+            accept=_has_text,  # an empty passage is not cached: the next run asks again
             **request,
         )
         for qid, prompt in prompts.items()
@@ -341,6 +342,10 @@ def _generate(
         else:
             searcher.last_trace[qid].llm_errors += 1
     return out
+
+
+def _has_text(answer: Completion) -> bool:
+    return bool(answer.text.strip())
 
 
 def _hyde_vectors(
@@ -384,9 +389,11 @@ def _judge(
     """The judge's verdict on each query's candidates, in their order.
 
     The default judge is ReDE-RF's: binary, one token, the passage cut to about 128 tokens, over the
-    searcher's (metered) LLM.
+    searcher's (metered) LLM; an answer it cannot read is not cached, so the next run asks again.
     """
-    judge = searcher.judge or LLMJudge(searcher.llm, scale="binary", max_doc_chars=PASSAGE_CHARS)
+    judge = searcher.judge or LLMJudge(
+        searcher.llm, scale="binary", max_doc_chars=PASSAGE_CHARS, cache_unparseable=False
+    )
     texts = searcher.document_texts(sorted({d for ds in candidates.values() for d in ds}))
     pairs = [(qid, queries[qid], d, texts.get(d, "")) for qid in queries for d in candidates[qid]]
     out: dict[str, list[Judgement]] = {qid: [] for qid in queries}

@@ -25,7 +25,8 @@ HARDEST = 10
 _CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:.3em .7em;border-bottom:1px solid #ddd}
 th{text-align:left;background:#f4f4f4;max-width:16em;overflow-wrap:anywhere}img{max-width:100%}
-td.n{text-align:right;font-variant-numeric:tabular-nums}figcaption,.note{color:#555;font-size:.9em}"""
+td.n{text-align:right;font-variant-numeric:tabular-nums}figcaption,.note{color:#555;font-size:.9em}
+.warning{background:#fff3cd;border-left:4px solid #e0a800;padding:.4em .7em}"""
 
 
 def _fmt(value: float | None) -> str:
@@ -164,6 +165,28 @@ def _num(value: float | None, best: float = math.nan) -> str:
     return f"<td class=n><b>{_fmt(value)}</b></td>" if value == best else f"<td class=n>{_fmt(value)}</td>"
 
 
+def _fallbacks(run: dict) -> str:
+    """The fallback share and LLM errors of a run (dashes for runs stored before they were counted)."""
+    share, errors = run.get("fallback_share"), run.get("llm_errors")
+    shown = DASH if share is None or math.isnan(share) else f"{share:.0%}"
+    return f"<td class=n>{shown}</td><td class=n>{DASH if errors is None else errors}</td>"
+
+
+def _warnings(runs: pl.DataFrame, labels: dict[str, str], warn_share: float | None) -> list[str]:
+    if warn_share is None or "fallback_share" not in runs.columns:
+        return []
+    from tasks.runs import fallback_warning
+
+    out = []
+    for run in runs.iter_rows(named=True):
+        share = run["fallback_share"]
+        if share is not None and not math.isnan(share):
+            errors = run.get("llm_errors") or 0
+            line = fallback_warning(labels[run["run_id"]], share, run["n_queries"], errors, warn_share)
+            out += [line] if line else []
+    return out
+
+
 def _table(header: list[str], rows: list[str]) -> str:
     head = f"<tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>" if header else ""
     return "\n".join([f"<table>{head}", *(f"<tr>{row}</tr>" for row in rows), "</table>"])
@@ -178,11 +201,14 @@ def write_report(
     title: str,
     measure: str = "nDCG@10",
     queries: dict[str, str] | None = None,
+    warn_share: float | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` with its two PNGs beside it and return the HTML path.
 
-    The page needs no network: provenance, scores (best per measure in bold), both charts and the ``HARDEST``
-    queries with the lowest mean ``measure`` across methods. The HTML goes last, so its charts are in place.
+    The page needs no network: provenance, scores (best per measure in bold) with the share of queries that
+    fell back and the LLM errors, a warning above them for each run whose share passes ``warn_share``, both
+    charts and the ``HARDEST`` queries with the lowest mean ``measure`` across methods. The HTML goes last,
+    so its charts are in place.
     """
     e = html.escape
     labels = _labels(runs)
@@ -217,9 +243,11 @@ def write_report(
     scores = [
         _td(label)
         + "".join(_num(values.get((run["run_id"], m), math.nan), best[m]) for m in measures)
+        + _fallbacks(run)
         + _num(run["retrieval_seconds"])
         for run, label in zip(runs.iter_rows(named=True), labels.values(), strict=True)
     ]
+    warnings = "".join(f"<p class=warning>{e(w)}</p>\n" for w in _warnings(runs, labels, warn_share))
 
     hardest = rows.group_by("query_id").agg(pl.col("value").mean()).sort("value", "query_id", nulls_last=True)
     per_query = {(r, q): v for r, q, v in rows.select("run_id", "query_id", "value").iter_rows()}
@@ -237,8 +265,9 @@ def write_report(
 <h2>Provenance</h2>
 {_table([], facts)}
 <h2>Scores</h2>
-<p class=note>Mean over queries, higher is better; the best per measure is in bold.</p>
-{_table(["Method", *measures, "Retrieval (s)"], scores)}
+<p class=note>Mean over queries, higher is better; the best per measure is in bold. Fell back: share of
+queries the method's fallback answered (its LLM failed, answered junk, or judged nothing relevant).</p>
+{warnings}{_table(["Method", *measures, "Fell back", "LLM errors", "Retrieval (s)"], scores)}
 <h2>Charts</h2>
 {figures}
 <h2>Hardest queries</h2>

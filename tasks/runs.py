@@ -13,7 +13,7 @@ import re
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -35,7 +35,7 @@ _CUTOFF = re.compile(r"@(\d+)$")
 
 @dataclass
 class RunResult:
-    """One published run."""
+    """One published run, with how much of it the method's fallback answered (every front end shows it)."""
 
     run_id: str
     method: str
@@ -43,6 +43,34 @@ class RunResult:
     n_queries: int
     retrieval_seconds: float
     eval_seconds: float
+    fallback_share: float = 0.0  # share of queries that fell back (an LLM that failed, a judge that refused)
+    llm_errors: int = 0  # LLM answers that failed or could not be used, over all queries
+
+    def warning(self, threshold: float) -> str | None:
+        """The warning to show beside the scores when more than ``threshold`` of the queries fell back."""
+        return fallback_warning(self.method, self.fallback_share, self.n_queries, self.llm_errors, threshold)
+
+
+def fallback_stats(traces: Iterable[QueryTrace]) -> tuple[float, int]:
+    """``(share of queries that fell back, LLM errors)`` over the queries' traces."""
+    traces = list(traces)
+    fell = sum(t.fallback is not None for t in traces)
+    return (fell / len(traces) if traces else 0.0), sum(t.llm_errors for t in traces)
+
+
+def fallback_warning(
+    method: str, share: float, n_queries: int, llm_errors: int, threshold: float, reason: str | None = None
+) -> str | None:
+    """A line saying that ``method``'s scores are largely its fallback's; ``None`` at or below ``threshold``.
+
+    A method whose LLM calls all fail still scores (its fallback's ranking), so the number alone misleads.
+    """
+    if share <= threshold:
+        return None
+    if n_queries == 1:
+        return f"{method}: the query fell back ({reason or 'see its trace'}); {llm_errors} LLM errors"
+    fell = round(share * n_queries)
+    return f"{method}: {fell} of {n_queries} queries ({share:.0%}) fell back; {llm_errors} LLM errors"
 
 
 def new_id(label: str = "") -> str:
@@ -142,45 +170,45 @@ def evaluate_methods(
                 progress(str(method), done, len(testset.queries))
         retrieval = time.perf_counter() - started
         started = time.perf_counter()
+        fallback_share, llm_errors = fallback_stats(traces.values())
         aggregate, per_query = score_queries(rankings, testset.qrels, measures)
         run_id = new_id(method.name)
         # What actually answered, judges included (an oracle judge is provenance too); null when nothing did.
         used = {t.llm for t in traces.values() if t.llm} | {
             f"judge={t.judge}" for t in traces.values() if t.judge
         }
+        result = RunResult(
+            run_id,
+            str(method),
+            aggregate,
+            len(testset.queries),
+            retrieval,
+            time.perf_counter() - started,
+            fallback_share,
+            llm_errors,
+        )
         warehouse.write_run(
-            _run_row(
-                run_id,
-                method,
-                {**common, "llm_model": "; ".join(sorted(used)) or None},
-                len(testset.queries),
-                retrieval,
-                time.perf_counter() - started,
-            ),
+            _run_row(result, method, {**common, "llm_model": "; ".join(sorted(used)) or None}),
             _data(run_id, rankings, latency, traces, aggregate, per_query),
         )
-        results.append(
-            RunResult(
-                run_id, str(method), aggregate, len(testset.queries), retrieval, time.perf_counter() - started
-            )
-        )
-        log.info("run %s (%s): %s", run_id, method, aggregate)
+        results.append(result)
+        log.info("run %s (%s): %s; %.0f%% fell back", run_id, method, aggregate, 100 * fallback_share)
     return results
 
 
-def _run_row(
-    run_id: str, method: Method, common: dict, n_queries: int, retrieval: float, scoring: float
-) -> pa.Table:
+def _run_row(result: RunResult, method: Method, common: dict) -> pa.Table:
     row = {
         **common,
-        "run_id": run_id,
+        "run_id": result.run_id,
         "created_at": datetime.now(UTC),
         "method": str(method),
         "method_name": method.name,
         "params": method.params.model_dump_json(),
-        "n_queries": n_queries,
-        "retrieval_seconds": retrieval,
-        "eval_seconds": scoring,
+        "n_queries": result.n_queries,
+        "retrieval_seconds": result.retrieval_seconds,
+        "eval_seconds": result.eval_seconds,
+        "fallback_share": result.fallback_share,
+        "llm_errors": result.llm_errors,
     }
     return pa.Table.from_pylist([row], SCHEMAS["runs"])
 

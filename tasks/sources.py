@@ -37,6 +37,7 @@ _FORMAT_BY_SUFFIX: dict[str, SourceFormat] = {
     ".parquet": "parquet",
 }
 _FOLDER_SUFFIXES = {".txt", ".md", ".markdown", ".html", ".htm", ".pdf"}
+_FOLDER_KINDS = (".txt", ".md", ".html", ".pdf")
 _SUPPORTED = (
     "a BEIR folder (with corpus.jsonl), a folder of .txt/.md/.html/.pdf files, "
     "or a .jsonl/.ndjson, .csv or .parquet file"
@@ -44,6 +45,9 @@ _SUPPORTED = (
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # category Cc, less tab and newline
 _BLANKS = re.compile(r"[ \t]+")
 _CSV_FIELD_LIMIT = 2**31 - 1  # the largest value every platform's C long accepts
+_ID_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # category Cc: breaks TSV qrels, TREC lines, terminals
+_OTHER_DELIMITERS = (";", "\t", "|")
+_SHOWN_SKIPPED = 5
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ def read_source(
     fields: FieldMap = AUTO_FIELDS,
     skip_bad: bool = False,
     max_doc_bytes: int = 5_000_000,
+    delimiter: str = ",",
 ) -> SourceReport:
     """Read every document of a source, normalised, with ids as stripped strings.
 
@@ -114,6 +119,7 @@ def read_source(
         fields: Record fields holding id, title and text (ignored for folders, whose ids are relative paths).
         skip_bad: Leave bad records out and report them in ``skipped`` instead of raising.
         max_doc_bytes: The largest document (UTF-8 title plus text) accepted.
+        delimiter: The CSV field delimiter (one character).
 
     Returns:
         The documents in source order, and the skipped records.
@@ -122,14 +128,17 @@ def read_source(
         BadInputError: with every problem found, when any record is bad and ``skip_bad`` is off; always
             when the source as a whole is unusable (missing, unreadable, unknown fields, no documents).
     """
+    if len(delimiter) != 1:
+        raise ValueError(f"the CSV delimiter must be one character, not {delimiter!r}")
     fmt = fmt or detect_format(path)
     collector = _Collector(max_doc_bytes)
+    unsupported: list[str] = []
     if fmt == "folder":
-        _read_folder(path, collector)
+        unsupported = _read_folder(path, collector)
     elif fmt == "parquet":
         _read_parquet(path, fields, collector)
     elif fmt == "csv":
-        _read_csv(path, fields, collector)
+        _read_csv(path, fields, collector, delimiter)
     else:
         _read_jsonl(path / "corpus.jsonl" if fmt == "beir" else path, fields, collector)
 
@@ -137,7 +146,17 @@ def read_source(
     if problems and not skip_bad:
         raise BadInputError(problems)
     if not collector.documents:
-        empty = Problem(str(path), "no documents found", f"point at a source with documents: {_SUPPORTED}")
+        fix = f"point at a source with documents: {_SUPPORTED}"
+        if unsupported:
+            shown = ", ".join(unsupported[:_SHOWN_SKIPPED]) + (
+                ", ..." if len(unsupported) > _SHOWN_SKIPPED else ""
+            )
+            files = "file" if len(unsupported) == 1 else "files"
+            fix = (
+                f"no {'/'.join(_FOLDER_KINDS)} files in {path}; skipped {len(unsupported)} {files}: "
+                f"{shown}; convert them to one of those, or {fix}"
+            )
+        empty = Problem(str(path), "no documents found", fix)
         raise BadInputError([*problems, empty])
     if problems:
         logger.warning("skipped %d bad record(s) in %s; first: %s", len(problems), path, problems[0])
@@ -192,8 +211,29 @@ class _Collector:
         )
 
     def add(
-        self, location: str, doc_id: str, title: str, text: str, metadata: dict[str, Any], *, empty_fix: str
+        self,
+        location: str,
+        doc_id: str,
+        title: str,
+        text: str,
+        metadata: dict[str, Any],
+        *,
+        empty_fix: str,
+        default_title: str = "",
     ) -> None:
+        """Keep a document, or record why not: a control character in its id, a duplicate id, no content.
+
+        A record with a title and no text is a document (bibliographic records often carry only a title);
+        ``default_title`` (a file's name) is applied after that check, so it never makes an empty file one.
+        """
+        bad = _ID_CONTROL.search(doc_id)
+        if bad:
+            self.problem(
+                location,
+                f"id {doc_id!r} holds a control character (U+{ord(bad.group()):04X})",
+                "remove control characters (NUL, tab, newline, ...) from the id; spaces are fine",
+            )
+            return
         # Ids are registered even for records that fail later checks, so a duplicate always points at the
         # first line that used the id.
         if doc_id in self.first_seen:
@@ -206,10 +246,12 @@ class _Collector:
             return
         self.first_seen[doc_id] = location
         title, text = _normalise_title(title), normalise_text(text)
+        if not text and not title:
+            self.problem(location, "has neither title nor text", empty_fix, doc_id)
+            return
+        title = title or default_title
         size = len(title.encode()) + len(text.encode())
-        if not text:
-            self.problem(location, "text is empty", empty_fix, doc_id)
-        elif size > self.max_doc_bytes:
+        if size > self.max_doc_bytes:
             self.too_big(location, size, doc_id)
         else:
             self.documents.append(Document(doc_id, title, text, metadata, location))
@@ -367,7 +409,7 @@ def _read_jsonl(path: Path, fields: FieldMap, collector: _Collector) -> None:
             collector.name_record(index, record.get(keys.id))
 
 
-def _read_csv(path: Path, fields: FieldMap, collector: _Collector) -> None:
+def _read_csv(path: Path, fields: FieldMap, collector: _Collector, delimiter: str) -> None:
     # The default 128 KiB field limit would reject long documents before the size check could name them.
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     bad_lines: dict[int, int] = {}  # line number -> index of its problem
@@ -377,7 +419,7 @@ def _read_csv(path: Path, fields: FieldMap, collector: _Collector) -> None:
             bad_lines[line_no] = len(collector.problems)
             collector.problems.append(problem)
         lines.append(text + "\n")
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader, None)
         if header is None:
@@ -385,6 +427,7 @@ def _read_csv(path: Path, fields: FieldMap, collector: _Collector) -> None:
         if bad_lines.keys() & set(range(1, reader.line_num + 1)):
             raise BadInputError(collector.problems)
         header = [name.strip() for name in header]
+        _check_delimiter(path, header, delimiter)
         keys = _resolve_fields(fields, header, path)
         end = reader.line_num
         for row in reader:
@@ -414,6 +457,19 @@ def _read_csv(path: Path, fields: FieldMap, collector: _Collector) -> None:
         raise BadInputError([*collector.problems, where]) from err
 
 
+def _check_delimiter(path: Path, header: list[str], delimiter: str) -> None:
+    """Refuse a one-column header that holds another usual delimiter: the file was split on the wrong one."""
+    if len(header) != 1:
+        return
+    found = next((d for d in _OTHER_DELIMITERS if d != delimiter and d in header[0]), None)
+    if found is not None:
+        raise _fatal(
+            path,
+            f"the header parses to one column {header[0]!r} with delimiter {delimiter!r}",
+            f"it looks {found!r}-delimited: pass --delimiter {found!r}",
+        )
+
+
 def _read_parquet(path: Path, fields: FieldMap, collector: _Collector) -> None:
     data = _read_bytes(path)
     try:
@@ -421,15 +477,55 @@ def _read_parquet(path: Path, fields: FieldMap, collector: _Collector) -> None:
     except pa.ArrowException as err:
         raise _fatal(path, f"not a readable Parquet file: {err}", "re-export it, or pass its format") from err
     keys = _resolve_fields(fields, table.column_names, path)
+    _check_parquet_types(path, table.schema, keys)
     for row_no, record in enumerate(table.to_pylist(), start=1):
         _add_record(collector, record, keys, f"{path}:row {row_no}")
 
 
-def _read_folder(root: Path, collector: _Collector) -> None:
+def _is_text_type(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _is_text_type(kind.value_type)
+    return (
+        pa.types.is_null(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+    )
+
+
+def _check_parquet_types(path: Path, schema: pa.Schema, keys: _Keys) -> None:
+    """Refuse id, title and text columns that are not strings, rather than index ``str()`` of their values.
+
+    A list would become the text "[1, 2]", bytes their repr, a float id "1.0" or "nan". Integer ids convert
+    exactly, so they are accepted.
+    """
+    problems = []
+    for role, name in (("id", keys.id), ("title", keys.title), ("text", keys.text)):
+        if name is None:
+            continue
+        kind = schema.field(name).type
+        if _is_text_type(kind) or (role == "id" and pa.types.is_integer(kind)):
+            continue
+        allowed = "a string or integer" if role == "id" else "a string"
+        problems.append(
+            Problem(
+                str(path),
+                f"{role} column {name!r} has Arrow type {kind}, not {allowed} column",
+                f"cast the column to string when writing the file (e.g. df[{name!r}].astype(str) after "
+                f"checking the values), or pass --{role}-field naming a string column",
+            )
+        )
+    if problems:
+        raise BadInputError(problems)
+
+
+def _read_folder(root: Path, collector: _Collector) -> list[str]:
+    """Read a folder's document files; returns the other files it skipped, relative to ``root``."""
     if not root.is_dir():
         message = "is not a folder" if root.exists() else "does not exist"
         raise _fatal(root, message, "pass a folder of .txt/.md/.html/.pdf files, or a file with its --format")
-    for path in _walk(root, collector):
+    unsupported: list[Path] = []
+    for path in _walk(root, collector, unsupported):
         rel = path.relative_to(root).as_posix()
         try:
             size = path.stat().st_size
@@ -447,11 +543,19 @@ def _read_folder(root: Path, collector: _Collector) -> None:
             continue
         title, text = parsed
         metadata = {"path": rel, "format": ext}
-        title = title.strip() or path.stem
-        collector.add(str(path), rel, title, text, metadata, empty_fix="add text or remove the file")
+        collector.add(
+            str(path),
+            rel,
+            title,
+            text,
+            metadata,
+            empty_fix="add text or remove the file",
+            default_title=path.stem,
+        )
+    return [path.relative_to(root).as_posix() for path in unsupported]
 
 
-def _walk(folder: Path, collector: _Collector) -> Iterator[Path]:
+def _walk(folder: Path, collector: _Collector, unsupported: list[Path]) -> Iterator[Path]:
     """Document files under ``folder`` in sorted order, skipping hidden files and folders (.git, .cache)."""
     try:
         entries = sorted(folder.iterdir())
@@ -462,9 +566,11 @@ def _walk(folder: Path, collector: _Collector) -> Iterator[Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            yield from _walk(entry, collector)
+            yield from _walk(entry, collector, unsupported)
         elif entry.suffix.lower() in _FOLDER_SUFFIXES:
             yield entry
+        else:
+            unsupported.append(entry)
 
 
 def _parse_file(path: Path, ext: str, data: bytes) -> tuple[str, str] | Problem:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.corpus_store import CORPUS_NAME, CorpusStore, now
-from storage.ids import canonical_json, content_hash
+from storage.ids import canonical_json, content_hash, untrec_id
 from storage.types import BadInputError, Problem, Qrels, TestSetFormat
 from tasks.evaluate import load_qrels, load_queries
 
@@ -337,6 +337,8 @@ def _read_qrels(path: Path, *, trec: bool) -> Qrels:
             problems.append(Problem(where, what, f"write each judgement as {shape}, with an integer grade"))
             continue
         qid, doc_id, grade = fields[0], fields[-2], int(fields[-1])
+        if trec:  # as `zsr export` writes ids holding whitespace or "%"
+            qid, doc_id = untrec_id(qid), untrec_id(doc_id)
         first.setdefault((qid, doc_id), where)
         kept = qrels.setdefault(qid, {}).setdefault(doc_id, grade)
         if kept != grade:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -53,14 +54,15 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, LookupError, FileNotFoundError, LLMError) as error:
-        err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+        # The message as written: "[...]" is not markup to it, nor ":question:" (a purpose) an emoji.
+        err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, emoji=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def warn(message: str | None) -> None:
     """A yellow warning line on stderr (nothing for ``None``)."""
     if message:
-        err.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, emoji=False, soft_wrap=True)
 
 
 def fallback_warnings(results: list[Any]) -> list[str | None]:

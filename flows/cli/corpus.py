@@ -18,10 +18,12 @@ from flows.cli.common import (
     index_progress,
     listing,
     out,
+    results_json,
     run_evaluation,
     show,
     show_results,
     user_errors,
+    warn,
 )
 from storage.settings import get_settings
 from storage.types import SourceFormat
@@ -42,6 +44,7 @@ def ingest(
     id_field: Annotated[str | None, typer.Option(help="Field holding the document id.")] = None,
     title_field: Annotated[str | None, typer.Option(help="Field holding the title.")] = None,
     text_field: Annotated[str | None, typer.Option(help="Field holding the text.")] = None,
+    delimiter: Annotated[str, typer.Option(help="CSV field delimiter, e.g. ';' or '|' (default ',').")] = ",",
     model: Annotated[
         str | None,
         typer.Option(help="sentence-transformers model for a new corpus (default: ZSR_EMBEDDING_MODEL)."),
@@ -67,6 +70,7 @@ def ingest(
             keep_deleted=keep_deleted,
             model=model,
             progress=progress,
+            delimiter="\t" if delimiter == "\\t" else delimiter,  # as the hint prints it: '\t'
         )
     skipped = [asdict(p) for p in read.skipped]
     if as_json:
@@ -108,8 +112,9 @@ def search(
     k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search a corpus and show the top K documents."""
+    """Search a corpus and show the top K documents (and a warning when the method fell back)."""
     from tasks.api import searcher
+    from tasks.runs import fallback_warning
 
     with user_errors():
         engine = searcher(corpus)
@@ -118,6 +123,10 @@ def search(
             d["doc_id"]: d
             for d in engine.store.fetch_documents(corpus, [h[0] for h in hits], ["doc_id", "title", "text"])
         }
+    trace = engine.last_trace["q"]
+    share, threshold = float(trace.fallback is not None), get_settings().fallback_warn_share
+    warning = fallback_warning(method, share, 1, trace.llm_errors, threshold, trace.fallback)
+    warn(warning)
     rows = [
         {
             "rank": i,
@@ -129,7 +138,8 @@ def search(
         for i, (doc_id, score) in enumerate(hits, start=1)
     ]
     if as_json:
-        emit_json({"corpus": corpus, "method": method, "query": query, "hits": rows})
+        found = {"corpus": corpus, "method": method, "query": query, "hits": rows}
+        emit_json({**found, "fallback": trace.fallback, "llm_errors": trace.llm_errors, "warning": warning})
         return
     show(
         ["rank", "doc_id", "score", "title"],
@@ -139,24 +149,35 @@ def search(
 
 @app.command()
 def corpora(as_json: JsonOpt = False) -> None:
-    """List indexed corpora: documents, chunks, model and table versions."""
+    """List indexed corpora: documents, chunks, model, table versions, and whether a first ingest stopped."""
     from tasks.api import open_store
 
     with user_errors():
         store = open_store()
-        rows = [
-            {
-                **asdict(info),
-                **{f"{k}_rows": v for k, v in store.counts(info.name).items()},
-                **{f"{k}_version": v for k, v in store.versions(info.name).items()},
-            }
-            for info in store.corpora()
+        incomplete = store.incomplete_corpora()
+        registered: list[dict[str, Any]] = [asdict(info) for info in store.corpora()]
+        unknown = dict.fromkeys(registered[0] if registered else ("name", "model", "updated_at"))
+        unregistered = [
+            {**unknown, "name": name} for name in incomplete if name not in {r["name"] for r in registered}
         ]
+        rows = sorted(
+            (
+                {
+                    **info,
+                    **{f"{k}_rows": v for k, v in store.counts(info["name"]).items()},
+                    **{f"{k}_version": v for k, v in store.versions(info["name"]).items()},
+                    "incomplete": incomplete.get(info["name"], ""),
+                }
+                for info in [*registered, *unregistered]
+            ),
+            key=lambda row: row["name"],
+        )
     columns = {"corpus": "name", "documents": "documents_rows", "chunks": "views_rows", "model": "model"}
     columns |= {
         "documents version": "documents_version",
         "views version": "views_version",
         "updated": "updated_at",
+        "incomplete (re-run the ingest)": "incomplete",
     }
     listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`")
 
@@ -212,7 +233,7 @@ def demo(
         )
         page = write_eval_report(results[0].run_id, "nDCG@10")
     if as_json:
-        emit_json({"index": asdict(indexed), "runs": [asdict(r) for r in results], "report": str(page)})
+        emit_json({"index": asdict(indexed), "runs": results_json(results), "report": str(page)})
         return
     out.print(
         f"indexed [bold]{corpus}[/]: {indexed.added} added, {indexed.changed} changed, "

@@ -15,12 +15,15 @@ from flows.cli.common import (
     cell,
     emit_json,
     err,
+    fallback_warnings,
     open_warehouse,
     out,
+    results_json,
     run_evaluation,
     show,
     show_results,
     user_errors,
+    warn,
 )
 
 
@@ -49,7 +52,9 @@ def eval_(
             corpus, testset, split_methods(methods), measure_list, depth, progress=not as_json
         )
     if as_json:
-        emit_json([asdict(r) for r in results])
+        emit_json(results_json(results))
+        for message in fallback_warnings(results):
+            warn(message)
     else:
         show_results(corpus, testset, results)
 

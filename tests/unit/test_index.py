@@ -23,6 +23,7 @@ from tasks.synthesize import ExtractiveGenerator, Filters, synthesize
 from tasks.views import build_views
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
+from tests.kill_target import instrument
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -337,7 +338,7 @@ def test_skip_bad_keeps_the_indexed_version_of_a_skipped_record(tmp_path, monkey
         indexed = tables(store, "k")
 
         # b's line is bad but its id is readable: b keeps its indexed version, and the report says so
-        report = ingest(lines["a"], '{"_id": "b", "title": "no text"}', lines["c"])
+        report = ingest(lines["a"], '{"_id": "b", "title": " "}', lines["c"])  # neither title nor text
         assert tables(store, "k") == indexed
         assert (report["deleted"], report["kept_skipped"], report["unchanged"]) == (0, 1, 2)
         printed = CliRunner().invoke(app, ["ingest", str(source), "--corpus", "k", "--skip-bad"]).output
@@ -456,3 +457,72 @@ def test_a_metadata_change_keeps_the_chunk_views_under_the_new_version(tmp_store
     after = [v for v in tables(tmp_store)["views"] if v["doc_id"] == "d0"]
     assert [v["doc_hash"] for v in after] == [changed.content_hash] * len(before)
     assert [{**v, "doc_hash": None} for v in after] == [{**v, "doc_hash": None} for v in before]
+
+
+class _Stopped(Exception):
+    """Stands in for SIGKILL: the first ingest stops at a store call and never resumes."""
+
+
+@pytest.mark.parametrize(
+    ("stop_before", "reason"),
+    [
+        ("register", "never registered"),
+        ("put_views", "views table"),
+        ("rebuild_fts", "BM25 index"),
+    ],
+)
+def test_a_corpus_whose_first_ingest_stopped_is_reported_incomplete(tmp_store, fake, stop_before, reason):
+
+    def hook(number: int, name: str, side: str) -> None:
+        if (name, side) == (stop_before, "before"):
+            raise _Stopped
+
+    with pytest.raises(_Stopped):
+        reindex(instrument(tmp_store, hook), "c", make_docs(6), fake.spec, lambda: fake, batch_docs=2)
+    store = CorpusStore(tmp_store.uri)
+
+    with pytest.raises(LookupError, match=rf"corpus 'c' is incomplete \(.*{reason}.*re-run the ingest"):
+        Searcher(store, "c", lambda: fake)
+    assert store.incomplete("c") is not None and reason in store.incomplete("c")
+    assert "c" in store.incomplete_corpora()
+
+    reindex(store, "c", make_docs(6), fake.spec, lambda: fake)
+    assert store.incomplete("c") is None and store.incomplete_corpora() == {}
+    assert Searcher(store, "c", lambda: fake).search("term1", "hybrid", k=1)[0][0] == "d1"
+
+
+def test_zsr_corpora_marks_a_corpus_whose_first_ingest_stopped(tmp_path, fake):
+    def hook(number: int, name: str, side: str) -> None:
+        if (name, side) == ("put_views", "before"):
+            raise _Stopped
+
+    with zsr_home_at(tmp_path / "home"):
+        from tasks.api import open_store
+
+        reindex(open_store(), "whole", make_docs(3), fake.spec, lambda: fake)
+        with pytest.raises(_Stopped):
+            reindex(instrument(open_store(), hook), "half", make_docs(3), fake.spec, lambda: fake)
+        rows = json.loads(CliRunner().invoke(app, ["corpora", "--json"]).output)
+
+    assert {r["name"]: r["incomplete"] for r in rows} == {"half": "its views table is missing", "whole": ""}
+
+
+def test_a_delete_only_run_killed_before_the_bm25_rebuild_rebuilds_it_next_time(tmp_store, fake):
+    """Deleted rows stay in the BM25 statistics until the index is rebuilt: the next run must see that."""
+    docs = make_docs(8)
+    clean = CorpusStore(str(tmp_store.uri) + "-clean")
+    run(clean, docs[:5], fake)
+    run(tmp_store, docs, fake)
+    with pytest.raises(Crash):  # the rows are deleted, the index still counts them
+        run(crash_before(CorpusStore(tmp_store.uri), "rebuild_fts"), docs[:5], fake)
+    store = CorpusStore(tmp_store.uri)
+    probes = ("wing flow", "term2 heat", "shock mach pressure")
+    stale = [store.fts_search("c", q, 10) for q in probes]
+    expected = [clean.fts_search("c", q, 10) for q in probes]
+    assert stale != expected  # the kill really left stale scores behind
+    report = run(store, docs[:5], fake)  # nothing added, changed or deleted, yet the index is rebuilt
+    assert (report.added, report.changed, report.deleted) == (0, 0, 0)
+    assert [store.fts_search("c", q, 10) for q in probes] == expected
+    before = store.versions("c")
+    run(store, docs[:5], fake)  # and then nothing is left to do
+    assert store.versions("c") == before

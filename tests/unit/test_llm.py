@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import socket
 import statistics
@@ -14,8 +15,10 @@ import litellm
 import pyarrow as pa
 import pytest
 
-from storage.llm_cache import ResponseCache
-from tasks.llm import LLMClient, LLMConfig, LLMError, Request
+from storage.llm_cache import ResponseCache, cache_key
+from tasks.llm import Fallback, LLMClient, LLMConfig, LLMError, Request
+from tests import fake_llm
+from tests.llm_server import INVALID_JSON, ScriptedServer
 
 REAL_COMPLETION = litellm.completion
 
@@ -351,3 +354,140 @@ def test_the_concurrency_bound_holds_across_callers_of_one_client(monkeypatch, m
         gate.let_through(20, limit=3)
     assert sum(len(a.result()) for a in answers) == 20
     assert gate.most == 3
+
+
+def test_rejected_answers_are_not_cached_and_cached_junk_is_asked_again(monkeypatch, make_client):
+    script = Script(monkeypatch, "maybe", "1")
+    client = make_client()
+    digit = Request(ASK.messages, max_tokens=1, accept=lambda c: c.text.strip().isdigit())
+    junk = client.complete(digit, purpose="judge")
+    assert (junk.text, len(client.cache)) == ("maybe", 0)  # handed to the caller, never replayed
+    valid = client.complete(digit, purpose="judge")
+    assert (valid.text, valid.cache_hit, len(script.models)) == ("1", False, 2)
+    assert client.complete(digit, purpose="judge").cache_hit and len(script.models) == 2
+    assert [r["error"] for r in client.usage] == ["rejected by the caller, not cached: 'maybe'", None, None]
+
+    key = cache_key(
+        "openai/primary", ASK.messages, ASK.params()
+    )  # junk cached before callers could refuse it
+    client.cache.put(
+        key, {"text": "   ", "model": "openai/primary", "prompt_tokens": 1, "completion_tokens": 1}
+    )
+    script.answers = ["a real answer"]
+    again = client.complete(Request(ASK.messages, max_tokens=16, accept=lambda c: bool(c.text.strip())), "t")
+    assert (again.text, again.cache_hit, len(script.models)) == ("a real answer", False, 3)
+    assert client.cache.get(key)["text"] == "a real answer"
+
+
+def test_a_fallback_goes_to_its_own_api_base_with_its_own_key(monkeypatch, make_client):
+    """vLLM first, a hosted model second: the fallback must not be sent to the failing server."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-primary")
+    monkeypatch.setenv("BACKUP_KEY", "sk-backup")
+    with ScriptedServer(500) as failing, ScriptedServer("from the backup") as backup:
+        client = make_client(
+            api_base=failing.url,
+            fallbacks=(Fallback("openai/backup", api_base=backup.url, api_key_env="BACKUP_KEY"),),
+            retry_seconds=5,
+        )
+        answer = client.complete(ASK, purpose="test")
+    assert (answer.text, answer.model) == ("from the backup", "openai/backup")
+    assert len(failing.seen) > 1 and {auth for _, auth, _ in failing.seen} == {"Bearer sk-primary"}
+    assert [(body["model"], auth) for _, auth, body in backup.seen] == [("backup", "Bearer sk-backup")]
+
+
+def test_a_fallback_without_an_api_base_gets_none(monkeypatch, make_client):
+    script = Script(monkeypatch, bad_request(), "ok")
+    client = make_client(api_base="http://gpu-box:8000/v1", fallbacks=("openai/backup",))
+    client.complete(ASK, purpose="test")
+    assert [(k["model"], k["api_base"]) for k in script.kwargs] == [
+        ("openai/primary", "http://gpu-box:8000/v1"),
+        ("openai/backup", None),  # the provider's own endpoint, not the primary's server
+    ]
+    assert all("api_key" not in k for k in script.kwargs)  # LiteLLM reads the provider's variable
+
+
+@pytest.mark.parametrize(
+    ("model", "failure", "status"),
+    [
+        ("openai/primary", 500, "HTTP 500"),
+        ("openai/primary", INVALID_JSON, "HTTP 500"),  # LiteLLM's openai provider reports a bad body as a 500
+        ("hosted_vllm/primary", INVALID_JSON, "HTTP 200"),  # its hosted_vllm provider as an APIError with 200
+    ],
+    ids=["http-500", "invalid-json", "invalid-json-vllm"],
+)
+def test_retry_time_is_bounded_and_the_error_is_one_line(monkeypatch, make_client, model, failure, status):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    random.seed(5)
+    with ScriptedServer(failure) as server:
+        client = make_client(model=model, api_base=server.url, retry_seconds=30, max_attempts=1000)
+        with pytest.raises(LLMError) as raised:
+            client.complete(ASK, purpose="judge")
+    assert sum(client.sleeps) <= 30 and len(client.sleeps) >= 4  # retried, within the budget
+    assert len(server.seen) == len(client.sleeps) + 1
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"judge: every model failed: {model}")
+    assert f"at {server.url}" in message and status in message
+    assert "fix: check the server" in message and "ZSR_LLM_FALLBACKS" in message
+
+
+def test_the_retry_budget_counts_time_spent_in_calls(monkeypatch, make_client):
+    def completion(**kwargs):
+        clock["now"] += 4.0  # each call takes 4 s before it fails
+        raise server_error()
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(litellm, "completion", completion)
+    client = make_client(retry_seconds=10, backoff_base=0.01, max_attempts=100)
+    client.clock = lambda: clock["now"]
+    with pytest.raises(LLMError, match="after 3 attempts"):
+        client.complete(ASK, purpose="test")  # the third call ends past 10 s: no fourth
+
+
+def test_a_model_that_exhausted_its_retries_is_tried_once_until_it_answers(monkeypatch, make_client):
+    script = Script(monkeypatch, *[server_error()] * 3, server_error(), "back", "again")
+    client = make_client(max_attempts=3)
+    with pytest.raises(LLMError):
+        client.complete(ASK, purpose="test")
+    assert (len(script.models), len(client.sleeps)) == (3, 2)
+    with pytest.raises(LLMError, match="1 attempt"):  # still failing: no second round of backoff
+        client.complete(Request(ASK.messages, seed=1), purpose="test")
+    assert (len(script.models), len(client.sleeps)) == (4, 2)
+    assert client.complete(Request(ASK.messages, seed=2), purpose="test").text == "back"
+    script.answers = [server_error(), "recovered"]  # answering again restores its retries
+    assert client.complete(Request(ASK.messages, seed=3), purpose="test").text == "recovered"
+    assert len(client.sleeps) == 3
+
+
+def test_litellm_prints_no_banner_when_calls_fail(monkeypatch, make_client, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with ScriptedServer(429, 500, "ok") as server:
+        client = make_client(api_base=server.url)
+        assert client.complete(ASK, purpose="test").text == "ok"
+    printed = capsys.readouterr()
+    assert printed.out == "" and "Give Feedback" not in printed.err  # off, not merely moved
+
+
+def test_what_a_provider_prints_during_a_call_goes_to_stderr(tmp_path, capsys):
+    provider = fake_llm.install()
+    provider.rule = lambda messages, params: print("provider chatter") or "ok"
+    client = LLMClient(LLMConfig(model="zsr-fake/m"), ResponseCache(tmp_path / "c.sqlite"))
+    answers = client.complete_many(questions(6), purpose="test")
+    assert [a.text for a in answers] == ["ok"] * 6
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.count("provider chatter") == 6
+    print("after the calls")  # stdout is stdout again once no call is running
+    assert capsys.readouterr().out == "after the calls\n"
+
+
+def test_litellm_log_records_never_reach_stdout(make_client, capsys):
+    """LiteLLM's own handler writes records below WARNING to stdout; the client hands them to ours."""
+    make_client()
+    logger = logging.getLogger("LiteLLM")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # as with zsr -v, or LITELLM_LOG=DEBUG
+    try:
+        logger.info("an info record")
+        logger.warning("a warning record")
+    finally:
+        logger.setLevel(level)
+    assert capsys.readouterr().out == ""

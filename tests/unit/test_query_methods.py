@@ -317,3 +317,46 @@ def test_evaluation_records_cost_and_fallback_per_query(store, fake, provider, t
     assert all(r["llm_calls"] == 2 and r["tokens_out"] > 0 for r in hyde)
     assert [r["query_id"] for r in hyde if r["fallback"]] == ["q1"]
     assert hyde[0]["llm_model"] == "zsr-fake/m" and hyde[1]["llm_errors"] == 2
+
+
+def test_a_run_carries_its_fallback_share_and_llm_errors(store, fake, provider, tmp_path):
+    provider.rule = lambda messages, params: "" if "term1 " in prompt_of(messages) else "wing lift passage"
+    searcher = Searcher(store, "c", lambda: fake, llm=client(tmp_path))
+    warehouse = Warehouse(tmp_path / "warehouse")
+    dense, hyde = evaluate_methods(
+        searcher, make_testset(), ["dense", "hyde(n=2)"], warehouse, measures=["nDCG@10"]
+    )
+    assert (dense.fallback_share, dense.llm_errors) == (0.0, 0)
+    assert (hyde.fallback_share, hyde.llm_errors) == (pytest.approx(1 / 6), 2)  # q1: both samples empty
+    rows = warehouse.query("SELECT method, fallback_share, llm_errors FROM runs ORDER BY method").to_pylist()
+    assert [(r["method"], r["fallback_share"], r["llm_errors"]) for r in rows] == [
+        ("dense", 0.0, 0),
+        ("hyde(n=2)", pytest.approx(1 / 6), 2),
+    ]  # the warehouse, and so the report, holds the numbers the CLI shows
+
+
+def test_junk_answers_are_not_replayed_from_the_cache(store, fake, provider, tmp_path):
+    """A judge answer that does not parse, or an empty passage, is asked again on the next run."""
+    answered: dict[str, int] = {}
+
+    def junk_first(messages, params):
+        prompt = prompt_of(messages)
+        answered[prompt] = answered.get(prompt, 0) + 1
+        if answered[prompt] == 1:
+            return "maybe" if "Grades:" in prompt else "   "
+        return "1" if "Grades:" in prompt else "a passage on wing lift"
+
+    provider.rule = junk_first
+    searcher = Searcher(store, "c", lambda: fake, llm=client(tmp_path))
+    searcher.search(QUERY, "rerank(depth=3)", k=5)
+    assert searcher.last_trace["q"].fallback == "first-stage: 3 of 3 judgements failed"
+    searcher.search(QUERY, "rerank(depth=3)", k=5)
+    trace = searcher.last_trace["q"]
+    assert (trace.fallback, trace.llm_errors, trace.cache_hits, len(provider.calls)) == (None, 0, 0, 6)
+    searcher.search(QUERY, "rerank(depth=3)", k=5)  # the valid answers are cached
+    assert (searcher.last_trace["q"].cache_hits, len(provider.calls)) == (3, 6)
+
+    searcher.search(QUERY, "hyde(n=1)", k=5)
+    assert searcher.last_trace["q"].fallback == "query: no usable hypothetical document of 1"
+    searcher.search(QUERY, "hyde(n=1)", k=5)
+    assert (searcher.last_trace["q"].fallback, searcher.last_trace["q"].cache_hits) == (None, 0)

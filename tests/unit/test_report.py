@@ -147,3 +147,31 @@ def test_importing_the_module_does_not_import_matplotlib():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_scores_show_the_fallback_share_and_llm_errors_and_warn(tmp_path: Path):
+    runs, metrics, query_metrics = frames(METHODS)
+    runs = runs.with_columns(
+        pl.Series("fallback_share", [0.0, 0.25, 0.75]), pl.Series("llm_errors", [0, 3, 90], pl.Int32)
+    )
+    page = write_report(runs, metrics, query_metrics, tmp_path, title="t", warn_share=0.25).read_text("utf-8")
+    scores = page.split("<h2>Scores</h2>")[1].split("</table>")[0]
+    assert "<th>Fell back</th><th>LLM errors</th>" in scores
+    rows = {
+        m: next(r for r in scores.splitlines() if r.startswith("<tr><td>" + html.escape(m))) for m in METHODS
+    }
+    assert "<td class=n>0%</td><td class=n>0</td>" in rows["bm25"]
+    assert "<td class=n>75%</td><td class=n>90</td>" in rows["hybrid(fusion=<rrf>&k=60)"]
+    warnings = re.findall(r"<p class=warning>(.*?)</p>", scores)  # above the table, only over 25%
+    assert warnings == [
+        html.escape("hybrid(fusion=<rrf>&k=60): 9 of 12 queries (75%) fell back; 90 LLM errors")
+    ]
+
+
+def test_runs_from_before_fallbacks_were_counted_show_dashes(tmp_path: Path):
+    runs, metrics, query_metrics = frames(["bm25"])
+    runs = runs.with_columns(
+        pl.lit(None, pl.Float64).alias("fallback_share"), pl.lit(None).alias("llm_errors")
+    )
+    page = write_report(runs, metrics, query_metrics, tmp_path, title="t", warn_share=0.2).read_text("utf-8")
+    assert "<td class=n>–</td><td class=n>–</td>" in page and "class=warning" not in page

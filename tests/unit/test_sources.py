@@ -239,7 +239,7 @@ def _bad_jsonl(tmp_path: Path) -> Path:
         b'["not", "an", "object"]\n'  # 3 array
         b'{"text": "no id here"}\n'  # 4 missing id
         b'{"_id": "a", "text": "second a"}\n'  # 5 duplicate of line 1
-        b'{"_id": "c", "title": "Title only", "text": "  \\u0007 "}\n'  # 6 empty text after normalisation
+        b'{"_id": "c", "title": " ", "text": "  \\u0007 "}\n'  # 6 no title nor text after normalisation
         b'{"_id": "d", "text": "caf\xe9"}\n'  # 7 latin-1 byte
         b'{"_id": "e", "text": "last good"}\n'  # 8 good
     )
@@ -259,7 +259,7 @@ def test_all_problems_raised_at_once_with_file_line_and_fix(tmp_path: Path) -> N
     assert "not an object" in by_line["3"].message
     assert "missing id" in by_line["4"].message
     assert by_line["5"].record_id == "a" and f"{path}:1" in by_line["5"].message
-    assert by_line["6"].message == "text is empty" and "fill" in by_line["6"].fix
+    assert by_line["6"].message == "has neither title nor text" and "fill" in by_line["6"].fix
     assert "UTF-8" in by_line["7"].message and "iconv" in by_line["7"].fix
     assert "nothing was written" in str(excinfo.value)
 
@@ -500,3 +500,126 @@ def test_skipped_csv_rows_and_folder_files_carry_their_id(tmp_path: Path) -> Non
     report = read_source(folder, skip_bad=True)
     assert sorted(p.record_id for p in report.skipped) == ["latin.txt", "sub/broken.pdf"]
     assert report.skipped_without_id == 0
+
+
+# --- typed Parquet columns, title-only records, odd ids, unsupported folders, CSV delimiters (#11) -----
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "arrow_type"),
+    [
+        ("text", [[1, 2], [3]], "list<element: int64>"),
+        ("text", [b"\xff\x00", b"ok"], "binary"),
+        ("id", [1.0, float("nan")], "double"),
+        ("title", [[1], [2]], "list<element: int64>"),
+    ],
+)
+def test_parquet_column_of_the_wrong_type_is_refused_naming_file_column_and_type(
+    tmp_path: Path, column: str, values: list[object], arrow_type: str
+) -> None:
+    columns: dict[str, list[object]] = {"id": ["a", "b"], "title": ["A", "B"], "text": ["one", "two"]}
+    columns[column] = values
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table(columns), path)
+
+    with pytest.raises(BadInputError) as excinfo:
+        read_source(path, skip_bad=True)
+
+    (problem,) = _problems(excinfo)
+    assert problem.location == str(path)
+    assert f"column {column!r}" in problem.message and arrow_type in problem.message
+    assert "string" in problem.fix and f"--{column}-field" in problem.fix
+
+
+def test_parquet_integer_ids_convert_exactly_and_null_ids_are_record_problems(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    big = 2**62 + 1  # not exact as a float
+    table = pa.table({"id": pa.array([17, None, big], pa.int64()), "text": ["a", "b", None]})
+    pq.write_table(table, path)
+
+    report = read_source(path, skip_bad=True)
+
+    assert [d.doc_id for d in report.documents] == ["17"]
+    assert [(p.location, p.record_id) for p in report.skipped] == [
+        (f"{path}:row 2", None),
+        (f"{path}:row 3", str(big)),
+    ]
+
+
+def test_title_only_record_is_a_document_and_one_with_neither_is_refused(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        {"_id": "1", "title": "On the theory of flat plates", "text": ""},
+        {"_id": "2", "title": " ", "text": ""},
+        {"_id": "3", "text": "body only"},
+    )
+
+    report = read_source(path, skip_bad=True)
+
+    assert [(d.doc_id, d.title, d.text) for d in report.documents] == [
+        ("1", "On the theory of flat plates", ""),
+        ("3", "", "body only"),
+    ]
+    (problem,) = report.skipped
+    assert problem.location == f"{path}:2" and problem.record_id == "2"
+    assert "neither title nor text" in problem.message
+
+
+def test_empty_folder_file_is_still_refused_though_its_name_would_title_it(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "empty.txt").write_text("  \n")
+    (folder / "ok.txt").write_text("ok")
+
+    report = read_source(folder, skip_bad=True)
+
+    assert [(d.doc_id, d.title) for d in report.documents] == [("ok.txt", "ok")]
+    assert [p.record_id for p in report.skipped] == ["empty.txt"]
+
+
+def test_ids_with_spaces_are_kept_and_control_characters_refused(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        {"_id": "Ada Lovelace", "text": "a"},
+        {"_id": "nul\x00id", "text": "b"},
+        {"_id": "bell\x07", "text": "c"},
+        {"_id": "tab\tid", "text": "d"},
+    )
+
+    report = read_source(path, skip_bad=True)
+
+    assert [d.doc_id for d in report.documents] == ["Ada Lovelace"]
+    assert [p.location for p in report.skipped] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert all("control character" in p.message and "id" in p.fix for p in report.skipped)
+    assert "U+0000" in report.skipped[0].message
+
+
+def test_folder_with_only_unsupported_files_names_what_it_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.py", "b.docx", "sub/c.rtf", ".hidden.txt"):
+        (folder / name).write_text("x")
+
+    with pytest.raises(BadInputError) as excinfo:
+        read_source(folder)
+
+    (problem,) = _problems(excinfo)
+    assert problem.message == "no documents found"
+    assert f"no .txt/.md/.html/.pdf files in {folder}" in problem.fix
+    assert "skipped 3 files: a.py, b.docx, sub/c.rtf" in problem.fix
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_csv_with_another_delimiter_suggests_it_and_reads_with_it(tmp_path: Path, delimiter: str) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(delimiter.join(["id", "text"]) + "\n" + delimiter.join(["a", "one, two"]) + "\n")
+
+    with pytest.raises(BadInputError) as excinfo:
+        read_source(path)
+
+    (problem,) = _problems(excinfo)
+    assert problem.location == str(path)
+    assert f"--delimiter {delimiter!r}" in problem.fix and f"{delimiter!r}-delimited" in problem.fix
+
+    (doc,) = read_source(path, delimiter=delimiter).documents
+    assert (doc.doc_id, doc.text) == ("a", "one, two")

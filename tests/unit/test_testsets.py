@@ -219,3 +219,11 @@ def test_failed_replace_leaves_the_old_set_in_place(tmp_path, store, monkeypatch
     monkeypatch.undo()
     assert testsets.load(root, "c", "dev") == first
     assert sorted(p.name for p in (root / "c").iterdir()) == ["dev"]
+
+
+def test_trec_qrels_ids_are_percent_decoded_as_zsr_export_encodes_them(tmp_path, store):
+    (tmp_path / "qrels.txt").write_text("query%201 0 Ada%20Lovelace 1\nquery%201 0 100%25%09x 0\nq2 0 d1 2\n")
+
+    qrels = testsets._read_qrels(tmp_path / "qrels.txt", trec=True)
+
+    assert qrels == {"query 1": {"Ada Lovelace": 1, "100%\tx": 0}, "q2": {"d1": 2}}

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.warehouse import DATA_TABLES, SCHEMAS, Warehouse
+from tasks import testsets
 from tasks.compare import UnknownRunError, compare_runs, list_runs, trec_lines
 from tasks.evaluate import score_queries
 from tasks.index import reindex
@@ -243,3 +245,40 @@ def publish(warehouse: Warehouse, run_id: str, values: dict[tuple[str, str], flo
         SCHEMAS["query_metrics"],
     )
     warehouse.write_run(run, {"query_metrics": query_metrics})
+
+
+def test_trec_export_encodes_whitespace_and_percent_in_ids_reversibly(tmp_store, fake, warehouse, tmp_path):
+    docs = [
+        replace(d, doc_id=f"Ada Love{'%' if i == 3 else ''} {d.doc_id}") for i, d in enumerate(make_docs(12))
+    ]
+    reindex(tmp_store, "c", docs, fake.spec, lambda: fake)
+    base = make_testset()
+    spaced = replace(
+        base,
+        queries={f"query {q}": text for q, text in base.queries.items()},
+        qrels={
+            f"query {q}": {docs[int(d[1:])].doc_id: g for d, g in rel.items()}
+            for q, rel in base.qrels.items()
+        },
+    )
+    (result,) = evaluate_methods(Searcher(tmp_store, "c", lambda: fake), spaced, ["bm25"], warehouse)
+
+    lines = trec_lines(warehouse, result.run_id)
+
+    assert lines and all(len(line.split()) == 6 for line in lines)
+    assert {line.split()[0] for line in lines} == {"query%20q" + str(i) for i in range(6)}
+    assert "Ada%20Love%25%20d3" in {line.split()[2] for line in lines}
+    (tmp_path / "run-as-qrels.txt").write_text(
+        "".join(f"{q} 0 {d} 1\n" for q, _, d, *_ in map(str.split, lines))
+    )
+    read = testsets._read_qrels(tmp_path / "run-as-qrels.txt", trec=True)
+    assert set(read) == set(spaced.queries) and {d for rel in read.values() for d in rel} <= {
+        d.doc_id for d in docs
+    }
+
+
+def test_plain_ids_are_unchanged_in_trec_export(searcher, warehouse):
+    (result,) = evaluate_methods(searcher, make_testset(), ["bm25"], warehouse)
+
+    exported = {line.split()[2] for line in trec_lines(warehouse, result.run_id)}
+    assert "d0" in exported and exported <= {f"d{i}" for i in range(12)}
