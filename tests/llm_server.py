@@ -11,6 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 INVALID_JSON = b'{"id": "chatcmpl-1", "choices": [ this is not json'
+STALL = None  # a reply that holds the request until the server closes: longer than any client timeout
 
 
 def answer(body: dict, text: str) -> bytes:
@@ -25,14 +26,15 @@ def answer(body: dict, text: str) -> bytes:
 class ScriptedServer:
     """Each request gets the next reply of the script, the last one repeating; every request is recorded.
 
-    A reply is a ``str`` (answered with status 200), an ``int`` (that HTTP status, with an OpenAI error body)
-    or ``bytes`` (status 200 with that body as it is, e.g. :data:`INVALID_JSON`).
+    A reply is a ``str`` (answered with status 200), an ``int`` (that HTTP status, with an OpenAI error body),
+    ``bytes`` (status 200 with that body as it is, e.g. :data:`INVALID_JSON`) or :data:`STALL`.
     """
 
-    def __init__(self, *replies: str | int | bytes) -> None:
+    def __init__(self, *replies: str | int | bytes | None) -> None:
         self.replies = list(replies)
         self.seen: list[tuple[str, str | None, dict]] = []  # path, Authorization header, JSON body
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +43,9 @@ class ScriptedServer:
                 with server._lock:
                     server.seen.append((self.path, self.headers.get("Authorization"), body))
                     reply = server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
+                if reply is STALL:
+                    server._closing.wait(timeout=30)
+                    return
                 status, payload = 200, reply if isinstance(reply, bytes) else b""
                 if isinstance(reply, int):
                     status = reply
@@ -64,5 +69,6 @@ class ScriptedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -373,6 +373,12 @@ class CrashAfterFirstDelete:
         raise Crash("after the first delete")
 
 
+def crash_after_first_view_delete(store: CorpusStore, monkeypatch) -> CorpusStore:
+    views = store.views
+    monkeypatch.setattr(store, "views", lambda corpus, dim: CrashAfterFirstDelete(views(corpus, dim)))
+    return store
+
+
 def test_a_gone_documents_views_are_deleted_all_at_once(tmp_store, fake, monkeypatch):
     monkeypatch.setattr("storage.corpus_store._IN_BATCH", 2)  # every IN list split into pairs
     long = Document("long", "", " ".join(f"w{i}" for i in range(60)))
@@ -381,9 +387,7 @@ def test_a_gone_documents_views_are_deleted_all_at_once(tmp_store, fake, monkeyp
     clean = tables(tmp_store)
     assert sum(v["doc_id"] == "long" for v in clean["views"]) > 2
 
-    store = CorpusStore(tmp_store.uri)
-    views = store.views
-    monkeypatch.setattr(store, "views", lambda corpus, dim: CrashAfterFirstDelete(views(corpus, dim)))
+    store = crash_after_first_view_delete(CorpusStore(tmp_store.uri), monkeypatch)
     with pytest.raises(Crash):  # "long" is gone: its views are deleted, then its row would be
         run(store, docs[1:], fake)
 
@@ -436,9 +440,7 @@ def test_old_views_are_deleted_only_after_the_new_version_is_in(tmp_store, fake,
     clean = tables(tmp_store)
     assert sum(v["doc_id"] == "long" for v in clean["views"]) > 2
 
-    store = CorpusStore(tmp_store.uri)
-    views = store.views
-    monkeypatch.setattr(store, "views", lambda corpus, dim: CrashAfterFirstDelete(views(corpus, dim)))
+    store = crash_after_first_view_delete(CorpusStore(tmp_store.uri), monkeypatch)
     retitled = dataclasses.replace(long, title="new title")  # every chunk of it changes
     with pytest.raises(Crash):  # one of its old views is deleted, the others are not
         run(store, [retitled, *docs[1:]], fake)

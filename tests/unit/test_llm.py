@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import socket
 import statistics
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import litellm
 import pyarrow as pa
@@ -18,7 +16,7 @@ import pytest
 from storage.llm_cache import ResponseCache, cache_key
 from tasks.llm import Fallback, LLMClient, LLMConfig, LLMError, Request
 from tests import fake_llm
-from tests.llm_server import INVALID_JSON, ScriptedServer
+from tests.llm_server import INVALID_JSON, STALL, ScriptedServer
 
 REAL_COMPLETION = litellm.completion
 
@@ -224,53 +222,10 @@ def test_many_requests_isolate_failures(monkeypatch, make_client):
     assert sum(t.num_rows for t in client.batches) == 4  # flushed once at the end
 
 
-class OpenAIServer:
-    """An OpenAI-compatible endpoint on localhost that records each request and answers, or stalls."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str | None, dict]] = []
-        self.stall = threading.Event()
-        self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.seen.append((self.path, self.headers.get("Authorization"), body))
-                if server.stall.is_set():
-                    server.release.wait(timeout=30)  # longer than the client's timeout: it must give up first
-                payload = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "hello from the server"}}],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
-                }).encode()  # fmt: skip
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> OpenAIServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_api_base_and_the_providers_key_reach_the_server(monkeypatch, make_client):
     """zsr has no API-key setting: LiteLLM reads the provider's own variable (``OPENAI_API_KEY``)."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-zsr-test")
-    with OpenAIServer() as server:
+    with ScriptedServer("hello from the server") as server:
         client = make_client(model="openai/gpt-test", api_base=server.url)
         answer = client.complete(ASK, purpose="test")
     assert answer.text == "hello from the server"
@@ -280,8 +235,7 @@ def test_api_base_and_the_providers_key_reach_the_server(monkeypatch, make_clien
 
 def test_a_server_slower_than_the_timeout_is_a_timeout(monkeypatch, make_client):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-zsr-test")
-    with OpenAIServer() as server:
-        server.stall.set()
+    with ScriptedServer(STALL) as server:
         client = make_client(model="openai/gpt-test", api_base=server.url, timeout=0.5, max_attempts=2)
         with pytest.raises(LLMError, match="Timeout"):
             client.complete(ASK, purpose="test")
