@@ -538,16 +538,20 @@ class CorpusStore:
         )
 
     def has_fts(self, corpus: str) -> bool:
-        """Whether the BM25 index exists and was built over the table as it is now.
+        """Whether the BM25 index exists and its statistics describe the table as it is now.
 
-        "Covers every row" is not enough: rows deleted after the build leave their words in the index's
-        statistics (document count, lengths, document frequencies), and Lance reports nothing unindexed.
-        So the index must be the table's last commit: built on version v, committed as v + 1. A run
-        killed between its writes and the rebuild fails this, and the next ingest rebuilds.
+        "No unindexed rows" is not enough: rows deleted after the build stay in the index's statistics
+        (document count, lengths, document frequencies) while Lance reports nothing unindexed. So the index's
+        document count must also equal the table's rows; a run killed between deleting rows and rebuilding
+        fails this, and the next ingest rebuilds.
         """
         table = self.documents(corpus)
-        built_on = [i["version"] for i in table.to_lance().list_indices() if i["type"] == "Inverted"]
-        return bool(built_on) and built_on[0] + 1 == table.version
+        index = next((i for i in table.list_indices() if i.index_type == "FTS"), None)
+        if index is None:
+            return False
+        stats = table.to_lance().stats.index_stats(index.name)
+        documents = sum(segment["num_docs"] for segment in stats["indices"])
+        return stats["num_unindexed_rows"] == 0 and documents == table.count_rows()
 
     def vector_index_lags(self, corpus: str, dim: int, min_rows: int) -> bool:
         """Whether :meth:`ensure_vector_index` has work to do (a run killed before it leaves some)."""
