@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from storage.ids import canonical_json, content_hash
 
-SourceFormat = Literal["beir", "jsonl", "csv", "parquet", "folder"]
-TestSetFormat = Literal["beir", "trec"]
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
 

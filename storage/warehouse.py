@@ -306,13 +306,28 @@ class Warehouse:
     def reader(self) -> duckdb.DuckDBPyConnection:
         """Like :meth:`connect`, for people's queries: only the warehouse's files, configuration locked.
 
-        Pass each statement through :func:`check_read_only` before running it.
+        Pass each statement through :meth:`check_read_only` before running it.
         """
         con = self.connect()
         con.execute("SET allowed_directories = [?]", [f"{self.root}{os.sep}"])
         con.execute("SET enable_external_access = false")  # no other files, no extension installs
         con.execute("SET lock_configuration = true")  # and no statement can turn either back
         return con
+
+    @staticmethod
+    def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+        """Refuse ``sql`` unless every statement in it is a query (``SELECT``, ``DESCRIBE``, ``SHOW``, ...).
+
+        ``EXPLAIN`` is refused too: ``EXPLAIN ANALYZE`` runs the statement it explains, ``COPY`` included.
+        """
+        for statement in con.extract_statements(sql):
+            if statement.type != duckdb.StatementType.SELECT:
+                kind = statement.type.name
+                raise ValueError(
+                    f"zsr sql runs read-only queries; a {kind} statement is refused (the warehouse's files "
+                    "are written only by zsr). To take results out, use `zsr export` or "
+                    '`zsr sql --json "SELECT ..." > file.json`'
+                )
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the catalog's views, so zsr itself never contends for the file's lock."""
@@ -334,18 +349,3 @@ def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
         "WHERE function_type = 'table_macro' AND NOT internal"
     ).fetchall()
     return content_hash(*(f"{name}\t{sql}" for name, sql in sorted(views + macros)))
-
-
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse ``sql`` unless every statement in it is a query (``SELECT``, ``DESCRIBE``, ``SHOW``, ...).
-
-    ``EXPLAIN`` is refused too: ``EXPLAIN ANALYZE`` runs the statement it explains, ``COPY`` included.
-    """
-    for statement in con.extract_statements(sql):
-        if statement.type != duckdb.StatementType.SELECT:
-            kind = statement.type.name
-            raise ValueError(
-                f"zsr sql runs read-only queries; a {kind} statement is refused (the warehouse's files are "
-                "written only by zsr). To take results out, use `zsr export` or "
-                '`zsr sql --json "SELECT ..." > file.json`'
-            )

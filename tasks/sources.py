@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from pypdf import PdfReader
 from selectolax.lexbor import LexborHTMLParser
 
-from storage.types import BadInputError, Document, Problem, SourceFormat
+from storage.types import BadInputError, Document, Problem
+from tasks.formats import SourceFormat
 
 logger = logging.getLogger(__name__)
 

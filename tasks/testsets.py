@@ -18,8 +18,9 @@ from typing import Any
 
 from storage.corpus_store import CORPUS_NAME, CorpusStore, now
 from storage.ids import canonical_json, content_hash, untrec_id
-from storage.types import BadInputError, Problem, Qrels, TestSetFormat
+from storage.types import BadInputError, Problem, Qrels
 from tasks.evaluate import load_qrels, load_queries
+from tasks.formats import TestSetFormat
 
 logger = logging.getLogger(__name__)
 

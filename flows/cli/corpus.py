@@ -26,7 +26,7 @@ from flows.cli.common import (
     warn,
 )
 from storage.settings import get_settings
-from storage.types import SourceFormat
+from tasks.formats import SourceFormat
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
 

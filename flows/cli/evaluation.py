@@ -131,12 +131,11 @@ def sql(
     """Query the results warehouse with DuckDB SQL (views runs, metrics, query_metrics, rankings, ...)."""
     import duckdb
 
-    from storage.warehouse import check_read_only
-
-    con = open_warehouse().reader()
+    warehouse = open_warehouse()
+    con = warehouse.reader()
 
     def run(statements: str) -> None:
-        check_read_only(con, statements)
+        warehouse.check_read_only(con, statements)
         _print_result(con.sql(statements), as_json)
 
     if query is not None:

@@ -21,7 +21,7 @@ from flows.cli.common import (
     user_errors,
 )
 from storage.settings import get_settings
-from storage.types import TestSetFormat
+from tasks.formats import TestSetFormat
 
 testset_app = typer.Typer(help="Register and list test sets (queries + relevance judgements) per corpus.")
 app.add_typer(testset_app, name="testset")
