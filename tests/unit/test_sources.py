@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -623,3 +624,26 @@ def test_csv_with_another_delimiter_suggests_it_and_reads_with_it(tmp_path: Path
 
     (doc,) = read_source(path, delimiter=delimiter).documents
     assert (doc.doc_id, doc.text) == ("a", "one, two")
+
+
+@pytest.mark.parametrize(("delimiter", "given"), [(";", ";"), ("\t", "\\t")])
+def test_zsr_ingest_takes_the_delimiter_the_hint_names(tmp_path: Path, delimiter: str, given: str) -> None:
+    """The CLI end to end (fake embedder): refused with the hint, then read with the option as printed."""
+    path = tmp_path / "d.csv"
+    path.write_text(delimiter.join(["id", "text"]) + "\n" + delimiter.join(["a", "one, two"]) + "\n")
+
+    def zsr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tests.cli_target", "ingest", str(path), "-c", "csv", *args],
+            cwd=REPO,
+            env={**os.environ, "ZSR_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    refused = zsr()
+    assert refused.returncode == 2 and f"--delimiter {delimiter!r}" in refused.stderr, refused.stderr
+    report = zsr("--delimiter", given, "--json")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["added"] == 1
