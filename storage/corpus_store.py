@@ -206,10 +206,11 @@ class CorpusStore:
                 f"corpus {name!r} is incomplete ({reason}): its first ingest did not finish; "
                 f"re-run the ingest: `zsr ingest SOURCE --corpus {name}`"
             )
-        for info in self.corpora():
+        corpora = self.corpora()
+        for info in corpora:
             if info.name == name:
                 return info
-        known = ", ".join(c.name for c in self.corpora()) or "none yet"
+        known = ", ".join(c.name for c in corpora) or "none yet"
         raise UnknownCorpusError(
             f"corpus {name!r} was never ingested into {self.uri} (known: {known}); "
             f"run `zsr ingest SOURCE --corpus {name}` first"

@@ -191,6 +191,7 @@ def evaluate_methods(
             _run_row(result, method, {**common, "llm_model": "; ".join(sorted(used)) or None}),
             _data(run_id, rankings, latency, traces, aggregate, per_query),
         )
+        result.eval_seconds = time.perf_counter() - started  # unlike the runs row, counts the write too
         results.append(result)
         log.info("run %s (%s): %s; %.0f%% fell back", run_id, method, aggregate, 100 * fallback_share)
     return results

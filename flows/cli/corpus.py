@@ -114,7 +114,7 @@ def search(
 ) -> None:
     """Search a corpus and show the top K documents (and a warning when the method fell back)."""
     from tasks.api import searcher
-    from tasks.runs import fallback_warning
+    from tasks.runs import fallback_stats, fallback_warning
 
     with user_errors():
         engine = searcher(corpus)
@@ -124,8 +124,8 @@ def search(
             for d in engine.store.fetch_documents(corpus, [h[0] for h in hits], ["doc_id", "title", "text"])
         }
     trace = engine.last_trace["q"]
-    share, threshold = float(trace.fallback is not None), get_settings().fallback_warn_share
-    warning = fallback_warning(method, share, 1, trace.llm_errors, threshold, trace.fallback)
+    share, errors = fallback_stats([trace])
+    warning = fallback_warning(method, share, 1, errors, get_settings().fallback_warn_share, trace.fallback)
     warn(warning)
     rows = [
         {
