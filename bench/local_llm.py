@@ -13,8 +13,8 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tasks.local_llm import local_model
-from tasks.query_methods import HYDE_PROMPTS
+from tasks.llm.local import local_model
+from tasks.methods.query_methods import HYDE_PROMPTS
 
 QUERY = "what are the structural and aeroelastic problems associated with flight of high speed aircraft"
 

@@ -33,13 +33,13 @@ METRICS = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
 
 def direct(corpus: str, testset: str, methods: list[str]) -> float:
     """The flow's work without Prefect: the same library calls, in the same order."""
-    from storage.settings import get_settings
     from storage.warehouse import Warehouse
-    from tasks.api import searcher
-    from tasks.compare import eval_frames
-    from tasks.report import write_report
-    from tasks.runs import evaluate_methods, new_id, prepare
-    from tasks.testsets import load
+    from tasks.evaluation.compare import eval_frames
+    from tasks.evaluation.report import write_report
+    from tasks.evaluation.runs import evaluate_methods, new_id, prepare
+    from tasks.evaluation.testsets import load
+    from tasks.settings import get_settings
+    from tasks.workspace import searcher
 
     started = time.perf_counter()
     settings = get_settings()
@@ -86,9 +86,9 @@ def main() -> int:
         os.environ["ZSR_HOME"] = str(home)
         os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))  # cached task results land here
 
-        from storage.settings import get_settings
-        from tasks.api import ingest, open_store, searcher
-        from tasks.testsets import list_testsets, register
+        from tasks.evaluation.testsets import list_testsets, register
+        from tasks.settings import get_settings
+        from tasks.workspace import ingest, open_store, searcher
 
         get_settings.cache_clear()
         folder = args.data / "cranfield"

@@ -17,11 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from storage.settings import Settings
 from storage.warehouse import Warehouse
-from tasks.api import ingest, open_store, searcher
-from tasks.runs import evaluate_methods
-from tasks.testsets import register
+from tasks.evaluation.runs import evaluate_methods
+from tasks.evaluation.testsets import register
+from tasks.settings import Settings
+from tasks.workspace import ingest, open_store, searcher
 
 # bench/data/README.md: BM25 = the LanceDB FTS row, dense = all-MiniLM-L6-v2, hybrid = RRF k=60 top 1000.
 REFERENCE = {

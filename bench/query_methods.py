@@ -24,13 +24,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from storage.settings import Settings
 from storage.warehouse import Warehouse
-from tasks.api import ingest, llm_client, open_store, searcher
-from tasks.judge import Judge, NoisyOracleJudge, OracleJudge
-from tasks.llm import Request
-from tasks.runs import RunResult, evaluate_methods
-from tasks.testsets import TestSet, register
+from tasks.evaluation.runs import RunResult, evaluate_methods
+from tasks.evaluation.testsets import TestSet, register
+from tasks.llm.client import Request
+from tasks.llm.judge import Judge, NoisyOracleJudge, OracleJudge
+from tasks.settings import Settings
+from tasks.workspace import ingest, llm_client, open_store, searcher
 
 MEASURES = ["nDCG@10", "R@100"]
 ACCURACIES = (0.9, 0.8, 0.7)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.settings import Settings
-from tasks.api import embedder_factory, ingest, searcher
-from tasks.chunking import chunk_documents
-from tasks.embed import SentenceTransformerEmbedder, model_spec
-from tasks.evaluate import load_queries
-from tasks.sources import read_source
+from tasks.evaluation.measures import load_queries
+from tasks.ingest.chunking import chunk_documents
+from tasks.ingest.embed import SentenceTransformerEmbedder, model_spec
+from tasks.ingest.sources import read_source
+from tasks.settings import Settings
+from tasks.workspace import embedder_factory, ingest, searcher
 
 
 def main() -> int:

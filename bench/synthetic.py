@@ -17,15 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from storage.settings import Settings
 from storage.warehouse import Warehouse
-from tasks.api import ingest, llm_client, open_store, prepare_synthesis, searcher
-from tasks.judge import LLMJudge
-from tasks.runs import evaluate_methods
-from tasks.synthesize import Filters, LLMGenerator, SynthesisReport
-from tasks.synthetic_testset import agreement, build_synthetic_testset
-from tasks.testsets import load, register
-from tasks.views import build_views
+from tasks.evaluation.runs import evaluate_methods
+from tasks.evaluation.testsets import load, register
+from tasks.ingest.views import build_views
+from tasks.llm.judge import LLMJudge
+from tasks.settings import Settings
+from tasks.synthetic.generate import Filters, LLMGenerator, SynthesisReport
+from tasks.synthetic.testset import agreement, build_synthetic_testset
+from tasks.workspace import ingest, llm_client, open_store, prepare_synthesis, searcher
 
 METHODS = ["dense", "hybrid", "multiview", "multiview(agg=weighted)", "bm25", "d2q"]
 

@@ -20,12 +20,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import steps
-from storage.settings import get_settings
-from tasks.runs import RunResult
+from tasks.evaluation.runs import RunResult
+from tasks.settings import get_settings
 
 MethodName = Literal[
     "dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"
-]  # every registered method, at its defaults (a test holds this to tasks.search.METHODS)
+]  # every registered method, at its defaults (a test holds this to tasks.methods.search.METHODS)
 MetricName = Literal["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
 DEFAULT_METHODS: list[MethodName] = ["dense", "bm25", "hybrid"]
 DEFAULT_METRICS: list[MetricName] = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]

@@ -28,7 +28,7 @@ from flows.evaluate import (
 )
 from flows.reindex import reindex
 from flows.synthesize import GeneratorName, Style, synthesize
-from tasks.formats import SourceFormat
+from tasks.ingest.formats import SourceFormat
 
 
 def _run_name() -> str:

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows import steps
-from tasks.formats import SourceFormat
+from tasks.ingest.formats import SourceFormat
 
 
 @flow(name="reindex", flow_run_name="reindex-{corpus}", timeout_seconds=6 * 3600, log_prints=False)

@@ -30,12 +30,12 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from storage.settings import get_settings
 from storage.warehouse import Warehouse
-from tasks.compare import Comparison
-from tasks.runs import RunResult
-from tasks.search import Searcher
-from tasks.testsets import TestSet
+from tasks.evaluation.compare import Comparison
+from tasks.evaluation.runs import RunResult
+from tasks.evaluation.testsets import TestSet
+from tasks.methods.search import Searcher
+from tasks.settings import get_settings
 
 LLM_TAG = "llm"
 LLM_METHODS = frozenset({"hyde", "rede-rf", "expand", "rerank"})  # they call the LLM at query time
@@ -93,7 +93,7 @@ def index_source(
     source: str, corpus: str, fmt: str | None, skip_bad: bool, keep_deleted: bool
 ) -> dict[str, Any]:
     """Re-index ``corpus`` from ``source``; only new and changed documents are embedded (idempotent)."""
-    from tasks.api import ingest
+    from tasks.workspace import ingest
 
     progress = ProgressArtifact(slug("reindex", corpus, "progress"), f"Documents of {corpus} indexed")
     report, read = ingest(
@@ -111,8 +111,8 @@ def index_source(
 @task(**_retrying(retries=2, timeout_seconds=2 * 3600, cache_policy=NO_CACHE))
 def refresh_views(corpus: str) -> dict[str, Any]:
     """Bring title and query views and the expanded BM25 index in line with the corpus (idempotent)."""
-    from tasks.api import open_store, searcher
-    from tasks.views import build_views
+    from tasks.ingest.views import build_views
+    from tasks.workspace import open_store, searcher
 
     return asdict(build_views(open_store(), corpus, searcher(corpus).embedder_factory))
 
@@ -137,7 +137,7 @@ def generate_queries(
     Tagged ``llm``, so one concurrency limit bounds the LLM load of all flows (the ``synthesize`` flow
     drops the tag for the extractive generator, which calls no LLM).
     """
-    from tasks.api import prepare_synthesis
+    from tasks.workspace import prepare_synthesis
 
     run = prepare_synthesis(
         corpus,
@@ -161,7 +161,7 @@ def generate_queries(
 @task(**_retrying(retries=2, timeout_seconds=600, cache_policy=NO_CACHE))
 def open_searcher(corpus: str) -> Searcher:
     """A searcher over ``corpus`` (fails at once if it was never indexed); the model loads on first use."""
-    from tasks.api import searcher
+    from tasks.workspace import searcher
 
     return searcher(corpus)
 
@@ -169,7 +169,7 @@ def open_searcher(corpus: str) -> Searcher:
 @task(**_retrying(retries=2, timeout_seconds=120, cache_policy=NO_CACHE))
 def find_testsets(corpus: str) -> list[str]:
     """Names of the test sets registered for ``corpus``."""
-    from tasks.testsets import list_testsets
+    from tasks.evaluation.testsets import list_testsets
 
     return [t["name"] for t in list_testsets(get_settings().testsets_dir, corpus)]
 
@@ -177,7 +177,7 @@ def find_testsets(corpus: str) -> list[str]:
 @task(**_retrying(retries=2, timeout_seconds=120, cache_policy=NO_CACHE))
 def load_testset(corpus: str, testset: str) -> TestSet:
     """The registered test set, checked against its content hash (not cached: it can be re-registered)."""
-    from tasks.testsets import load
+    from tasks.evaluation.testsets import load
 
     return load(get_settings().testsets_dir, corpus, testset)
 
@@ -185,7 +185,7 @@ def load_testset(corpus: str, testset: str) -> TestSet:
 @task(**_retrying(retries=0, timeout_seconds=60, cache_policy=INPUTS + TASK_SOURCE))
 def check_methods(methods: Sequence[str], metrics: Sequence[str]) -> None:
     """Parse every method and measure before any retrieval starts (pure, so cached by its inputs)."""
-    from tasks.runs import prepare
+    from tasks.evaluation.runs import prepare
 
     prepare(methods, metrics)
 
@@ -201,7 +201,7 @@ def evaluate_method(
     progress_key: str,
 ) -> RunResult:
     """Score one method and publish its run; a retry publishes a new, whole run (never half of one)."""
-    from tasks.runs import evaluate_methods
+    from tasks.evaluation.runs import evaluate_methods
 
     progress = ProgressArtifact(progress_key, f"Queries of {testset.corpus}/{testset.name} run by {method}")
     (result,) = evaluate_methods(
@@ -219,7 +219,7 @@ def evaluate_method(
 
 def calls_llm(method: str) -> bool:
     """Whether a method calls the LLM at query time, itself or through its first stage."""
-    from tasks.search import parse_method
+    from tasks.methods.search import parse_method
 
     parsed = parse_method(method)
     first = getattr(parsed.params, "first", None)
@@ -268,7 +268,7 @@ def previous_runs(corpus: str, testset: str, label: str, eval_id: str) -> dict[s
 @task(**_retrying(retries=1, timeout_seconds=600, cache_policy=INPUTS + TASK_SOURCE))
 def write_report(run_id: str, measure: str) -> str:
     """The HTML report of the evaluation of ``run_id`` (cached: a published evaluation never changes)."""
-    from tasks.api import write_eval_report
+    from tasks.workspace import write_eval_report
 
     return str(write_eval_report(run_id, measure))
 
@@ -276,13 +276,13 @@ def write_report(run_id: str, measure: str) -> str:
 @task(**_retrying(retries=1, timeout_seconds=300, cache_policy=INPUTS + TASK_SOURCE))
 def compare_runs(run_a: str, run_b: str, measure: str) -> Comparison:
     """Paired comparison of two published runs (cached: both runs are immutable)."""
-    from tasks.compare import compare_runs as compare
+    from tasks.evaluation.compare import compare_runs as compare
 
     return compare(Warehouse(get_settings().warehouse_dir), run_a, run_b, measure, top=3)
 
 
 def new_eval_id(label: str) -> str:
     """An evaluation id carrying ``label`` (the deployment), which :func:`previous_runs` matches on."""
-    from tasks.runs import new_id
+    from tasks.evaluation.runs import new_id
 
     return new_id(slug(label))

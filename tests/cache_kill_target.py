@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from storage.corpus_store import CorpusStore
-from tasks.index import reindex
-from tasks.sources import read_source
+from tasks.ingest.index import reindex
+from tasks.ingest.sources import read_source
 from tests.fakes import FakeEmbedder
 
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import sys
 from functools import partial
 
-import tasks.api
+import tasks.workspace
 from flows.cli import app
-from tasks.llm import LLMClient
+from tasks.llm.client import LLMClient
 from tests.fakes import FakeEmbedder
 
 
 def main() -> None:
-    tasks.api.load_embedder = lambda spec, device, batch_size: FakeEmbedder()  # type: ignore[assignment]
-    tasks.api.LLMClient = partial(LLMClient, sleep=lambda seconds: None)  # type: ignore[misc]
+    tasks.workspace.load_embedder = lambda spec, device, batch_size: FakeEmbedder()  # type: ignore[assignment]
+    tasks.workspace.LLMClient = partial(LLMClient, sleep=lambda seconds: None)  # type: ignore[misc]
     app(sys.argv[1:], prog_name="zsr")
 
 

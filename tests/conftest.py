@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from storage.corpus_store import CorpusStore
-from storage.settings import get_settings
+from tasks.settings import get_settings
 from tests.fakes import FakeEmbedder
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

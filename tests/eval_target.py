@@ -16,9 +16,9 @@ from pathlib import Path
 
 from storage.corpus_store import CorpusStore
 from storage.warehouse import DATA_TABLES, Warehouse
-from tasks.index import reindex
-from tasks.runs import evaluate_methods
-from tasks.search import Searcher, split_methods
+from tasks.evaluation.runs import evaluate_methods
+from tasks.ingest.index import reindex
+from tasks.methods.search import Searcher, split_methods
 from tests.fakes import FakeEmbedder, make_docs, make_testset
 
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from storage.types import Document
-from tasks.embed import ModelSpec
+from tasks.ingest.embed import ModelSpec
 
 WORD = re.compile(r"\w+")
 
@@ -59,7 +59,7 @@ def make_docs(n: int, words_per_doc: int = 8, prefix: str = "d") -> list[Documen
 
 def make_testset(corpus: str = "c", name: str = "t"):
     """Queries over :func:`make_docs` documents: ``q{i}`` asks for ``term{i}``, judged relevant in d{i}."""
-    from tasks.testsets import TestSet
+    from tasks.evaluation.testsets import TestSet
 
     queries = {f"q{i}": f"term{i} wing" for i in range(6)}
     qrels = {f"q{i}": {f"d{i}": 2, f"d{(i + 1) % 12}": 1} for i in range(6)}

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from storage.corpus_store import CorpusStore
-from tasks.index import ReindexReport, reindex
-from tasks.sources import read_source
+from tasks.ingest.index import ReindexReport, reindex
+from tasks.ingest.sources import read_source
 from tests.fakes import FakeEmbedder
 
 Hook = Callable[[int, str, str], None]  # (call number, method name, "before" | "after")

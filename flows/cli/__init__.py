@@ -11,8 +11,8 @@ from __future__ import annotations
 # Imported for their commands; `zsr --help` lists the commands in the order they are registered.
 from flows.cli import corpus, evaluation, synthesis, testsets  # noqa: F401
 from flows.cli.common import app
-from flows.serve import serve
+from flows.cli.serve import serve
 
 __all__ = ["app"]
 
-app.command("serve")(serve)  # defined in flows.serve; Prefect itself is imported only when it runs
+app.command("serve")(serve)  # defined in flows.cli.serve; Prefect itself is imported only when it runs

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from storage.settings import get_settings
+from tasks.settings import get_settings
 
 app = typer.Typer(
     help="zsr: zero-shot retrieval. Index a corpus into LanceDB, search it, measure methods without labels.",
@@ -49,7 +49,7 @@ def user_errors() -> Iterator[None]:
     Bad input, an unknown corpus, run or test set, and an LLM that failed for good (the message names the
     model, its endpoint, the HTTP status and the fix) are such errors; the message stays on one line.
     """
-    from tasks.llm import LLMError
+    from tasks.llm.client import LLMError
 
     try:
         yield
@@ -151,9 +151,9 @@ def run_evaluation(
     progress: bool,
 ) -> list[Any]:
     """Validate everything, then evaluate each method into the warehouse (shared by eval and demo)."""
-    from tasks.api import searcher
-    from tasks.runs import evaluate_methods, prepare
-    from tasks.testsets import load
+    from tasks.evaluation.runs import evaluate_methods, prepare
+    from tasks.evaluation.testsets import load
+    from tasks.workspace import searcher
 
     prepare(methods, measures)  # typos fail before the model loads
     engine = searcher(corpus)

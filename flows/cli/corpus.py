@@ -25,8 +25,8 @@ from flows.cli.common import (
     user_errors,
     warn,
 )
-from storage.settings import get_settings
-from tasks.formats import SourceFormat
+from tasks.ingest.formats import SourceFormat
+from tasks.settings import get_settings
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
 
@@ -56,8 +56,8 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE as a corpus; re-running it re-embeds only new and changed documents."""
-    from tasks.api import ingest as run_ingest
-    from tasks.sources import FieldMap
+    from tasks.ingest.sources import FieldMap
+    from tasks.workspace import ingest as run_ingest
 
     with user_errors(), index_progress(not as_json) as progress:
         fields = FieldMap(id=id_field, title=title_field, text=text_field)
@@ -113,8 +113,8 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search a corpus and show the top K documents (and a warning when the method fell back)."""
-    from tasks.api import searcher
-    from tasks.runs import fallback_stats, fallback_warning
+    from tasks.evaluation.runs import fallback_stats, fallback_warning
+    from tasks.workspace import searcher
 
     with user_errors():
         engine = searcher(corpus)
@@ -150,7 +150,7 @@ def search(
 @app.command()
 def corpora(as_json: JsonOpt = False) -> None:
     """List indexed corpora: documents, chunks, model, table versions, and whether a first ingest stopped."""
-    from tasks.api import open_store
+    from tasks.workspace import open_store
 
     with user_errors():
         store = open_store()
@@ -185,7 +185,7 @@ def corpora(as_json: JsonOpt = False) -> None:
 @app.command()
 def methods(as_json: JsonOpt = False) -> None:
     """List retrieval methods and their parameters."""
-    from tasks.search import METHODS
+    from tasks.methods.search import METHODS
 
     rows: list[dict[str, Any]] = [
         {
@@ -220,9 +220,9 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """The main job on the bundled demo data: index, register the qrels, evaluate, report."""
-    from tasks.api import ingest as run_ingest
-    from tasks.api import open_store, write_eval_report
-    from tasks.testsets import register
+    from tasks.evaluation.testsets import register
+    from tasks.workspace import ingest as run_ingest
+    from tasks.workspace import open_store, write_eval_report
 
     with user_errors():
         with index_progress(not as_json) as progress:

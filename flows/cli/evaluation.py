@@ -44,7 +44,7 @@ def eval_(
     as_json: JsonOpt = False,
 ) -> None:
     """Score methods on a test set; every number lands in the warehouse."""
-    from tasks.search import split_methods
+    from tasks.methods.search import split_methods
 
     measure_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     with user_errors():
@@ -66,7 +66,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List evaluation runs, newest first."""
-    from tasks.compare import list_runs
+    from tasks.evaluation.compare import list_runs
 
     frame = list_runs(open_warehouse(), corpus, limit)
     if as_json:
@@ -86,8 +86,8 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare two runs query by query: paired significance tests, wins/ties/losses, biggest movers."""
-    from tasks.api import query_texts
-    from tasks.compare import compare_runs, run_row
+    from tasks.evaluation.compare import compare_runs, run_row
+    from tasks.workspace import query_texts
 
     warehouse = open_warehouse()
     with user_errors():
@@ -188,7 +188,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a run's ranking (TREC run format: query Q0 doc rank score tag)."""
-    from tasks.compare import trec_lines
+    from tasks.evaluation.compare import trec_lines
 
     with user_errors():
         if fmt != "trec":
@@ -210,7 +210,7 @@ def report(
     ] = "nDCG@10",
 ) -> None:
     """Write a one-page HTML report (tables and charts) of the evaluation a run belongs to."""
-    from tasks.api import write_eval_report
+    from tasks.workspace import write_eval_report
 
     with user_errors():
         out.print(f"report: {write_eval_report(run_id, measure)}", soft_wrap=True)

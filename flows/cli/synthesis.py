@@ -40,8 +40,8 @@ def synthesize(
     as_json: JsonOpt = False,
 ) -> None:
     """Write synthetic queries for a corpus, filter them, and refresh its multi-view and expanded indexes."""
-    from tasks.api import open_store, prepare_synthesis, searcher
-    from tasks.views import build_views
+    from tasks.ingest.views import build_views
+    from tasks.workspace import open_store, prepare_synthesis, searcher
 
     with user_errors():
         run = prepare_synthesis(

@@ -20,8 +20,8 @@ from flows.cli.common import (
     show,
     user_errors,
 )
-from storage.settings import get_settings
-from tasks.formats import TestSetFormat
+from tasks.ingest.formats import TestSetFormat
+from tasks.settings import get_settings
 
 testset_app = typer.Typer(help="Register and list test sets (queries + relevance judgements) per corpus.")
 app.add_typer(testset_app, name="testset")
@@ -45,8 +45,8 @@ def testset_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a test set against the corpus and register it."""
-    from tasks.api import open_store
-    from tasks.testsets import register
+    from tasks.evaluation.testsets import register
+    from tasks.workspace import open_store
 
     with user_errors():
         testset, report = register(
@@ -77,7 +77,7 @@ def testset_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List registered test sets."""
-    from tasks.testsets import list_testsets
+    from tasks.evaluation.testsets import list_testsets
 
     columns = {c: c for c in ("corpus", "name", "kind")} | {"queries": "n_queries", "qrels": "n_qrels"}
     listing(
@@ -106,11 +106,11 @@ def testset_synthesize(
     as_json: JsonOpt = False,
 ) -> None:
     """Build a test set without human labels: sampled documents, generated queries, pooled and LLM-judged."""
-    from tasks.api import llm_client, open_store, searcher
-    from tasks.judge import LLMJudge
-    from tasks.search import split_methods
-    from tasks.synthesize import ExtractiveGenerator, Filters, LLMGenerator
-    from tasks.synthetic_testset import build_synthetic_testset
+    from tasks.llm.judge import LLMJudge
+    from tasks.methods.search import split_methods
+    from tasks.synthetic.generate import ExtractiveGenerator, Filters, LLMGenerator
+    from tasks.synthetic.testset import build_synthetic_testset
+    from tasks.workspace import llm_client, open_store, searcher
 
     settings = get_settings()
     with user_errors():
@@ -161,10 +161,10 @@ def testset_agreement(
     as_json: JsonOpt = False,
 ) -> None:
     """How well a synthetic test set ranks methods like the human one (Kendall tau, kept in the warehouse)."""
-    from tasks.api import searcher
-    from tasks.search import split_methods
-    from tasks.synthetic_testset import agreement
-    from tasks.testsets import load
+    from tasks.evaluation.testsets import load
+    from tasks.methods.search import split_methods
+    from tasks.synthetic.testset import agreement
+    from tasks.workspace import searcher
 
     root = get_settings().testsets_dir
     with user_errors():

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from flows import steps
-from storage.settings import get_settings
 from storage.warehouse import Warehouse
+from tasks.settings import get_settings
 from tests.flows.conftest import write_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("harness")]
@@ -119,8 +119,8 @@ def no_nan(rows: list[dict[str, Any]]) -> bool:
 def indexed(harness: None, source: Path) -> str:
     """The slice indexed as corpus ``flows`` with its qrels registered as test set ``human``."""
     from flows.reindex import reindex
-    from tasks.api import open_store
-    from tasks.testsets import register
+    from tasks.evaluation.testsets import register
+    from tasks.workspace import open_store
 
     reindex(corpus="flows", source=str(source))
     register(get_settings().testsets_dir, open_store(), "flows", "human", source, replace=True)
@@ -193,7 +193,7 @@ def test_evaluate_refuses_bad_input_before_any_work(indexed: str) -> None:
     from prefect.exceptions import ParameterTypeError
 
     from flows.evaluate import evaluate
-    from tasks.testsets import UnknownTestSetError
+    from tasks.evaluation.testsets import UnknownTestSetError
 
     with pytest.raises(ParameterTypeError):
         evaluate(corpus=indexed, testset="human", methods=["splade"])
@@ -243,8 +243,8 @@ def test_synthesize_with_llm_takes_the_llm_slot(indexed: str, monkeypatch: pytes
 
 def test_nightly_reindexes_synthesizes_evaluates_and_compares(harness: None, tmp_path: Path) -> None:
     from flows.nightly import nightly
-    from tasks.api import open_store
-    from tasks.testsets import register
+    from tasks.evaluation.testsets import register
+    from tasks.workspace import open_store
 
     source = write_slice(tmp_path / "nightly", queries=2, extra_docs=6, skip_docs=3)
     first = nightly(corpus="nightly", source=str(source), methods=["bm25", "dense"], metrics=["nDCG@10"])
@@ -286,7 +286,7 @@ def test_transient_error_is_retried_with_zsr_jitter(failures: int, monkeypatch: 
             raise ConnectionResetError(f"object store reset the connection (attempt {len(attempts)})")
         return [{"name": "human"}]
 
-    monkeypatch.setattr("tasks.testsets.list_testsets", flaky)
+    monkeypatch.setattr("tasks.evaluation.testsets.list_testsets", flaky)
     jitter = spy_jitter(monkeypatch)
     step = steps.find_testsets.with_options(retry_delay_seconds=[0.1, 0.2])  # zsr's own: 2 and 10 s
     assert step.retry_condition_fn is steps.transient and step.retry_jitter_factor == steps.JITTER
@@ -323,7 +323,7 @@ def test_bad_input_fails_at_once_with_its_message(error: Exception, monkeypatch:
         attempts.append(corpus)
         raise error
 
-    monkeypatch.setattr("tasks.testsets.list_testsets", broken)
+    monkeypatch.setattr("tasks.evaluation.testsets.list_testsets", broken)
     step = steps.find_testsets.with_options(retry_delay_seconds=[0.1, 0.2])
     assert step.retries == 2 and step.retry_condition_fn is steps.transient
     state, run, history = run_alone(step, "broken")
@@ -348,7 +348,7 @@ def test_hung_step_times_out_and_a_retry_recovers(monkeypatch: pytest.MonkeyPatc
                 raise
         return []
 
-    monkeypatch.setattr("tasks.testsets.list_testsets", hangs)
+    monkeypatch.setattr("tasks.evaluation.testsets.list_testsets", hangs)
     step = steps.find_testsets.with_options(timeout_seconds=1, retry_delay_seconds=[0.1])
     state, run, _ = run_alone(step.with_options(retries=0), "hung")
     assert calls == ["hung", "interrupted"] and run.run_count == 1
@@ -368,11 +368,13 @@ def test_pure_steps_hit_their_cache_writes_run_again(
     """``check_methods`` (INPUTS + TASK_SOURCE) is answered from the cache; ``index_source`` runs again."""
     from prefect import flow
 
-    import tasks.runs
+    import tasks.evaluation.runs
 
     parsed: list[Any] = []
-    prepare = tasks.runs.prepare
-    monkeypatch.setattr(tasks.runs, "prepare", lambda *args: (parsed.append(args), prepare(*args))[1])
+    prepare = tasks.evaluation.runs.prepare
+    monkeypatch.setattr(
+        tasks.evaluation.runs, "prepare", lambda *args: (parsed.append(args), prepare(*args))[1]
+    )
     small = write_slice(tmp_path / "cached", queries=1, extra_docs=2)
     n_docs = len((small / "corpus.jsonl").read_text().splitlines())
     methods, metrics = ["bm25", "dense"], ["nDCG@17"]  # inputs no other test passes: the first call runs
@@ -438,8 +440,8 @@ def test_llm_limit_bounds_concurrent_llm_steps(limit: int, monkeypatch: pytest.M
         inside()
         return ["run-hyde"]
 
-    monkeypatch.setattr("tasks.api.prepare_synthesis", prepare_synthesis)
-    monkeypatch.setattr("tasks.runs.evaluate_methods", evaluate_methods)
+    monkeypatch.setattr("tasks.workspace.prepare_synthesis", prepare_synthesis)
+    monkeypatch.setattr("tasks.evaluation.runs.evaluate_methods", evaluate_methods)
     testset = SimpleNamespace(corpus="llm-limit", name="human")
 
     @flow(name="two-llm-steps")
@@ -467,7 +469,7 @@ def test_llm_limit_bounds_concurrent_llm_steps(limit: int, monkeypatch: pytest.M
 
 NO_SERVER_SCRIPT = """
 import contextlib, io, json, shlex, sys
-import flows, flows.cli, flows.serve
+import flows, flows.cli, flows.cli.serve
 
 def prefect_modules():
     return sorted(m for m in sys.modules if m.split(".")[0] == "prefect")

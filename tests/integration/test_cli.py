@@ -213,8 +213,8 @@ def test_console_script_runs(home):
 
 def test_real_tokenizer_chunks_fit_the_window():
     from storage.types import Document
-    from tasks.chunking import chunk_documents
-    from tasks.embed import load_embedder, model_spec
+    from tasks.ingest.chunking import chunk_documents
+    from tasks.ingest.embed import load_embedder, model_spec
 
     embedder = load_embedder(model_spec("all-MiniLM-L6-v2"))
     assert embedder.max_tokens == 254 and embedder.dim == 384

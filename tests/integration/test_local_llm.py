@@ -10,8 +10,8 @@ import litellm
 import pytest
 
 from storage.llm_cache import ResponseCache
-from tasks.llm import Completion, LLMClient, LLMConfig, Request
-from tasks.local_llm import PROVIDER, local_model, register
+from tasks.llm.client import Completion, LLMClient, LLMConfig, Request
+from tasks.llm.local import PROVIDER, local_model, register
 
 pytestmark = pytest.mark.slow
 MODEL = f"{PROVIDER}/smollm2"

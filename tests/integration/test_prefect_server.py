@@ -67,9 +67,9 @@ def pids_where(match: Callable[[bytes, bytes], bool]) -> list[int]:
 
 def prepare_home(home: Path) -> Path:
     """A ZSR_HOME holding the slice indexed as ``itest`` with its qrels registered; returns the slice."""
-    from storage.settings import Settings
-    from tasks.api import ingest, open_store
-    from tasks.testsets import register
+    from tasks.evaluation.testsets import register
+    from tasks.settings import Settings
+    from tasks.workspace import ingest, open_store
 
     source = write_slice(home.parent / "slice", queries=4, extra_docs=20)
     settings = Settings(home=home)
@@ -92,7 +92,7 @@ class Patient(httpx.HTTPTransport):
 
 
 class Served:
-    """``python -m flows.serve`` in a subprocess, and the REST calls the tests make against it."""
+    """``python -m flows.cli.serve`` in a subprocess, and the REST calls the tests make against it."""
 
     def __init__(self, home: Path, pool: str, *options: str) -> None:
         """Start serve; :meth:`ready` waits for it (the test can prepare data meanwhile)."""
@@ -105,7 +105,7 @@ class Served:
         env.pop("PREFECT_API_URL", None)
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "flows.serve", "--port", str(self.port), "--pool", pool, *options],
+                [sys.executable, "-m", "flows.cli.serve", "--port", str(self.port), "--pool", pool, *options],
                 cwd=ROOT,
                 env=env,
                 stdout=out,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.serve import STATE_FILE
+from flows.cli.serve import STATE_FILE
 from tests.integration.test_prefect_server import Served, pids_where
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ from __future__ import annotations
 import itertools
 
 from storage.types import Document
-from tasks.chunking import chunk_documents, windows
+from tasks.ingest.chunking import chunk_documents, windows
 from tests.fakes import FakeEmbedder
 
 

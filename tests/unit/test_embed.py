@@ -8,10 +8,10 @@ import types
 import numpy as np
 import pytest
 
-import tasks.api as api
+import tasks.workspace as api
 from storage.corpus_store import CorpusStore
-from storage.settings import get_settings
-from tasks.embed import ModelSpec, SentenceTransformerEmbedder, model_spec
+from tasks.ingest.embed import ModelSpec, SentenceTransformerEmbedder, model_spec
+from tasks.settings import get_settings
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows import steps
-from tasks.search import METHODS
+from tasks.methods.search import METHODS
 
 
 def test_every_step_declares_timeout_retry_condition_jitter_and_cache() -> None:

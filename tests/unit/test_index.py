@@ -15,12 +15,12 @@ from flows.cli import app
 from storage.corpus_store import CorpusStore, model_key
 from storage.ids import content_hash
 from storage.types import Document
-from tasks.embed import ModelSpec
-from tasks.index import ModelMismatchError, reindex, resolve_corpus
-from tasks.search import Searcher
-from tasks.sources import read_source
-from tasks.synthesize import ExtractiveGenerator, Filters, synthesize
-from tasks.views import build_views
+from tasks.ingest.embed import ModelSpec
+from tasks.ingest.index import ModelMismatchError, reindex, resolve_corpus
+from tasks.ingest.sources import read_source
+from tasks.ingest.views import build_views
+from tasks.methods.search import Searcher
+from tasks.synthetic.generate import ExtractiveGenerator, Filters, synthesize
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
 from tests.kill_target import instrument
@@ -318,7 +318,7 @@ def test_views_written_before_views_carried_their_documents_hash_are_rebuilt(tmp
 
 # -- --skip-bad keeps what is indexed for a record it skips ------------------------------------------------
 def test_skip_bad_keeps_the_indexed_version_of_a_skipped_record(tmp_path, monkeypatch):
-    monkeypatch.setattr("tasks.api.load_embedder", lambda *args: FakeEmbedder())
+    monkeypatch.setattr("tasks.workspace.load_embedder", lambda *args: FakeEmbedder())
     source = tmp_path / "docs.jsonl"
     lines = {
         "a": '{"_id": "a", "text": "alpha wing"}',
@@ -499,7 +499,7 @@ def test_zsr_corpora_marks_a_corpus_whose_first_ingest_stopped(tmp_path, fake):
             raise _Stopped
 
     with zsr_home_at(tmp_path / "home"):
-        from tasks.api import open_store
+        from tasks.workspace import open_store
 
         reindex(open_store(), "whole", make_docs(3), fake.spec, lambda: fake)
         with pytest.raises(_Stopped):

@@ -12,16 +12,16 @@ from types import SimpleNamespace
 import litellm
 import pytest
 
-import tasks.synthetic_testset as synthetic_testset
+import tasks.synthetic.testset as synthetic_testset
 from storage.llm_cache import ResponseCache
 from storage.warehouse import Warehouse
-from tasks.index import reindex
-from tasks.judge import LLMJudge, NoisyOracleJudge, OracleJudge
-from tasks.llm import Completion, LLMClient, LLMConfig
-from tasks.runs import RunResult
-from tasks.search import Searcher
-from tasks.synthesize import ExtractiveGenerator
-from tasks.testsets import load
+from tasks.evaluation.runs import RunResult
+from tasks.evaluation.testsets import load
+from tasks.ingest.index import reindex
+from tasks.llm.client import Completion, LLMClient, LLMConfig
+from tasks.llm.judge import LLMJudge, NoisyOracleJudge, OracleJudge
+from tasks.methods.search import Searcher
+from tasks.synthetic.generate import ExtractiveGenerator
 from tests import fake_llm
 from tests.fakes import make_docs, make_testset
 

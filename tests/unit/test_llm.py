@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from storage.llm_cache import ResponseCache, cache_key
-from tasks.llm import Fallback, LLMClient, LLMConfig, LLMError, Request
+from tasks.llm.client import Fallback, LLMClient, LLMConfig, LLMError, Request
 from tests import fake_llm
 from tests.llm_server import INVALID_JSON, STALL, ScriptedServer
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import tasks.api
+import tasks.workspace
 from storage.corpus_store import CorpusStore
-from tasks.index import reindex
-from tasks.llm import LLMClient
-from tasks.testsets import register
+from tasks.evaluation.testsets import register
+from tasks.ingest.index import reindex
+from tasks.llm.client import LLMClient
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs, make_testset
 from tests.llm_server import ScriptedServer
@@ -98,8 +98,8 @@ def cli(built, tmp_path, monkeypatch):
     from flows.cli.common import err, out
 
     shutil.copytree(built, tmp_path / "home")
-    monkeypatch.setattr(tasks.api, "load_embedder", lambda spec, device, batch_size: FakeEmbedder())
-    monkeypatch.setattr(tasks.api, "LLMClient", partial(LLMClient, sleep=lambda seconds: None))
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda spec, device, batch_size: FakeEmbedder())
+    monkeypatch.setattr(tasks.workspace, "LLMClient", partial(LLMClient, sleep=lambda seconds: None))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ZSR_LLM_MODEL", "openai/judge")
     monkeypatch.setattr(out, "width", 200)  # tables unfolded and messages on one line, as on a wide terminal
@@ -188,7 +188,7 @@ def test_commands_without_an_llm_ignore_malformed_fallbacks(cli, monkeypatch):
 
 def test_results_artifact_shows_the_fallback_share_and_warns(monkeypatch):
     from flows.evaluate import Evaluation, results_table, summary
-    from tasks.runs import RunResult
+    from tasks.evaluation.runs import RunResult
 
     runs = [
         RunResult("r1", "bm25", {"nDCG@10": 0.4}, 40, 1.0, 0.1),
@@ -204,7 +204,7 @@ def test_results_artifact_shows_the_fallback_share_and_warns(monkeypatch):
     assert "| hyde | 0.3000 | new | 100% |" in markdown
     assert "> **Warning**: hyde: 40 of 40 queries (100%) fell back; 320 LLM errors" in markdown
     monkeypatch.setenv("ZSR_FALLBACK_WARN_SHARE", "0.05")
-    from storage.settings import get_settings
+    from tasks.settings import get_settings
 
     get_settings.cache_clear()
     try:

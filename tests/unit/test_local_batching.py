@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tasks.local_llm import LocalModel
+from tasks.llm.local import LocalModel
 
 VOCAB = 27  # "a".."z", then the end-of-turn token
 

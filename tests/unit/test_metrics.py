@@ -7,7 +7,7 @@ import math
 import pytest
 import pytrec_eval
 
-from tasks.evaluate import parse_measures, rank_scores, score_queries
+from tasks.evaluation.measures import parse_measures, rank_scores, score_queries
 
 QRELS = {"q1": {"a": 1, "c": 2, "z": 0}, "q2": {"x": 1}}
 RANKINGS = {"q1": [("a", 3.0), ("b", 2.0), ("c", 1.0)], "q2": [("y", 1.0)]}

@@ -11,12 +11,12 @@ import pytest
 
 from storage.llm_cache import ResponseCache
 from storage.warehouse import Warehouse
-from tasks.index import reindex
-from tasks.judge import LLMJudge, OracleJudge
-from tasks.llm import LLMClient, LLMConfig
-from tasks.query_methods import Analyzer, LLMUnavailableError, Rm3Params, rm3_query
-from tasks.runs import evaluate_methods
-from tasks.search import Searcher, fts_query, parse_method
+from tasks.evaluation.runs import evaluate_methods
+from tasks.ingest.index import reindex
+from tasks.llm.client import LLMClient, LLMConfig
+from tasks.llm.judge import LLMJudge, OracleJudge
+from tasks.methods.query_methods import Analyzer, LLMUnavailableError, Rm3Params, rm3_query
+from tasks.methods.search import Searcher, fts_query, parse_method
 from tests import fake_llm
 from tests.fakes import make_docs, make_testset
 

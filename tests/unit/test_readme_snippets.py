@@ -18,11 +18,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from storage.settings import Settings
 from storage.warehouse import Warehouse
-from tasks.index import reindex
-from tasks.runs import RunResult, evaluate_methods
-from tasks.search import Searcher
+from tasks.evaluation.runs import RunResult, evaluate_methods
+from tasks.ingest.index import reindex
+from tasks.methods.search import Searcher
+from tasks.settings import Settings
 from tests.fakes import make_docs, make_testset
 
 README = Path(__file__).resolve().parents[2] / "README.md"

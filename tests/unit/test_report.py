@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tasks.report import write_report
+from tasks.evaluation.report import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["bm25", "dense(model=all-MiniLM-L6-v2)", "hybrid(fusion=<rrf>&k=60)"]
@@ -142,7 +142,7 @@ def test_unknown_measure_fails_before_writing(tmp_path: Path):
 
 
 def test_importing_the_module_does_not_import_matplotlib():
-    code = "import sys, tasks.report; print('matplotlib' in sys.modules)"
+    code = "import sys, tasks.evaluation.report; print('matplotlib' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.search import HybridParams, fts_query, parse_method, rank, rrf, score_fusion
+from tasks.methods.search import HybridParams, fts_query, parse_method, rank, rrf, score_fusion
 
 
 def test_rank_breaks_ties_on_doc_id():

@@ -1,4 +1,4 @@
-"""What a killed `zsr serve` left running is stopped by the next one on the same home (flows.serve)."""
+"""What a killed `zsr serve` left running is stopped by the next one on the same home (flows.cli.serve)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.serve import STATE_FILE, ServeError, Stack
+from flows.cli.serve import STATE_FILE, ServeError, Stack
 
 SLEEP = "import time; time.sleep(600)"
 
@@ -54,7 +54,7 @@ def test_leftovers_of_a_killed_serve_are_stopped(stack: Stack) -> None:
 
 
 def test_a_live_serve_on_the_same_home_is_refused(stack: Stack) -> None:
-    other = spawn("flows.serve", "prefect")
+    other = spawn("flows.cli.serve", "prefect")
     try:
         write_state(stack, other.pid, [other.pid])
         with pytest.raises(ServeError, match=f"another zsr serve \\(pid {other.pid}, port 4200\\)"):
@@ -69,7 +69,7 @@ def test_children_get_a_parent_death_signal(tmp_path: Path) -> None:
     """A child spawned the way serve spawns its children dies with its parent, even on SIGKILL."""
     script = (
         "import subprocess, sys, time\n"
-        "from flows.serve import _die_with_parent\n"
+        "from flows.cli.serve import _die_with_parent\n"
         f"child = subprocess.Popen([sys.executable, '-c', {SLEEP!r}], start_new_session=True,"
         " preexec_fn=_die_with_parent)\n"
         "print(child.pid, flush=True)\n"

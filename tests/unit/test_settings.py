@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from storage.settings import Settings
-from tasks.api import llm_client
+from tasks.settings import Settings
+from tasks.workspace import llm_client
 
 
 @pytest.fixture

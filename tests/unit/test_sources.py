@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.types import BadInputError, Problem
-from tasks.sources import FieldMap, detect_format, normalise_text, read_source
+from tasks.ingest.sources import FieldMap, detect_format, normalise_text, read_source
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -270,7 +270,7 @@ def test_skip_bad_keeps_good_records_and_first_duplicate(
 ) -> None:
     path = _bad_jsonl(tmp_path)
 
-    with caplog.at_level(logging.WARNING, logger="tasks.sources"):
+    with caplog.at_level(logging.WARNING, logger="tasks.ingest.sources"):
         report = read_source(path, skip_bad=True)
 
     assert [(d.doc_id, d.text) for d in report.documents] == [("a", "first a"), ("e", "last good")]
@@ -461,7 +461,7 @@ def test_all_records_bad_with_skip_bad_reports_them_and_no_documents(tmp_path: P
 
 
 def test_module_does_not_import_prefect() -> None:
-    code = "import sys, tasks.sources; assert 'prefect' not in sys.modules"
+    code = "import sys, tasks.ingest.sources; assert 'prefect' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

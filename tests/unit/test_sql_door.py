@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from storage.warehouse import Warehouse
-from tasks.index import reindex
-from tasks.runs import evaluate_methods
-from tasks.search import Searcher
+from tasks.evaluation.runs import evaluate_methods
+from tasks.ingest.index import reindex
+from tasks.methods.search import Searcher
 from tests.conftest import zsr_home_at
 from tests.fakes import make_docs, make_testset
 

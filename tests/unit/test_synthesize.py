@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from storage.llm_cache import ResponseCache
-from tasks.index import reindex
-from tasks.llm import LLMClient, LLMConfig, LLMError
-from tasks.search import Searcher
-from tasks.synthesize import (
+from tasks.ingest.index import reindex
+from tasks.llm.client import LLMClient, LLMConfig, LLMError
+from tasks.methods.search import Searcher
+from tasks.synthetic.generate import (
     ExtractiveGenerator,
     Filters,
     LLMGenerator,

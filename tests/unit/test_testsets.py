@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-import tasks.testsets as testsets
+import tasks.evaluation.testsets as testsets
 from storage.corpus_store import UnknownCorpusError
 from storage.types import BadInputError
-from tasks.index import reindex
+from tasks.ingest.index import reindex
 from tests.fakes import make_docs
 
 QUERIES = {"q1": "wing lift", "q2": "shock layer", "q3": "never judged"}

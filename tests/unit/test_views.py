@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 from storage.llm_cache import ResponseCache
-from tasks.index import reindex
-from tasks.llm import LLMClient, LLMConfig
-from tasks.search import MultiviewParams, Searcher, _combine, parse_method
-from tasks.synthesize import ExtractiveGenerator, Filters, LLMGenerator, synthesize
-from tasks.views import build_views
+from tasks.ingest.index import reindex
+from tasks.ingest.views import build_views
+from tasks.llm.client import LLMClient, LLMConfig
+from tasks.methods.search import MultiviewParams, Searcher, _combine, parse_method
+from tasks.synthetic.generate import ExtractiveGenerator, Filters, LLMGenerator, synthesize
 from tests import fake_llm
 from tests.fakes import make_docs
 

@@ -16,12 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.warehouse import DATA_TABLES, SCHEMAS, Warehouse
-from tasks import testsets
-from tasks.compare import UnknownRunError, compare_runs, list_runs, trec_lines
-from tasks.evaluate import score_queries
-from tasks.index import reindex
-from tasks.runs import depth_for, evaluate_methods
-from tasks.search import Searcher
+from tasks.evaluation import testsets
+from tasks.evaluation.compare import UnknownRunError, compare_runs, list_runs, trec_lines
+from tasks.evaluation.measures import score_queries
+from tasks.evaluation.runs import depth_for, evaluate_methods
+from tasks.ingest.index import reindex
+from tasks.methods.search import Searcher
 from tests.fakes import make_docs, make_testset
 
 ROOT = Path(__file__).resolve().parents[2]

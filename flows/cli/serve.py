@@ -32,9 +32,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from storage.settings import get_settings
+from tasks.settings import get_settings
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 PREFECT_FILE = PROJECT_DIR / "deployments" / "prefect.yaml"
 LLM_TAG = "llm"  # flows.steps.LLM_TAG, repeated so that serve imports no flow code
 TELEMETRY_OFF = {

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from storage.settings import DEFAULT_MODEL
+from tasks.settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 

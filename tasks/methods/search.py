@@ -1,7 +1,7 @@
 """Retrieval methods as named, parameterised components: ``dense``, ``bm25``, ``hybrid(fusion=rrf, ...)``.
 
 The query-time methods (``prf``, ``rm3``, ``hyde``, ``rede-rf``, ``expand``, ``rerank``) live in
-:mod:`tasks.query_methods` and register here like the others.
+:mod:`tasks.methods.query_methods` and register here like the others.
 
 Chunk hits aggregate to documents by their best chunk (max), and every ranking breaks ties on
 ``(-score, doc_id)`` so results are deterministic across runs and platforms (as pyserini does).
@@ -21,9 +21,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from storage.corpus_store import CorpusStore
-from tasks.embed import Embedder
-from tasks.judge import Completer, Judge
-from tasks.query_methods import QUERY_METHODS, LLMUnavailableError, Meter, QueryTrace, run_query_method
+from tasks.ingest.embed import Embedder
+from tasks.llm.judge import Completer, Judge
+from tasks.methods.query_methods import (
+    QUERY_METHODS,
+    LLMUnavailableError,
+    Meter,
+    QueryTrace,
+    run_query_method,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +210,8 @@ class Searcher:
     The LLM (``llm``, or ``llm_factory`` called on first use) and the ``judge`` are needed only by the query
     methods that use them; without a judge, ``rede-rf`` and ``rerank`` judge with ReDE-RF's single-token LLM
     judge. Build an LLM judge over ``searcher.llm`` so its calls are counted per query. After each search,
-    ``last_trace`` holds each query's :class:`~tasks.query_methods.QueryTrace` (cost, fallback, vector).
+    ``last_trace`` holds each query's :class:`~tasks.methods.query_methods.QueryTrace` (cost, fallback,
+    vector).
     """
 
     def __init__(
@@ -236,7 +243,8 @@ class Searcher:
             if self.llm_factory is None:
                 raise LLMUnavailableError(
                     "this method needs an LLM and the searcher has none: pass llm= or llm_factory= to "
-                    "Searcher (tasks.api builds one from ZSR_LLM_MODEL), or use a method or judge without one"
+                    "Searcher (tasks.workspace builds one from ZSR_LLM_MODEL), or use a method or judge "
+                    "without one"
                 )
             self._meter = Meter(self.llm_factory())
         return self._meter

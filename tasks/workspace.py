@@ -13,16 +13,16 @@ from typing import Any
 
 from storage.corpus_store import CorpusStore
 from storage.llm_cache import ResponseCache
-from storage.settings import Settings, get_settings
 from storage.warehouse import Warehouse
-from tasks.embed import Embedder, ModelSpec, load_embedder, model_spec
-from tasks.index import Progress, ReindexReport, reindex, resolve_corpus
-from tasks.judge import Judge
-from tasks.llm import LLMClient, LLMConfig
-from tasks.llm_failover import parse_fallbacks
-from tasks.search import Method, Ranking, Searcher
-from tasks.sources import FieldMap, SourceFormat, SourceReport, read_source
-from tasks.synthesize import (
+from tasks.ingest.embed import Embedder, ModelSpec, load_embedder, model_spec
+from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
+from tasks.llm.client import LLMClient, LLMConfig
+from tasks.llm.failover import parse_fallbacks
+from tasks.llm.judge import Judge
+from tasks.methods.search import Method, Ranking, Searcher
+from tasks.settings import Settings, get_settings
+from tasks.synthetic.generate import (
     ExtractiveGenerator,
     Filters,
     LLMGenerator,
@@ -218,8 +218,8 @@ def search_many(
 
 def write_eval_report(run_id: str, measure: str = "nDCG@10", settings: Settings | None = None) -> Path:
     """The HTML report of the evaluation ``run_id`` belongs to, under ``<warehouse>/reports/<eval_id>/``."""
-    from tasks.compare import eval_frames
-    from tasks.report import write_report
+    from tasks.evaluation.compare import eval_frames
+    from tasks.evaluation.report import write_report
 
     settings = settings or get_settings()
     warehouse = Warehouse(settings.warehouse_dir)
@@ -239,7 +239,7 @@ def write_eval_report(run_id: str, measure: str = "nDCG@10", settings: Settings 
 
 def query_texts(run: dict[str, Any], settings: Settings | None = None) -> dict[str, str] | None:
     """The query texts of a run's test set; ``None`` if it was removed since (reports go on without)."""
-    from tasks.testsets import load
+    from tasks.evaluation.testsets import load
 
     settings = settings or get_settings()
     try:

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from storage.corpus_store import SYNTHETIC_SCHEMA, CorpusStore
 from storage.ids import content_hash
-from tasks.llm import LLMClient, LLMError, Request
+from tasks.llm.client import LLMClient, LLMError, Request
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,9 @@ class Settings(BaseSettings):
         default="zsr-local/smollm2",
         description="Any LiteLLM model string (openai/..., ollama/..., hosted_vllm/...); default: bundled.",
     )
-    # Kept as read and checked when an LLM client is built (tasks.llm.parse_fallbacks), so that a malformed
-    # value fails the commands that use an LLM with a message naming the variable, and no other command.
+    # Kept as read and checked when an LLM client is built (tasks.llm.failover.parse_fallbacks), so that a
+    # malformed value fails the commands that use an LLM with a message naming the variable, and no other
+    # command.
     llm_fallbacks: Annotated[list[Any] | str, NoDecode] = Field(
         default_factory=list,
         description="Models tried in order when one fails: a JSON list of model strings or of objects "

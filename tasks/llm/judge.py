@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from storage.types import Qrels
-from tasks.llm import Completion, LLMConfig, LLMError, Request
+from tasks.llm.client import Completion, LLMConfig, LLMError, Request
 
 Pair = tuple[str, str, str, str]  # query_id, query text, doc_id, document text
 Scale = Literal["graded", "binary"]
@@ -72,7 +72,7 @@ class Judge(Protocol):
 
 
 class Completer(Protocol):
-    """What the LLM judge needs of :class:`tasks.llm.LLMClient`."""
+    """What the LLM judge needs of :class:`tasks.llm.client.LLMClient`."""
 
     config: LLMConfig
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from storage.ids import content_hash
 from storage.types import Document
-from tasks.embed import Embedder
+from tasks.ingest.embed import Embedder
 
 CHUNK = "chunk"
 

@@ -26,12 +26,12 @@ from scipy.stats import kendalltau
 
 from storage.corpus_store import CorpusStore
 from storage.warehouse import SCHEMAS, Warehouse
-from tasks.evaluate import parse_measures
-from tasks.judge import Judge, Judgement
-from tasks.runs import evaluate_methods, new_id
-from tasks.search import Searcher
-from tasks.synthesize import Filters, Generator, document_vectors, sample_documents, synthesize
-from tasks.testsets import TestSet, register
+from tasks.evaluation.measures import parse_measures
+from tasks.evaluation.runs import evaluate_methods, new_id
+from tasks.evaluation.testsets import TestSet, register
+from tasks.llm.judge import Judge, Judgement
+from tasks.methods.search import Searcher
+from tasks.synthetic.generate import Filters, Generator, document_vectors, sample_documents, synthesize
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
-from tasks.chunking import join_title
-from tasks.embed import Embedder
-from tasks.index import embed_cached, view_rows
+from tasks.ingest.chunking import join_title
+from tasks.ingest.embed import Embedder
+from tasks.ingest.index import embed_cached, view_rows
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 from storage.corpus_store import CORPUS_NAME, CorpusStore, now
 from storage.ids import canonical_json, content_hash, untrec_id
 from storage.types import BadInputError, Problem, Qrels
-from tasks.evaluate import load_qrels, load_queries
-from tasks.formats import TestSetFormat
+from tasks.evaluation.measures import load_qrels, load_queries
+from tasks.ingest.formats import TestSetFormat
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from storage.corpus_store import (
 )
 from storage.ids import canonical_json, content_hash
 from storage.types import Document
-from tasks.chunking import CHUNK, chunk_documents, join_title
-from tasks.embed import Embedder, ModelSpec
+from tasks.ingest.chunking import CHUNK, chunk_documents, join_title
+from tasks.ingest.embed import Embedder, ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from storage.warehouse import SCHEMAS, Warehouse
-from tasks.evaluate import DEFAULT_MEASURES, parse_measures, score_queries
-from tasks.query_methods import QueryTrace
-from tasks.search import Method, Ranking, Searcher, parse_method
-from tasks.testsets import TestSet
+from tasks.evaluation.measures import DEFAULT_MEASURES, parse_measures, score_queries
+from tasks.evaluation.testsets import TestSet
+from tasks.methods.query_methods import QueryTrace
+from tasks.methods.search import Method, Ranking, Searcher, parse_method
 
 log = logging.getLogger(__name__)
 

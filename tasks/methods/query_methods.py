@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.judge import Completer, Judgement, LLMJudge
-from tasks.llm import Completion, LLMConfig, LLMError, Request
+from tasks.llm.client import Completion, LLMConfig, LLMError, Request
+from tasks.llm.judge import Completer, Judgement, LLMJudge
 
 if TYPE_CHECKING:
-    from tasks.search import Ranking, Searcher
+    from tasks.methods.search import Ranking, Searcher
 
 Domain = Literal["web", "claim", "scientific", "finance", "argument", "news"]
 # HyDE's released promptor.py, verbatim (ReDE-RF reuses them): web/general, scientific claim, scientific or
@@ -172,7 +172,7 @@ class LLMUnavailableError(RuntimeError):
 
 
 class Meter:
-    """A :class:`~tasks.judge.Completer` that counts calls, tokens and cache hits per query id.
+    """A :class:`~tasks.llm.judge.Completer` that counts calls, tokens and cache hits per query id.
 
     Requests name their query in ``context["query_id"]`` (the LLM judge's do too), so a judge built over
     ``searcher.llm`` is metered like the methods' own calls.

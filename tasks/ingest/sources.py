@@ -26,7 +26,7 @@ from pypdf import PdfReader
 from selectolax.lexbor import LexborHTMLParser
 
 from storage.types import BadInputError, Document, Problem
-from tasks.formats import SourceFormat
+from tasks.ingest.formats import SourceFormat
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from storage.ids import content_hash
 from storage.llm_cache import ResponseCache, cache_key
-from tasks.llm_failover import Fallback, describe_failure, is_retryable, parse_fallbacks, server_failure
+from tasks.llm.failover import Fallback, describe_failure, is_retryable, parse_fallbacks, server_failure
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class LLMClient:
         self.models = tuple(route.model for route in self.routes)
         self._failing: set[str] = set()  # models whose last request ran out of retries on server failures
         if any(m.startswith(LOCAL_PREFIX) for m in self.models):
-            from tasks.local_llm import register
+            from tasks.llm.local import register
 
             register()
 

@@ -1,0 +1,1 @@
+"""Evaluation: test sets, measures, published runs, comparisons and reports."""

@@ -1,0 +1,1 @@
+"""The LLM layer: the LiteLLM client with failover, the bundled local model, and relevance judges."""

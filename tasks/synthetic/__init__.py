@@ -1,0 +1,1 @@
+"""Synthetic data: queries written from documents, and synthetic test sets judged by an LLM."""
