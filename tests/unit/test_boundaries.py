@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_tasks_and_storage_do_not_import_prefect():
     modules = [
-        f"{package}.{m.name}"
+        m.name
         for package in ("tasks", "storage")
         for m in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}.")
     ]
