@@ -18,7 +18,8 @@ from storage.corpus_store import CorpusStore
 from storage.warehouse import DATA_TABLES, Warehouse
 from tasks.evaluation.runs import evaluate_methods
 from tasks.ingest.index import reindex
-from tasks.methods.search import Searcher, split_methods
+from tasks.methods.registry import split_methods
+from tasks.methods.search import Searcher
 from tests.fakes import FakeEmbedder, make_docs, make_testset
 
 

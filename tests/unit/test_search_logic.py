@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.methods.search import HybridParams, fts_query, parse_method, rank, rrf, score_fusion
+from tasks.methods.base import rank
+from tasks.methods.first_stage import HybridParams, rrf, score_fusion
+from tasks.methods.registry import parse_method
+from tasks.methods.search import fts_query
 
 
 def test_rank_breaks_ties_on_doc_id():

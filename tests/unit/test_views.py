@@ -10,7 +10,9 @@ from storage.llm_cache import ResponseCache
 from tasks.ingest.index import reindex
 from tasks.ingest.views import build_views
 from tasks.llm.client import LLMClient, LLMConfig
-from tasks.methods.search import MultiviewParams, Searcher, _combine, parse_method
+from tasks.methods.first_stage import MultiviewParams, combine
+from tasks.methods.registry import parse_method
+from tasks.methods.search import Searcher
 from tasks.synthetic.generate import ExtractiveGenerator, Filters, LLMGenerator, synthesize
 from tests import fake_llm
 from tests.fakes import make_docs
@@ -114,8 +116,8 @@ def test_d2q_needs_an_expanded_index(tmp_store, fake):
 
 def test_combining_view_scores():
     passages, queries = [("a", 0.9), ("b", 0.5)], [("b", 0.95), ("c", 0.4)]
-    assert _combine(passages, queries, MultiviewParams()) == {"a": 0.9, "b": 0.95, "c": 0.4}
-    weighted = _combine(passages, queries, MultiviewParams(agg="weighted", query_weight=0.5))
+    assert combine(passages, queries, MultiviewParams()) == {"a": 0.9, "b": 0.95, "c": 0.4}
+    weighted = combine(passages, queries, MultiviewParams(agg="weighted", query_weight=0.5))
     assert weighted == pytest.approx(
         {"a": 0.5 * 0.9 + 0.5 * 0.4, "b": 0.5 * 0.5 + 0.5 * 0.95, "c": 0.5 * 0.5 + 0.5 * 0.4}
     )

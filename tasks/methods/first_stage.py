@@ -1,0 +1,161 @@
+"""Methods that search the index straight from the query: dense, bm25, hybrid, multiview, d2q.
+
+They are the first stages the query-time methods build on. Chunk hits aggregate to documents by their best
+chunk (max).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from tasks.methods.base import FROZEN, Ranking, Retriever, rank
+
+PASSAGE_KINDS, QUERY_KINDS = ("chunk", "title"), ("query",)
+
+
+class DenseParams(BaseModel):
+    """Bi-encoder cosine similarity over chunk vectors; a document scores as its best chunk."""
+
+    model_config = FROZEN
+
+
+class Bm25Params(BaseModel):
+    """BM25 over title + text with LanceDB's native full-text index (English stemming, stop words)."""
+
+    model_config = FROZEN
+
+
+class HybridParams(BaseModel):
+    """Fusion of dense and bm25 rankings, each cut at ``depth``."""
+
+    model_config = FROZEN
+    fusion: Literal["rrf", "score"] = Field(
+        default="rrf", description="reciprocal rank or min-max score fusion"
+    )
+    rrf_k: int = Field(default=60, ge=1, description="RRF constant: score = sum w / (rrf_k + rank)")
+    dense_weight: float = Field(default=1.0, ge=0, description="weight of the dense ranking")
+    bm25_weight: float = Field(default=1.0, ge=0, description="weight of the bm25 ranking")
+    depth: int = Field(default=1000, ge=1, description="hits taken from each ranking before fusion")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> HybridParams:
+        if self.dense_weight == 0 and self.bm25_weight == 0:
+            raise ValueError("dense_weight and bm25_weight are both 0: every document would score 0")
+        return self
+
+
+class MultiviewParams(BaseModel):
+    """Dense search over every view of a document: chunks, title and kept synthetic queries.
+
+    ``max``: a document scores as its best view of any kind. ``weighted``: (1 - query_weight) x its best
+    passage (chunk or title) score + query_weight x its best synthetic-query score.
+    """
+
+    model_config = FROZEN
+    agg: Literal["max", "weighted"] = Field(default="max", description="how view scores combine per document")
+    query_weight: float = Field(
+        default=0.3, ge=0, le=1, description="weight of the best query view (weighted)"
+    )
+    depth: int = Field(default=200, ge=1, description="documents taken from each view kind before combining")
+
+
+class D2qParams(BaseModel):
+    """BM25 over documents expanded with their kept synthetic queries (doc2query / doc2query--)."""
+
+    model_config = FROZEN
+
+
+def rrf(rankings: Sequence[Ranking], weights: Sequence[float], k: int) -> dict[str, float]:
+    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_i w_i / (k + rank_i)``, ranks from 1."""
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for position, (doc_id, _) in enumerate(ranking, start=1):
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight / (k + position)
+    return fused
+
+
+def score_fusion(rankings: Sequence[Ranking], weights: Sequence[float]) -> dict[str, float]:
+    """Weighted sum of min-max normalised scores; a document missing from a ranking gets 0 there."""
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if not ranking:
+            continue
+        scores = [s for _, s in ranking]
+        low, span = min(scores), max(scores) - min(scores)
+        for doc_id, score in ranking:
+            norm = (score - low) / span if span > 0 else 1.0
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * norm
+    return fused
+
+
+def combine(passages: Ranking, queries: Ranking, params: MultiviewParams) -> dict[str, float]:
+    """Per-document score from the best passage view and the best query view (see MultiviewParams)."""
+    best_p, best_q = dict(passages), dict(queries)
+    if params.agg == "max":
+        return {d: max(best_p.get(d, -1.0), best_q.get(d, -1.0)) for d in best_p.keys() | best_q.keys()}
+    # A document missing from one list scores there as the list's lowest: a bound, not a guess of zero.
+    floor_p = min(best_p.values(), default=0.0)
+    floor_q = min(best_q.values(), default=0.0)
+    w = params.query_weight
+    return {
+        d: (1 - w) * best_p.get(d, floor_p) + w * best_q.get(d, floor_q)
+        for d in best_p.keys() | best_q.keys()
+    }
+
+
+def dense(
+    retriever: Retriever, texts: list[str], k: int, kinds: tuple[str, ...] = ("chunk",)
+) -> list[Ranking]:
+    """Top ``k`` documents of each text by its query embedding, over the views of ``kinds``."""
+    return retriever.search_vectors(retriever.encode(texts, queries=True), k, kinds) if texts else []
+
+
+def retrieve_dense(
+    retriever: Retriever, params: DenseParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    """Dense search, the query encoded in one batch with the others."""
+    return dict(zip(queries, dense(retriever, list(queries.values()), k), strict=True))
+
+
+def retrieve_bm25(
+    retriever: Retriever, params: Bm25Params, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    """bm25 over title and text."""
+    return dict(zip(queries, retriever.search_text(list(queries.values()), k), strict=True))
+
+
+def retrieve_d2q(
+    retriever: Retriever, params: D2qParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    """bm25 over the documents expanded with their synthetic queries."""
+    return dict(zip(queries, retriever.search_text(list(queries.values()), k, expanded=True), strict=True))
+
+
+def retrieve_hybrid(
+    retriever: Retriever, params: HybridParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    """Dense and bm25, each to ``depth``, fused by reciprocal rank or by min-max normalised score."""
+    texts = list(queries.values())
+    pairs = zip(
+        dense(retriever, texts, params.depth), retriever.search_text(texts, params.depth), strict=True
+    )
+    weights = (params.dense_weight, params.bm25_weight)
+    rankings = [
+        rank(rrf(pair, weights, params.rrf_k) if params.fusion == "rrf" else score_fusion(pair, weights), k)
+        for pair in pairs
+    ]
+    return dict(zip(queries, rankings, strict=True))
+
+
+def retrieve_multiview(
+    retriever: Retriever, params: MultiviewParams, queries: Mapping[str, str], k: int
+) -> dict[str, Ranking]:
+    """Dense over passage views and over query views, each to ``depth``, combined per document."""
+    texts = list(queries.values())
+    passages = dense(retriever, texts, max(k, params.depth), PASSAGE_KINDS)
+    asked = dense(retriever, texts, max(k, params.depth), QUERY_KINDS)
+    rankings = [rank(combine(p, q, params), k) for p, q in zip(passages, asked, strict=True)]
+    return dict(zip(queries, rankings, strict=True))
