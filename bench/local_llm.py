@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tasks.llm.local import local_model
-from tasks.methods.query_methods import HYDE_PROMPTS
+from tasks.methods.generative import HYDE_PROMPTS
 
 QUERY = "what are the structural and aeroelastic problems associated with flight of high speed aircraft"
 

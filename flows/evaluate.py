@@ -25,7 +25,7 @@ from tasks.settings import get_settings
 
 MethodName = Literal[
     "dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"
-]  # every registered method, at its defaults (a test holds this to tasks.methods.search.METHODS)
+]  # every registered method, at its defaults (a test holds this to tasks.methods.registry.REGISTRY)
 MetricName = Literal["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
 DEFAULT_METHODS: list[MethodName] = ["dense", "bm25", "hybrid"]
 DEFAULT_METRICS: list[MetricName] = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]

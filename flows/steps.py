@@ -9,8 +9,8 @@ Every wrapper calls one function of the library and adds only orchestration:
   and reports and comparisons of runs, which are immutable once published. Writes (indexing, generation,
   evaluation) never cache: their effect is the point, and their own idempotency keys (content hashes,
   query ids) make retries safe.
-- The tag ``llm`` on tasks that call the LLM (generation with the LLM, evaluation of a method in
-  ``LLM_METHODS``); ``zsr serve`` gives the tag a concurrency limit.
+- The tag ``llm`` on tasks that call the LLM (generation with the LLM, evaluation of a method that
+  :func:`~tasks.methods.registry.calls_llm`); ``zsr serve`` gives the tag a concurrency limit.
 - Progress artifacts for long work (indexing, generation, evaluation), updated every 10 percent.
 """
 
@@ -34,11 +34,11 @@ from storage.warehouse import Warehouse
 from tasks.evaluation.compare import Comparison
 from tasks.evaluation.runs import RunResult
 from tasks.evaluation.testsets import TestSet
+from tasks.methods.registry import calls_llm
 from tasks.methods.search import Searcher
 from tasks.settings import get_settings
 
 LLM_TAG = "llm"
-LLM_METHODS = frozenset({"hyde", "rede-rf", "expand", "rerank"})  # they call the LLM at query time
 RETRY_DELAYS = [2, 10, 30]
 JITTER = 0.5  # each delay becomes up to 1.5 times itself, so retries of parallel runs spread out
 _PERMANENT = (ValueError, LookupError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -215,15 +215,6 @@ def evaluate_method(
         progress=lambda _method, done, total: progress(done, total),
     )
     return result
-
-
-def calls_llm(method: str) -> bool:
-    """Whether a method calls the LLM at query time, itself or through its first stage."""
-    from tasks.methods.search import parse_method
-
-    parsed = parse_method(method)
-    first = getattr(parsed.params, "first", None)
-    return parsed.name in LLM_METHODS or (isinstance(first, str) and calls_llm(first))
 
 
 def evaluation_task(method: str) -> Task[..., RunResult]:

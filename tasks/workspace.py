@@ -20,7 +20,8 @@ from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_sour
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.llm.failover import parse_fallbacks
 from tasks.llm.judge import Judge
-from tasks.methods.search import Method, Ranking, Searcher
+from tasks.methods.registry import Method
+from tasks.methods.search import Ranking, Searcher
 from tasks.settings import Settings, get_settings
 from tasks.synthetic.generate import (
     ExtractiveGenerator,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -185,17 +184,18 @@ def corpora(as_json: JsonOpt = False) -> None:
 @app.command()
 def methods(as_json: JsonOpt = False) -> None:
     """List retrieval methods and their parameters."""
-    from tasks.methods.search import METHODS
+    from tasks.methods.registry import REGISTRY
 
     rows: list[dict[str, Any]] = [
         {
             "method": name,
-            "description": inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].replace("\n", " "),
+            "description": entry.summary,
             "params": {
-                p: {"default": f.default, "description": f.description} for p, f in model.model_fields.items()
+                p: {"default": f.default, "description": f.description}
+                for p, f in entry.params.model_fields.items()
             },
         }
-        for name, model in METHODS.items()
+        for name, entry in REGISTRY.items()
     ]
     if as_json:
         emit_json(rows)

@@ -44,7 +44,7 @@ def eval_(
     as_json: JsonOpt = False,
 ) -> None:
     """Score methods on a test set; every number lands in the warehouse."""
-    from tasks.methods.search import split_methods
+    from tasks.methods.registry import split_methods
 
     measure_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     with user_errors():

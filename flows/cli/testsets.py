@@ -107,7 +107,7 @@ def testset_synthesize(
 ) -> None:
     """Build a test set without human labels: sampled documents, generated queries, pooled and LLM-judged."""
     from tasks.llm.judge import LLMJudge
-    from tasks.methods.search import split_methods
+    from tasks.methods.registry import split_methods
     from tasks.synthetic.generate import ExtractiveGenerator, Filters, LLMGenerator
     from tasks.synthetic.testset import build_synthetic_testset
     from tasks.workspace import llm_client, open_store, searcher
@@ -162,7 +162,7 @@ def testset_agreement(
 ) -> None:
     """How well a synthetic test set ranks methods like the human one (Kendall tau, kept in the warehouse)."""
     from tasks.evaluation.testsets import load
-    from tasks.methods.search import split_methods
+    from tasks.methods.registry import split_methods
     from tasks.synthetic.testset import agreement
     from tasks.workspace import searcher
 

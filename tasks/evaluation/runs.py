@@ -24,8 +24,9 @@ import pyarrow as pa
 from storage.warehouse import SCHEMAS, Warehouse
 from tasks.evaluation.measures import DEFAULT_MEASURES, parse_measures, score_queries
 from tasks.evaluation.testsets import TestSet
-from tasks.methods.query_methods import QueryTrace
-from tasks.methods.search import Method, Ranking, Searcher, parse_method
+from tasks.methods.base import QueryTrace
+from tasks.methods.registry import Method, parse_method
+from tasks.methods.search import Ranking, Searcher
 
 log = logging.getLogger(__name__)
 
