@@ -23,6 +23,7 @@ from tasks.evaluation.runs import depth_for, evaluate_methods
 from tasks.ingest.index import reindex
 from tasks.methods.search import Searcher
 from tests.fakes import make_docs, make_testset
+from tests.records import run_result
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -237,9 +238,7 @@ def test_query_deltas_pairs_the_queries_of_two_runs(warehouse):
 
 def publish(warehouse: Warehouse, run_id: str, values: dict[tuple[str, str], float]) -> None:
     """Publish a run whose only data is the given per-query values ((query, measure) -> value)."""
-    run = pa.Table.from_pylist(
-        [{"run_id": run_id, "corpus": "c", "testset": "t", "method": "bm25"}], SCHEMAS["runs"]
-    )
+    run = run_result(run_id, "bm25", {})
     query_metrics = pa.Table.from_pylist(
         [{"run_id": run_id, "query_id": q, "measure": m, "value": v} for (q, m), v in values.items()],
         SCHEMAS["query_metrics"],
