@@ -22,10 +22,11 @@ import polars as pl
 from storage.corpus_store import CorpusStore
 from storage.llm_cache import ResponseCache
 from storage.warehouse import Warehouse
+from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import Comparison, compare_runs, eval_frames, list_runs, run_row, trec_lines
 from tasks.evaluation.provenance import fallback_stats, fallback_warning
 from tasks.evaluation.report import write_report
-from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, evaluate, previous_runs, run_method
+from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_runs, run_method
 from tasks.evaluation.testsets import TestSet, TestSets
 from tasks.ingest.embed import Embedder, ModelSpec, load_embedder, model_spec
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
@@ -351,7 +352,7 @@ class Workspace:
         steps = Direct(
             self.warehouse, lambda name: self.searcher(name, judge), self.testsets.load, self.report, progress
         )
-        return evaluate(
+        return sequence.evaluate(
             steps,
             corpus,
             testset,

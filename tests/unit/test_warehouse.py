@@ -281,3 +281,43 @@ def test_plain_ids_are_unchanged_in_trec_export(searcher, warehouse):
 
     exported = {line.split()[2] for line in trec_lines(warehouse, result.run_id)}
     assert "d0" in exported and exported <= {f"d{i}" for i in range(12)}
+
+
+def test_the_runs_schema_is_derived_from_the_run_record_and_unchanged():
+    """The run row is defined once (``RunRecord``); its Parquet schema stays what old files and SQL know."""
+    from dataclasses import fields
+
+    from storage.warehouse import RunRecord
+
+    before = pa.schema(  # the explicit schema the runs files were written with before the record existed
+        [
+            ("run_id", pa.string()),
+            ("eval_id", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("corpus", pa.string()),
+            ("testset", pa.string()),
+            ("testset_hash", pa.string()),
+            ("method", pa.string()),
+            ("method_name", pa.string()),
+            ("params", pa.string()),
+            ("depth", pa.int32()),
+            ("embedding_model", pa.string()),
+            ("llm_model", pa.string()),
+            ("git_sha", pa.string()),
+            ("packages", pa.string()),
+            ("documents_version", pa.int64()),
+            ("views_version", pa.int64()),
+            ("n_queries", pa.int32()),
+            ("retrieval_seconds", pa.float64()),
+            ("eval_seconds", pa.float64()),
+            ("fallback_share", pa.float64()),
+            ("llm_errors", pa.int32()),
+        ]
+    )
+    assert SCHEMAS["runs"].equals(before, check_metadata=True)
+    assert [f.name for f in fields(RunRecord)] == SCHEMAS["runs"].names
+    record = run_result("r1", "bm25", {"nDCG@10": 0.5})
+    table = RunRecord.table(record)
+    assert table.schema.equals(before) and table.to_pylist() == [
+        {f.name: getattr(record, f.name) for f in fields(RunRecord)}
+    ]
