@@ -427,34 +427,3 @@ class Workspace:
             return self.testsets.load(run["corpus"], run["testset"]).queries
         except (LookupError, ValueError):
             return None
-
-
-# Conveniences for notebooks, over the process's workspace (or the one of ``settings``).
-def ingest(
-    source: Path, corpus: str, *, settings: Settings | None = None, **options: Any
-) -> tuple[ReindexReport, SourceReport]:
-    """:meth:`Workspace.ingest`."""
-    return Workspace.open(settings).ingest(source, corpus, **options)
-
-
-def searcher(corpus: str, settings: Settings | None = None, judge: Judge | None = None) -> Searcher:
-    """:meth:`Workspace.searcher`."""
-    return Workspace.open(settings).searcher(corpus, judge)
-
-
-def search(
-    corpus: str, query: str, method: str | Method = "dense", k: int = 10, settings: Settings | None = None
-) -> Ranking:
-    """:meth:`Workspace.search`."""
-    return Workspace.open(settings).search(corpus, query, method, k)
-
-
-def search_many(
-    corpus: str,
-    queries: Mapping[str, str],
-    method: str | Method = "dense",
-    k: int = 10,
-    settings: Settings | None = None,
-) -> dict[str, Ranking]:
-    """:meth:`Workspace.search_many`."""
-    return Workspace.open(settings).search_many(corpus, queries, method, k)
