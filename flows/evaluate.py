@@ -1,5 +1,7 @@
 """The ``evaluate`` flow: score retrieval methods on a registered test set, with deltas against last time.
 
+The work is the evaluation sequence ``zsr eval`` runs (``tasks.evaluation.runs.evaluate``), each of its
+steps a task of ``flows.steps`` (one per method); the flow adds the artifacts.
 Schedule: none of its own; on demand from the Prefect UI (deployment ``evaluate``) and as the third step of
 ``nightly``.
 Side effects: one immutable run per method in the results warehouse (runs, metrics, per-query metrics,
