@@ -5,10 +5,12 @@ Usage: python bench/orchestration.py [DATA_DIR] [--rounds N] [--home DIR] [--met
 Ingests Cranfield into a temporary ZSR_HOME (or reuses ``--home``), registers its qrels, loads the model
 once, then alternates over N rounds, measured side by side in this one process:
 
-- direct: the library calls the flow is made of (load the test set, open the searcher, evaluate each
-  method into the warehouse, read the previous evaluation, write the HTML report);
-- prefect: the ``evaluate`` flow itself, against a local Prefect server (the test harness's SQLite
-  server), with its task runs, retries, progress, table and markdown artifacts.
+- direct: the evaluation sequence the flow runs, its steps called in this process (``Workspace.evaluate``:
+  check, open the searcher, load the test set, evaluate each method into the warehouse, read the previous
+  evaluation, write the HTML report);
+- prefect: the ``evaluate`` flow itself, the same sequence with each step a task, against a local Prefect
+  server (the test harness's SQLite server), with its task runs, retries, progress, table and markdown
+  artifacts.
 
 Prints the minimum of each side and the overhead ratio, and exits 1 above the target (+10%). Deployment
 runs cost on top of this a fresh process per flow run (Python, Prefect, flow imports and the model load,
@@ -32,34 +34,11 @@ METRICS = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
 
 
 def direct(corpus: str, testset: str, methods: list[str]) -> float:
-    """The flow's work without Prefect: the same library calls, in the same order."""
-    from storage.warehouse import Warehouse
-    from tasks.evaluation.compare import eval_frames
-    from tasks.evaluation.report import write_report
-    from tasks.evaluation.runs import evaluate_methods, new_id, prepare
-    from tasks.evaluation.testsets import load
-    from tasks.settings import get_settings
-    from tasks.workspace import searcher
+    """The flow's work without Prefect: the same sequence, its steps called in this process."""
+    from tasks.workspace import Workspace
 
     started = time.perf_counter()
-    settings = get_settings()
-    prepare(methods, METRICS)
-    test = load(settings.testsets_dir, corpus, testset)
-    engine = searcher(corpus)
-    warehouse = Warehouse(settings.warehouse_dir)
-    eval_id = new_id("direct")
-    runs = [
-        evaluate_methods(engine, test, [m], warehouse, measures=METRICS, eval_id=eval_id)[0] for m in methods
-    ]
-    warehouse.query(
-        "SELECT eval_id FROM runs WHERE corpus = ? AND testset = ? AND eval_id < ? "
-        "ORDER BY eval_id DESC LIMIT 1",
-        [corpus, testset, eval_id],
-    )
-    frames = eval_frames(warehouse, runs[0].run_id)
-    write_report(
-        *frames, warehouse.root / "reports" / eval_id, title=f"{corpus} / {testset}", queries=test.queries
-    )
+    Workspace.open().evaluate(corpus, testset, methods, METRICS, label="direct", compare=True, report=True)
     return time.perf_counter() - started
 
 
@@ -86,17 +65,17 @@ def main() -> int:
         os.environ["ZSR_HOME"] = str(home)
         os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))  # cached task results land here
 
-        from tasks.evaluation.testsets import list_testsets, register
         from tasks.settings import get_settings
-        from tasks.workspace import ingest, open_store, searcher
+        from tasks.workspace import Workspace
 
         get_settings.cache_clear()
+        ws = Workspace.open()  # the flow's workspace too: both sides share the model and the handles
         folder = args.data / "cranfield"
         started = time.perf_counter()
-        ingest(folder, "cranfield", fmt="beir", skip_bad=True)
-        if not list_testsets(get_settings().testsets_dir, "cranfield"):
-            register(get_settings().testsets_dir, open_store(), "cranfield", "human", folder)
-        searcher("cranfield").warm_up()  # the model loads once, for both sides
+        ws.ingest(folder, "cranfield", fmt="beir", skip_bad=True)
+        if not ws.testsets.names("cranfield"):
+            ws.testsets.register("cranfield", "human", folder)
+        ws.searcher("cranfield").warm_up()  # the model loads once, for both sides
         print(f"index ready in {time.perf_counter() - started:.1f} s (ZSR_HOME={home})")
 
         from prefect.testing.utilities import prefect_test_harness

@@ -23,14 +23,14 @@ import argparse
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from storage.warehouse import Warehouse
-from tasks.evaluation.runs import RunResult, evaluate_methods
-from tasks.evaluation.testsets import TestSet, register
+from tasks.evaluation.runs import RunResult
+from tasks.evaluation.testsets import TestSet
 from tasks.llm.client import Request
 from tasks.llm.judge import Judge, NoisyOracleJudge, OracleJudge
 from tasks.settings import Settings
-from tasks.workspace import ingest, llm_client, open_store, searcher
+from tasks.workspace import Workspace
 
 MEASURES = ["nDCG@10", "R@100"]
 ACCURACIES = (0.9, 0.8, 0.7)
@@ -44,27 +44,41 @@ def subset(testset: TestSet, n: int | None) -> TestSet:
     )
 
 
-def cost(warehouse: Warehouse, run: RunResult, query_ids: list[str] | None = None) -> dict:
+def evaluate(ws: Workspace, test: TestSet, methods: list[str], judge: Judge | None = None) -> list[RunResult]:
+    """Runs of ``methods`` on ``test`` (a subset of a registered set), through the same path as `zsr eval`."""
+    return ws.evaluate(test.corpus, test, methods, MEASURES, judge=judge).runs
+
+
+def rows(ws: Workspace, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+    """The rows of one query over the warehouse."""
+    frame = ws.sql(sql, params)
+    assert frame is not None  # a SELECT always has a result
+    return frame.to_dicts()
+
+
+def cost(ws: Workspace, run: RunResult, query_ids: list[str] | None = None) -> dict:
     """Per-query means and sums of a run's recorded cost, over ``query_ids`` (all when ``None``)."""
-    (row,) = warehouse.query(
+    (row,) = rows(
+        ws,
         """SELECT avg(latency_ms) AS ms, sum(latency_ms) / 1000 AS seconds, avg(tokens_in) AS tokens_in,
                   avg(tokens_out) AS tokens_out, sum(tokens_out) AS generated, sum(cache_hits) AS cache_hits,
                   count(fallback) AS fallbacks
            FROM queries WHERE run_id = ? AND (? IS NULL OR list_contains(?, query_id))""",
         [run.run_id, query_ids, query_ids],
-    ).to_pylist()
+    )
     return row
 
 
-def show(warehouse: Warehouse, label: str, runs: list[RunResult], few: list[str]) -> None:
+def show(ws: Workspace, label: str, runs: list[RunResult], few: list[str]) -> None:
     """One row a run; ``few``: HyDE's queries, over which each run's nDCG@10 is shown too."""
     for run in runs:
-        c = cost(warehouse, run)
-        (on_few,) = warehouse.query(
+        c = cost(ws, run)
+        (on_few,) = rows(
+            ws,
             """SELECT avg(value) AS v FROM query_metrics
                WHERE run_id = ? AND measure = 'nDCG@10' AND list_contains(?, query_id)""",
             [run.run_id, few],
-        ).to_pylist()
+        )
         print(
             f"{label:24} {run.method:34} {run.metrics['nDCG@10']:7.3f} {run.metrics['R@100']:6.3f} "
             f"{on_few['v'] or 0:9.3f} {c['ms']:9.1f} {c['tokens_in'] or 0:9.0f} {c['tokens_out'] or 0:9.0f} "
@@ -89,53 +103,38 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home))
-        warehouse = Warehouse(settings.warehouse_dir)
+        ws = Workspace.open(Settings(home=Path(home)))
         for dataset in args.datasets.split(","):
             folder = args.data / dataset
-            ingest(folder, dataset, fmt="beir", skip_bad=True, settings=settings)
-            human, _ = register(settings.testsets_dir, open_store(settings), dataset, "human", folder)
+            ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
+            human, _ = ws.testsets.register(dataset, "human", folder)
             testset = subset(human, args.queries)
             few = list(subset(human, args.hyde_queries).queries)  # HyDE's queries, the first of the set
-            engine = searcher(dataset, settings)
             print(f"\n{dataset}: {len(testset.queries)} queries")
             print(
                 f"{'judge / LLM':24} {'method':34} {'nDCG@10':>7} {'R@100':>6} {'HyDE Qs':>9} "
                 f"{'ms/query':>9} {'tokens in':>9} {'out':>9} {'cached':>6} {'fallbacks':>9}"
             )
 
-            runs = evaluate_methods(
-                engine, testset, ["bm25", "rm3", "dense", "hybrid", "prf"], warehouse, measures=MEASURES
-            )
-            show(warehouse, "-", runs, few)
+            show(ws, "-", evaluate(ws, testset, ["bm25", "rm3", "dense", "hybrid", "prf"]), few)
             judges: list[tuple[str, Judge]] = [("oracle", OracleJudge(human.qrels))]
             judges += [(f"noisy oracle {a:.0%}", NoisyOracleJudge(human.qrels, a)) for a in ACCURACIES]
             for label, judge in judges:
-                engine.judge = judge
-                runs = evaluate_methods(
-                    engine, testset, [args.rede, args.rerank], warehouse, measures=MEASURES
-                )
-                show(warehouse, label, runs, few)
+                show(ws, label, evaluate(ws, testset, [args.rede, args.rerank], judge), few)
             if args.no_llm:
                 continue
 
-            engine.judge = None  # ReDE-RF's one-token LLM judge over the metered engine.llm
-            engine.llm_factory = lambda: llm_client(settings)
-            # Load the model outside the timed queries: the first generation would otherwise carry it.
-            engine.llm.complete_many(
-                [Request([{"role": "user", "content": "Hello"}], max_tokens=1)], "warm-up"
-            )
-            judged = subset(human, args.llm_queries)
-            runs = evaluate_methods(
-                engine, judged, ["dense", "hybrid", args.rede, args.rerank], warehouse, measures=MEASURES
-            )
-            show(warehouse, engine.llm.config.model, runs, few)
-            hyde_set = subset(human, args.hyde_queries)
-            (hyde,) = evaluate_methods(engine, hyde_set, [args.hyde], warehouse, measures=MEASURES)
-            show(warehouse, engine.llm.config.model, [hyde], few)
-            rede, spent = cost(warehouse, runs[2], few), cost(warehouse, hyde, few)
+            # ReDE-RF's one-token LLM judge (no judge given) over the metered LLM. Load the model outside the
+            # timed queries: the first generation would otherwise carry it.
+            ws.llm.complete_many([Request([{"role": "user", "content": "Hello"}], max_tokens=1)], "warm-up")
+            model = ws.llm.config.model
+            runs = evaluate(ws, subset(human, args.llm_queries), ["dense", "hybrid", args.rede, args.rerank])
+            show(ws, model, runs, few)
+            (hyde,) = evaluate(ws, subset(human, args.hyde_queries), [args.hyde])
+            show(ws, model, [hyde], few)
+            rede, spent = cost(ws, runs[2], few), cost(ws, hyde, few)
             print(
-                f"ReDE-RF against HyDE with {engine.llm.config.model} on the same {len(few)} queries: "
+                f"ReDE-RF against HyDE with {model} on the same {len(few)} queries: "
                 f"generated tokens {rede['generated']} vs {spent['generated']}, "
                 f"wall time {rede['seconds']:.1f} s vs {spent['seconds']:.1f} s "
                 f"(HyDE/ReDE-RF: {spent['seconds'] / rede['seconds']:.1f}x)"

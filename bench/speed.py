@@ -24,7 +24,7 @@ from tasks.ingest.chunking import chunk_documents
 from tasks.ingest.embed import SentenceTransformerEmbedder, model_spec
 from tasks.ingest.sources import read_source
 from tasks.settings import Settings
-from tasks.workspace import embedder_factory, ingest, searcher
+from tasks.workspace import Workspace, embedder_factory
 
 
 def main() -> int:
@@ -45,12 +45,12 @@ def main() -> int:
             start = time.perf_counter()
             embedder.model.encode(texts, batch_size=base.batch_size, normalize_embeddings=True)
             raw.append(time.perf_counter() - start)
-            settings = Settings(home=Path(tmp) / f"round{r}")
+            ws = Workspace.open(Settings(home=Path(tmp) / f"round{r}"))
             start = time.perf_counter()
-            ingest(folder, "cranfield", fmt="beir", skip_bad=True, settings=settings)
+            ws.ingest(folder, "cranfield", fmt="beir", skip_bad=True)
             full.append(time.perf_counter() - start)
             start = time.perf_counter()
-            report, _ = ingest(folder, "cranfield", fmt="beir", skip_bad=True, settings=settings)
+            report, _ = ws.ingest(folder, "cranfield", fmt="beir", skip_bad=True)
             again.append(time.perf_counter() - start)
             assert report.unchanged == len(docs) and report.chunks_encoded == 0
         print(f"documents {len(docs)}, chunks {len(texts)}, rounds {args.rounds}")
@@ -63,7 +63,7 @@ def main() -> int:
         print(f"pipeline overhead     {overhead:+7.1%}   (target <= +15%)")
         print(f"unchanged re-index    {min(again):7.3f} s = {reindex:.2%} of the full ingest (target <= 2%)")
 
-        engine = searcher("cranfield", settings)
+        engine = ws.searcher("cranfield")
         queries = list(load_queries(folder / "queries.jsonl").values())
         engine.search(queries[0], "dense")  # warm caches and the query encoder
         print("method   p50 ms   p95 ms")

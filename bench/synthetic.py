@@ -17,15 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from storage.warehouse import Warehouse
-from tasks.evaluation.runs import evaluate_methods
-from tasks.evaluation.testsets import load, register
-from tasks.ingest.views import build_views
-from tasks.llm.judge import LLMJudge
 from tasks.settings import Settings
-from tasks.synthetic.generate import Filters, LLMGenerator, SynthesisReport
-from tasks.synthetic.testset import agreement, build_synthetic_testset
-from tasks.workspace import ingest, llm_client, open_store, prepare_synthesis, searcher
+from tasks.synthetic.config import SynthesisConfig
+from tasks.synthetic.generate import SynthesisReport
+from tasks.workspace import Workspace
 
 METHODS = ["dense", "hybrid", "multiview", "multiview(agg=weighted)", "bm25", "d2q"]
 
@@ -39,15 +34,15 @@ def main() -> None:
     args = parser.parse_args()
     for dataset in args.datasets.split(","):
         with tempfile.TemporaryDirectory() as home:
-            run(dataset, args.data / dataset, Settings(home=Path(home)), args.docs, args.testset_docs)
+            ws = Workspace.open(Settings(home=Path(home)))
+            run(ws, dataset, args.data / dataset, args.docs, args.testset_docs)
 
 
-def run(dataset: str, folder: Path, settings: Settings, n_docs: int, testset_docs: int) -> None:
-    ingest(folder, dataset, fmt="beir", skip_bad=True, settings=settings)
-    store, engine, llm = open_store(settings), searcher(dataset, settings), llm_client(settings)
-    human, _ = register(settings.testsets_dir, store, dataset, "human", folder)
+def run(ws: Workspace, dataset: str, folder: Path, n_docs: int, testset_docs: int) -> None:
+    ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
+    human, _ = ws.testsets.register(dataset, "human", folder)
     # The set-up `zsr synthesize` uses: k-means sample of n_docs, question prompt, round trip in the top 20.
-    synthesis = prepare_synthesis(dataset, sample_docs=n_docs, seed=0, roundtrip_k=20, settings=settings)
+    synthesis = ws.prepare_synthesis(dataset, SynthesisConfig(sample_docs=n_docs, seed=0, roundtrip_k=20))
 
     def generate() -> tuple[float, SynthesisReport]:
         start = time.perf_counter()
@@ -55,9 +50,9 @@ def run(dataset: str, folder: Path, settings: Settings, n_docs: int, testset_doc
         return time.perf_counter() - start, report
 
     first_s, first = generate()
-    store.db.drop_table(f"{dataset}__synthetic_queries")
+    ws.forget_synthetic_queries(dataset)
     again_s, again = generate()
-    print(f"\n== {dataset}: {first.documents} documents, model {llm.config.model}")
+    print(f"\n== {dataset}: {first.documents} documents, model {ws.llm.config.model}")
     print(
         f"generation: {first.generated} queries in {first_s:.1f} s = "
         f"{first.generated / first_s:.2f} queries/s, "
@@ -68,37 +63,20 @@ def run(dataset: str, folder: Path, settings: Settings, n_docs: int, testset_doc
         f"cached re-run: {again_s:.1f} s = {again_s / first_s:.1%} of the first run (target <= 5%); "
         f"{again.cache_hits}/{again.llm_calls} calls from cache"
     )
-    build_views(store, dataset, engine.embedder_factory)
-    warehouse = Warehouse(settings.warehouse_dir)
-    results = evaluate_methods(engine, human, METHODS, warehouse, measures=["nDCG@10", "R@100"])
+    ws.refresh_views(dataset)
+    results = ws.evaluate(dataset, "human", METHODS, ["nDCG@10", "R@100"]).runs
     print(f"{'method':26} nDCG@10  R@100   (human qrels, {len(human.queries)} queries)")
     for r in results:
         print(f"{r.method:26} {r.metrics['nDCG@10']:.3f}   {r.metrics['R@100']:.3f}")
     start = time.perf_counter()
-    report = build_synthetic_testset(
-        store,
-        dataset,
-        name="synthetic",
-        generator=LLMGenerator(llm),
-        judge=LLMJudge(llm),
-        searcher=engine,
-        root=settings.testsets_dir,
-        n_docs=testset_docs,
-        seed=1,
-        filters=Filters(roundtrip_k=20),
-        warehouse=warehouse,
+    report = ws.synthesize_testset(
+        dataset, "synthetic", SynthesisConfig(sample_docs=testset_docs, seed=1, roundtrip_k=20)
     )
     print(
         f"synthetic test set: {report.queries} queries, {report.judged} judged pairs, "
         f"{report.relevant_pairs} relevant ({time.perf_counter() - start:.0f} s)"
     )
-    result = agreement(
-        warehouse,
-        engine,
-        human,
-        load(settings.testsets_dir, dataset, "synthetic"),
-        ["bm25", "dense", "hybrid", "multiview", "d2q"],
-    )
+    result = ws.agreement(dataset, "human", "synthetic", ["bm25", "dense", "hybrid", "multiview", "d2q"])
     print(
         f"Kendall tau (synthetic vs human, nDCG@10, 5 methods): {result.kendall_tau:.3f} "
         f"(p = {result.p_value:.3f}); same best method: {result.top1_agree}"

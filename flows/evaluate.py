@@ -1,5 +1,7 @@
 """The ``evaluate`` flow: score retrieval methods on a registered test set, with deltas against last time.
 
+The work is the evaluation sequence ``zsr eval`` runs (``tasks.evaluation.runs.evaluate``), each of its
+steps a task of ``flows.steps`` (one per method); the flow adds the artifacts.
 Schedule: none of its own; on demand from the Prefect UI (deployment ``evaluate``) and as the third step of
 ``nightly``.
 Side effects: one immutable run per method in the results warehouse (runs, metrics, per-query metrics,
@@ -13,36 +15,26 @@ outside a deployment), which is how "the previous run of the same deployment" is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import steps
-from tasks.evaluation.runs import RunResult
+from tasks.evaluation import runs
+from tasks.evaluation.measures import DEFAULT_MEASURES
+from tasks.evaluation.runs import Evaluation, finite
+from tasks.methods.registry import REGISTRY
 from tasks.settings import get_settings
 
-MethodName = Literal[
-    "dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"
-]  # every registered method, at its defaults (a test holds this to tasks.methods.registry.REGISTRY)
-MetricName = Literal["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
+if TYPE_CHECKING:
+    MethodName = str
+    MetricName = str
+else:  # the form's choices: every registered method (at its defaults), the default measures
+    MethodName = Literal[tuple(REGISTRY)]
+    MetricName = Literal[DEFAULT_MEASURES]
 DEFAULT_METHODS: list[MethodName] = ["dense", "bm25", "hybrid"]
-DEFAULT_METRICS: list[MetricName] = ["nDCG@10", "R@100", "RR@10", "AP@100", "P@10"]
-
-
-@dataclass
-class Evaluation:
-    """What one evaluation published, and the runs of the previous one of the same deployment."""
-
-    corpus: str
-    testset: str
-    label: str
-    eval_id: str
-    metrics: list[str]
-    runs: list[RunResult]
-    previous: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> run_id, eval_id, metrics
-    report: str | None = None
+DEFAULT_METRICS: list[MetricName] = list(DEFAULT_MEASURES)
 
 
 def deployment_label() -> str:
@@ -76,34 +68,36 @@ def evaluate(
     measures: list[str] = list(dict.fromkeys(metrics))
     if not methods or not measures:
         raise ValueError("choose at least one method and one metric")
-    steps.check_methods(methods, measures)
-    test = steps.load_testset(corpus, testset)
-    engine = steps.open_searcher(corpus)
     label = deployment_label()
-    eval_id = steps.new_eval_id(label)
-    log.info("evaluation %s: %s on %s/%s (%d queries)", eval_id, methods, corpus, testset, len(test.queries))
-    progress = steps.slug("evaluate", corpus, testset, "progress")
-    runs = [steps.evaluation_task(m)(engine, test, m, measures, depth, eval_id, progress) for m in methods]
-    for run in runs:
+    result = runs.evaluate(
+        steps.ORCHESTRATED,
+        corpus,
+        testset,
+        methods,
+        measures,
+        depth=depth,
+        label=label,
+        compare=True,
+        report=report,
+    )
+    threshold = get_settings().fallback_warn_share
+    for run in result.runs:
         log.info("run %s (%s): %s", run.run_id, run.method, _numbers(run.metrics))
-        if warning := run.warning(get_settings().fallback_warn_share):
+        if warning := run.warning(threshold):
             log.warning("%s", warning)
-    result = Evaluation(corpus, testset, label, eval_id, measures, runs)
-    result.previous = steps.previous_runs(corpus, testset, label, eval_id)
     if result.previous:
         log.info("previous %s evaluation: %s", label, next(iter(result.previous.values()))["eval_id"])
+    n_queries = result.runs[0].n_queries
     create_table_artifact(
         results_table(result),
         key=steps.slug(label, corpus, testset, "results"),
-        description=f"{corpus} / {testset}: {len(test.queries)} queries; deltas against the previous "
+        description=f"{corpus} / {testset}: {n_queries} queries; deltas against the previous "
         f"{label} evaluation",
     )
-    if report:
-        result.report = steps.write_report(runs[0].run_id, measures[0])
     create_markdown_artifact(
-        summary(result, len(test.queries)),
+        summary(result, n_queries),
         key=steps.slug(label, corpus, testset, "summary"),
-        description=f"Evaluation {eval_id}",
+        description=f"Evaluation {result.eval_id}",
     )
     return result
 
@@ -120,7 +114,7 @@ def results_table(result: Evaluation) -> list[dict[str, Any]]:
         before = result.previous.get(run.method, {})
         row: dict[str, Any] = {"method": run.method}
         for measure in result.metrics:
-            value = steps.finite(run.metrics.get(measure))
+            value = finite(run.metrics.get(measure))
             row[measure] = "n/a" if value is None else round(value, 4)
             row[f"Δ {measure}"] = _delta(value, before.get("metrics", {}).get(measure))
         row |= {
@@ -158,7 +152,7 @@ def summary(result: Evaluation, n_queries: int) -> str:
         cells = " | ".join(f"{_fmt(row[m])} | {row[f'Δ {m}']}" for m in result.metrics)
         lines.append(f"| {row['method']} | {cells} | {row['fallback']} |")
     lines += [f"\n> **Warning**: {row['warning']}" for row in rows if row["warning"]]
-    scored = [r for r in result.runs if steps.finite(r.metrics.get(head)) is not None]
+    scored = [r for r in result.runs if finite(r.metrics.get(head)) is not None]
     if scored:
         best = max(scored, key=lambda r: r.metrics[head])
         lines += ["", f"Best {head}: **{best.method}** ({best.metrics[head]:.4f})."]

@@ -27,8 +27,12 @@ from flows.evaluate import (
     evaluate,
 )
 from flows.reindex import reindex
-from flows.synthesize import GeneratorName, Style, synthesize
+from flows.synthesize import synthesize
+from tasks.evaluation.runs import finite
 from tasks.ingest.formats import SourceFormat
+from tasks.synthetic.config import SynthesisConfig
+
+NIGHTLY_SYNTHESIS = SynthesisConfig(generator="extractive")  # no LLM, cheap: queries for new documents
 
 
 def _run_name() -> str:
@@ -42,9 +46,7 @@ def nightly(
     source: str = "demo/cranfield",
     fmt: SourceFormat | None = None,
     skip_bad: bool = False,
-    generator: GeneratorName = "extractive",
-    style: Style = "question",
-    per_doc: int = 1,
+    synthesis: SynthesisConfig = NIGHTLY_SYNTHESIS,
     methods: list[MethodName] = DEFAULT_METHODS,
     metrics: list[MetricName] = DEFAULT_METRICS,
     measure: MetricName = "nDCG@10",
@@ -56,16 +58,14 @@ def nightly(
         source: Where the corpus is read from (relative to the zsr checkout).
         fmt: Source format; detected when empty.
         skip_bad: Skip bad records and report them instead of failing.
-        generator: Query generator for new documents: extractive (no LLM, cheap) or llm.
-        style: Kind of synthetic query.
-        per_doc: Synthetic queries per document.
+        synthesis: How queries are written for new documents (default: extractive, no LLM).
         methods: Methods evaluated on every registered test set.
         metrics: Measures of each evaluation.
         measure: Per-query measure of the comparison with the previous nightly run.
     """
     log = get_run_logger()
     indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
-    synthesized = synthesize(corpus=corpus, generator=generator, style=style, per_doc=per_doc)
+    synthesized = synthesize(corpus=corpus, synthesis=synthesis)
     testsets = steps.find_testsets(corpus)
     if not testsets:
         log.warning("no test set is registered for %s: nothing to evaluate (`zsr testset add`)", corpus)
@@ -135,4 +135,4 @@ def comparison_markdown(corpus: str, measure: str, label: str, rows: list[dict[s
 
 
 def _p(value: float | None) -> str:
-    return "n/a" if steps.finite(value) is None else f"{value:.3g}"
+    return "n/a" if finite(value) is None else f"{value:.3g}"

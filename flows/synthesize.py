@@ -10,60 +10,35 @@ a rerun only generates what is missing, and every LLM answer is cached, so a ret
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
 
 from flows import steps
-from flows.evaluate import MethodName
+from tasks.synthetic.config import SynthesisConfig
 
-GeneratorName = Literal["llm", "extractive"]
-Style = Literal["question", "keywords", "claim", "title"]
+DEFAULT_SYNTHESIS = SynthesisConfig()
 
 
-@flow(name="synthesize", flow_run_name="synthesize-{corpus}-{generator}", timeout_seconds=8 * 3600)
-def synthesize(
-    corpus: str = "demo",
-    generator: GeneratorName = "llm",
-    style: Style = "question",
-    per_doc: int = 1,
-    sample_docs: int | None = None,
-    seed: int = 0,
-    temperature: float = 0.7,
-    roundtrip_k: int = 20,
-    roundtrip_method: MethodName = "hybrid",
-    refilter: bool = False,
-) -> dict[str, Any]:
+def _run_name() -> str:
+    synthesis = SynthesisConfig.model_validate(flow_run.parameters.get("synthesis", {}))
+    return f"synthesize-{flow_run.parameters['corpus']}-{synthesis.generator}"
+
+
+@flow(name="synthesize", flow_run_name=_run_name, timeout_seconds=8 * 3600)
+def synthesize(corpus: str = "demo", synthesis: SynthesisConfig = DEFAULT_SYNTHESIS) -> dict[str, Any]:
     """Generate and filter synthetic queries, then rebuild multi-view representations.
 
     Args:
         corpus: An indexed corpus.
-        generator: llm (the configured LiteLLM model; the bundled one offline), or extractive (no LLM:
-            sentences of the document, biased toward lexical overlap).
-        style: Kind of query the prompt asks for.
-        per_doc: Queries per document.
-        sample_docs: Sample this many diverse documents (k-means over embeddings); empty: all.
-        seed: Seed of the document sample.
-        temperature: Sampling temperature of the LLM.
-        roundtrip_k: Keep a query only if its document is in its top k (0: no check).
-        roundtrip_method: Retrieval used for the round-trip check.
-        refilter: Decide again, from stored outputs, about queries already generated (no LLM call).
+        synthesis: Generator, prompt style, document sample, filters (as `zsr synthesize` takes them).
     """
     log = get_run_logger()
-    generate = steps.generate_queries if generator == "llm" else steps.generate_queries.with_options(tags=[])
-    report = generate(
-        corpus,
-        generator,
-        style,
-        per_doc,
-        sample_docs,
-        seed,
-        temperature,
-        roundtrip_k,
-        roundtrip_method,
-        refilter,
-    )
+    llm = synthesis.generator == "llm"
+    generate = steps.generate_queries if llm else steps.generate_queries.with_options(tags=[])
+    report = generate(corpus, synthesis)
     log.info(
         "%s: %d queries generated (%d already done) from %d documents by %s; %d kept",
         corpus,
@@ -83,6 +58,6 @@ def synthesize(
     create_table_artifact(
         rows,
         key=steps.slug("synthesize", corpus),
-        description=f"Synthetic queries of {corpus} by {report['generator']} ({style})",
+        description=f"Synthetic queries of {corpus} by {report['generator']} ({synthesis.style})",
     )
     return {"synthesis": report, "views": views}

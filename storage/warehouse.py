@@ -30,7 +30,11 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, get_args, get_origin, get_type_hints
 
 import duckdb
 import pyarrow as pa
@@ -47,32 +51,71 @@ CATALOG_VERSION = 5
 STORAGE_COMPATIBILITY = "v1.2.0"
 _STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
 
+Int32 = Annotated[int, pa.int32()]  # a column stored as 32-bit integers (int: 64-bit)
+_ARROW: dict[type, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of ``runs``: a published run's provenance, parameters and timings.
+
+    The only definition of the run row: the ``runs`` Parquet schema is derived from these fields (names,
+    order and Arrow types, which analysts' SQL and older run files rely on), and every row is written from
+    a record.
+    """
+
+    run_id: str
+    eval_id: str  # shared by the runs of one evaluation
+    created_at: datetime  # UTC
+    corpus: str
+    testset: str
+    testset_hash: str
+    method: str  # as asked for, with its parameters: "hybrid(fusion=score)"
+    method_name: str
+    params: str  # JSON of every parameter, defaults included
+    depth: Int32
+    embedding_model: str
+    llm_model: str | None  # what answered (LLMs and judges); null when nothing did
+    git_sha: str | None
+    packages: str  # JSON {package: version}
+    documents_version: int
+    views_version: int
+    n_queries: Int32
+    retrieval_seconds: float
+    eval_seconds: float  # scoring, not the write
+    fallback_share: float  # share of queries whose method fell back; null in older runs
+    llm_errors: Int32  # LLM answers that failed or could not be used, all queries; null in older runs
+
+    def table(self) -> pa.Table:
+        """The record as the one-row ``runs`` table it is published as."""
+        row = {f.name: getattr(self, f.name) for f in fields(RunRecord)}
+        return pa.Table.from_pylist([row], SCHEMAS["runs"])
+
+
+def arrow_schema(record: type) -> pa.Schema:
+    """The Arrow schema of a dataclass: its fields in order, typed by :data:`_ARROW` or an ``Annotated`` type.
+
+    ``X | None`` maps as ``X`` (every Arrow field is nullable).
+    """
+    hints = get_type_hints(record, include_extras=True)
+    columns = []
+    for f in fields(record):
+        hint = hints[f.name]
+        if get_origin(hint) is UnionType:
+            (hint,) = (arg for arg in get_args(hint) if arg is not NoneType)
+        arrow = get_args(hint)[1] if get_origin(hint) is Annotated else _ARROW[hint]
+        columns.append((f.name, arrow))
+    return pa.schema(columns)
+
+
 SCHEMAS: dict[str, pa.Schema] = {
-    "runs": pa.schema(
-        [
-            ("run_id", pa.string()),
-            ("eval_id", pa.string()),
-            ("created_at", pa.timestamp("us", tz="UTC")),
-            ("corpus", pa.string()),
-            ("testset", pa.string()),
-            ("testset_hash", pa.string()),
-            ("method", pa.string()),
-            ("method_name", pa.string()),
-            ("params", pa.string()),
-            ("depth", pa.int32()),
-            ("embedding_model", pa.string()),
-            ("llm_model", pa.string()),
-            ("git_sha", pa.string()),
-            ("packages", pa.string()),
-            ("documents_version", pa.int64()),
-            ("views_version", pa.int64()),
-            ("n_queries", pa.int32()),
-            ("retrieval_seconds", pa.float64()),
-            ("eval_seconds", pa.float64()),
-            ("fallback_share", pa.float64()),  # share of queries whose method fell back; null in older runs
-            ("llm_errors", pa.int32()),  # LLM answers that failed or could not be used, all queries
-        ]
-    ),
+    "runs": arrow_schema(RunRecord),
     "metrics": pa.schema([("run_id", pa.string()), ("measure", pa.string()), ("value", pa.float64())]),
     "query_metrics": pa.schema(
         [
@@ -228,12 +271,12 @@ class Warehouse:
         self.ensure_catalog()
 
     # -- writing -----------------------------------------------------------------------------------------
-    def write_run(self, run: pa.Table, data: dict[str, pa.Table]) -> None:
+    def write_run(self, run: RunRecord, data: dict[str, pa.Table]) -> None:
         """Publish one run: its data files first, its ``runs`` row last (the moment it becomes visible)."""
-        (run_id,) = run["run_id"].to_pylist()
+        run_id = run.run_id
         for table, rows in data.items():
             self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / f"{run_id}.parquet")
-        self._write_atomic(run.cast(SCHEMAS["runs"]), self.root / "runs" / f"{run_id}.parquet")
+        self._write_atomic(run.table(), self.root / "runs" / f"{run_id}.parquet")
         log.info("published run %s to %s", run_id, self.root)
         self.ensure_catalog()  # a catalog someone altered since this writer opened is repaired now
 

@@ -1,249 +1,430 @@
-"""The library API and composition root: builds the store and the embedder from :class:`Settings`.
+"""The workspace: the one door the CLI, the Prefect flows, the benches and notebooks come through.
 
-The CLI, the Prefect flows and Python users all come through here, so each of them indexes, searches and
-writes synthetic queries the same way.
+A :class:`Workspace` is built once from :class:`Settings`. It holds the corpus store, the results
+warehouse, the test-set registry and the LLM client, each built on first use (a command pays only for what
+it touches, and the LLM client, with its response cache and its memory of dead servers, is shared by
+everything the process does), and it opens searchers. Front ends call its methods and get plain results
+(reports, records, rows); they import no storage module and never call into a storage object
+(``tests/unit/test_boundaries.py``), so every front end indexes, synthesizes and evaluates the same way.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from storage.corpus_store import CorpusStore
 from storage.llm_cache import ResponseCache
 from storage.warehouse import Warehouse
+from tasks.evaluation import runs as sequence
+from tasks.evaluation.compare import Comparison, compare_runs, eval_frames, list_runs, run_row, trec_lines
+from tasks.evaluation.provenance import fallback_stats, fallback_warning
+from tasks.evaluation.report import write_report
+from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_runs, run_method
+from tasks.evaluation.testsets import TestSet, TestSets
 from tasks.ingest.embed import Embedder, ModelSpec, load_embedder, model_spec
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
+from tasks.ingest.views import ViewsReport, build_views
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.llm.failover import parse_fallbacks
-from tasks.llm.judge import Judge
+from tasks.llm.judge import Judge, LLMJudge
 from tasks.methods.registry import Method
 from tasks.methods.search import Ranking, Searcher
 from tasks.settings import Settings, get_settings
-from tasks.synthetic.generate import (
-    ExtractiveGenerator,
-    Filters,
-    LLMGenerator,
-    SynthesisReport,
-    document_vectors,
-    sample_documents,
-    synthesize,
-)
+from tasks.synthetic.config import SynthesisConfig
+from tasks.synthetic.generate import SynthesisReport, document_vectors, sample_documents, setup, synthesize
+from tasks.synthetic.testset import AgreementResult, SyntheticReport, agreement, build_synthetic_testset
+
+QueryProgress = Callable[[str, int, int], None]  # (method, queries done, queries total)
+_default: Workspace | None = None
+_default_lock = threading.Lock()
 
 
-def open_store(settings: Settings | None = None) -> CorpusStore:
-    """The LanceDB store at the configured URI (created on first use)."""
-    settings = settings or get_settings()
-    if "://" not in settings.lancedb:
-        Path(settings.lancedb).mkdir(parents=True, exist_ok=True)
-    return CorpusStore(settings.lancedb)
+@dataclass
+class Hit:
+    """One search result with the document's title and text."""
+
+    rank: int
+    doc_id: str
+    score: float
+    title: str
+    text: str
+
+
+@dataclass
+class Found:
+    """The hits of one query, and whether (and why) its method fell back."""
+
+    hits: list[Hit]
+    fallback: str | None
+    llm_errors: int
+    warning: str | None  # shown when the fallback answered (see ZSR_FALLBACK_WARN_SHARE)
 
 
 def embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Embedder]:
-    """A zero-argument loader, so commands that need no model never pay for loading one."""
+    """A zero-argument loader, so commands that need no model never pay for loading one.
+
+    The model itself is loaded once per process (``load_embedder`` keeps it).
+    """
     return lambda: load_embedder(spec, settings.device, settings.batch_size)
 
 
-def ingest(
-    source: Path,
-    corpus: str,
-    *,
-    fmt: SourceFormat | None = None,
-    fields: FieldMap | None = None,
-    skip_bad: bool = False,
-    keep_deleted: bool = False,
-    model: str | None = None,
-    settings: Settings | None = None,
-    progress: Progress | None = None,
-    delimiter: str = ",",
-) -> tuple[ReindexReport, SourceReport]:
-    """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped."""
-    settings = settings or get_settings()
-    store = open_store(settings)
-    store.check_name(corpus)
-    read = read_source(
-        source,
-        fmt=fmt,
-        fields=fields or FieldMap(),
-        skip_bad=skip_bad,
-        max_doc_bytes=settings.max_doc_bytes,
-        delimiter=delimiter,
-    )
-    explicit = model is not None or "embedding_model" in settings.model_fields_set
-    requested = model_spec(model or settings.embedding_model, settings.query_prefix, settings.passage_prefix)
-    spec = resolve_corpus(store, corpus, requested, explicit)
-    report = reindex(
-        store,
-        corpus,
-        read.documents,
-        spec,
-        embedder_factory(spec, settings),
-        overlap=settings.chunk_overlap,
-        batch_docs=settings.write_batch_size,
-        keep_deleted=keep_deleted,
-        skipped_ids=read.skipped_ids,
-        skipped_without_id=read.skipped_without_id,
-        ann_min_rows=settings.ann_min_rows,
-        source=str(source),
-        progress=progress,
-    )
-    return report, read
+class Workspace:
+    """Store, warehouse, test sets, LLM and searchers of one :class:`Settings`, behind one set of verbs."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-def llm_client(settings: Settings | None = None) -> LLMClient:
-    """The LLM client from settings: response cache under ``$ZSR_HOME``, usage rows into the warehouse.
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Workspace:
+        """The workspace of ``settings``; without, the process's own, built once per ``get_settings()``."""
+        global _default
+        if settings is not None:
+            return cls(settings)
+        current = get_settings()
+        with _default_lock:
+            if _default is None or _default.settings is not current:  # tests clear get_settings to switch
+                _default = cls(current)
+            return _default
 
-    Raises:
-        ValueError: ``ZSR_LLM_FALLBACKS`` is malformed, or names a key variable that is not set.
-    """
-    settings = settings or get_settings()
-    config = LLMConfig(
-        model=settings.llm_model,
-        fallbacks=parse_fallbacks(settings.llm_fallbacks),
-        api_base=settings.llm_api_base,
-        timeout=settings.llm_timeout,
-        retry_seconds=settings.llm_retry_seconds,
-        concurrency=settings.llm_concurrency,
-    )
-    warehouse = Warehouse(settings.warehouse_dir)
-    return LLMClient(
-        config, ResponseCache(settings.llm_cache_path), lambda rows: warehouse.append("llm_calls", rows)
-    )
+    # -- what it holds -------------------------------------------------------------------------------------
+    @cached_property
+    def store(self) -> CorpusStore:
+        """The LanceDB store at the configured URI (a local folder is created on first use)."""
+        if "://" not in self.settings.lancedb:
+            Path(self.settings.lancedb).mkdir(parents=True, exist_ok=True)
+        return CorpusStore(self.settings.lancedb)
 
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        """The results warehouse (Parquet files and the catalog of views)."""
+        return Warehouse(self.settings.warehouse_dir)
 
-def searcher(corpus: str, settings: Settings | None = None, judge: Judge | None = None) -> Searcher:
-    """A :class:`Searcher` over ``corpus``, using the model the corpus was indexed with.
+    @cached_property
+    def testsets(self) -> TestSets:
+        """The registered test sets."""
+        return TestSets(self.settings.testsets_dir, lambda: self.store)
 
-    The LLM (for hyde, rede-rf, expand, rerank) is built on first use; ``judge`` defaults to an LLM judge.
-    """
-    settings = settings or get_settings()
-    store = open_store(settings)
-    info = store.corpus(corpus)
-    spec = ModelSpec(info.model, info.query_prefix, info.passage_prefix)
-    return Searcher(
-        store, corpus, embedder_factory(spec, settings), judge=judge, llm_factory=lambda: llm_client(settings)
-    )
+    @cached_property
+    def llm(self) -> LLMClient:
+        """The LLM client: response cache under ``$ZSR_HOME``, usage rows into the warehouse.
 
-
-def prepare_synthesis(
-    corpus: str,
-    *,
-    generator: str = "llm",
-    style: str = "question",
-    per_doc: int = 1,
-    sample_docs: int | None = None,
-    seed: int = 0,
-    temperature: float = 0.7,
-    examples: Path | None = None,
-    roundtrip_k: int = 20,
-    roundtrip_method: str = "hybrid",
-    refilter: bool = False,
-    settings: Settings | None = None,
-) -> Callable[[Callable[[int, int], None] | None], SynthesisReport]:
-    """Set up synthetic queries for ``corpus`` (generator, document sample, filters) alike for every caller.
-
-    Returns the run, to be called with a progress callback (or ``None``): bad input (an unknown corpus,
-    generator or style, a bad examples file) fails here, before the caller shows any progress.
-
-    Args:
-        corpus: An indexed corpus.
-        generator: ``llm`` (the configured model), or ``extractive`` (no LLM: sentences of the document).
-        style: Kind of query the prompt asks for.
-        per_doc: Queries per document.
-        sample_docs: Sample this many diverse documents (k-means over embeddings); ``None``: all.
-        seed: Seed of the document sample.
-        temperature: Sampling temperature of the LLM.
-        examples: JSONL of few-shot examples, ``{"passage": ..., "query": ...}`` a line (up to 8 are used).
-        roundtrip_k: Keep a query only if its document is in its top k (0: no check).
-        roundtrip_method: Retrieval used for the round-trip check.
-        refilter: Decide again, from stored outputs, about queries already generated (no LLM call).
-        settings: Settings to use instead of the environment's.
-    """
-    settings = settings or get_settings()
-    store, engine = open_store(settings), searcher(corpus, settings)
-    if generator not in ("llm", "extractive"):
-        raise ValueError(f"unknown generator {generator!r}; use llm or extractive")
-    shots = (
-        [json.loads(line) for line in examples.read_text().splitlines() if line.strip()] if examples else []
-    )
-    if any(set(s) < {"passage", "query"} for s in shots):
-        raise ValueError(f"{examples}: every example needs 'passage' and 'query' fields")
-    gen = (
-        ExtractiveGenerator()
-        if generator == "extractive"
-        else LLMGenerator(llm_client(settings), style=style, temperature=temperature, examples=shots)
-    )
-    doc_ids = None
-    if sample_docs:
-        ids, vectors = document_vectors(store, corpus)
-        doc_ids = sample_documents(ids, vectors, sample_docs, seed=seed)
-    filters = Filters(roundtrip_k=roundtrip_k or None, roundtrip_method=roundtrip_method)
-
-    def run(progress: Callable[[int, int], None] | None) -> SynthesisReport:
-        return synthesize(
-            store,
-            corpus,
-            gen,
-            style=style,
-            per_doc=per_doc,
-            doc_ids=doc_ids,
-            filters=filters,
-            search=engine.search_batch,
-            refilter=refilter,
-            progress=progress,
+        Raises:
+            ValueError: ``ZSR_LLM_FALLBACKS`` is malformed, or names a key variable that is not set.
+        """
+        settings = self.settings
+        config = LLMConfig(
+            model=settings.llm_model,
+            fallbacks=parse_fallbacks(settings.llm_fallbacks),
+            api_base=settings.llm_api_base,
+            timeout=settings.llm_timeout,
+            retry_seconds=settings.llm_retry_seconds,
+            concurrency=settings.llm_concurrency,
+        )
+        return LLMClient(
+            config, ResponseCache(settings.llm_cache_path), partial(self.warehouse.append, "llm_calls")
         )
 
-    return run
+    def searcher(self, corpus: str, judge: Judge | None = None) -> Searcher:
+        """A :class:`Searcher` over ``corpus``, with the model the corpus was indexed with.
 
+        A new one each time (it reads the corpus's counts, which an ingest or a synthesis changes), over the
+        model and LLM client this process already holds. ``judge`` defaults to ReDE-RF's LLM judge.
+        """
+        return Searcher(self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm)
 
-def search(
-    corpus: str, query: str, method: str | Method = "dense", k: int = 10, settings: Settings | None = None
-) -> Ranking:
-    """Top ``k`` ``(doc_id, score)`` for one query."""
-    return searcher(corpus, settings).search(query, method, k)
+    def _embedder(self, corpus: str) -> Callable[[], Embedder]:
+        info = self.store.corpus(corpus)
+        return embedder_factory(ModelSpec(info.model, info.query_prefix, info.passage_prefix), self.settings)
 
+    # -- corpora -------------------------------------------------------------------------------------------
+    def ingest(
+        self,
+        source: Path,
+        corpus: str,
+        *,
+        fmt: SourceFormat | None = None,
+        fields: FieldMap | None = None,
+        skip_bad: bool = False,
+        keep_deleted: bool = False,
+        model: str | None = None,
+        progress: Progress | None = None,
+        delimiter: str = ",",
+    ) -> tuple[ReindexReport, SourceReport]:
+        """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped."""
+        settings, store = self.settings, self.store
+        store.check_name(corpus)
+        read = read_source(
+            source,
+            fmt=fmt,
+            fields=fields or FieldMap(),
+            skip_bad=skip_bad,
+            max_doc_bytes=settings.max_doc_bytes,
+            delimiter=delimiter,
+        )
+        explicit = model is not None or "embedding_model" in settings.model_fields_set
+        requested = model_spec(
+            model or settings.embedding_model, settings.query_prefix, settings.passage_prefix
+        )
+        spec = resolve_corpus(store, corpus, requested, explicit)
+        report = reindex(
+            store,
+            corpus,
+            read.documents,
+            spec,
+            embedder_factory(spec, settings),
+            overlap=settings.chunk_overlap,
+            batch_docs=settings.write_batch_size,
+            keep_deleted=keep_deleted,
+            skipped_ids=read.skipped_ids,
+            skipped_without_id=read.skipped_without_id,
+            ann_min_rows=settings.ann_min_rows,
+            source=str(source),
+            progress=progress,
+        )
+        return report, read
 
-def search_many(
-    corpus: str,
-    queries: Mapping[str, str],
-    method: str | Method = "dense",
-    k: int = 10,
-    settings: Settings | None = None,
-) -> dict[str, Ranking]:
-    """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
-    return searcher(corpus, settings).search_batch(queries, method, k)
+    def refresh_views(self, corpus: str) -> ViewsReport:
+        """Bring title and query views and the expanded BM25 index in line with the corpus."""
+        return build_views(self.store, corpus, self._embedder(corpus))
 
+    def corpora(self) -> list[dict[str, Any]]:
+        """Every corpus by name: its registry entry, row counts, table versions and why it is incomplete."""
+        store = self.store
+        incomplete = store.incomplete_corpora()
+        registered: list[dict[str, Any]] = [asdict(info) for info in store.corpora()]
+        unknown = dict.fromkeys(registered[0] if registered else ("name", "model", "updated_at"))
+        names = {r["name"] for r in registered}
+        unregistered = [{**unknown, "name": name} for name in incomplete if name not in names]
+        rows = (
+            {
+                **info,
+                **{f"{k}_rows": v for k, v in store.counts(info["name"]).items()},
+                **{f"{k}_version": v for k, v in store.versions(info["name"]).items()},
+                "incomplete": incomplete.get(info["name"], ""),
+            }
+            for info in [*registered, *unregistered]
+        )
+        return sorted(rows, key=lambda row: row["name"])
 
-def write_eval_report(run_id: str, measure: str = "nDCG@10", settings: Settings | None = None) -> Path:
-    """The HTML report of the evaluation ``run_id`` belongs to, under ``<warehouse>/reports/<eval_id>/``."""
-    from tasks.evaluation.compare import eval_frames
-    from tasks.evaluation.report import write_report
+    # -- search --------------------------------------------------------------------------------------------
+    def search(self, corpus: str, query: str, method: str | Method = "dense", k: int = 10) -> Ranking:
+        """Top ``k`` ``(doc_id, score)`` for one query."""
+        return self.searcher(corpus).search(query, method, k)
 
-    settings = settings or get_settings()
-    warehouse = Warehouse(settings.warehouse_dir)
-    runs, metrics, query_metrics = eval_frames(warehouse, run_id)
-    first = runs.row(0, named=True)
-    return write_report(
-        runs,
-        metrics,
-        query_metrics,
-        warehouse.root / "reports" / first["eval_id"],
-        title=f"{first['corpus']} / {first['testset']}",
-        measure=measure,
-        queries=query_texts(first, settings),
-        warn_share=settings.fallback_warn_share,
-    )
+    def search_many(
+        self, corpus: str, queries: Mapping[str, str], method: str | Method = "dense", k: int = 10
+    ) -> dict[str, Ranking]:
+        """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
+        return self.searcher(corpus).search_batch(queries, method, k)
 
+    def find(self, corpus: str, query: str, method: str = "hybrid", k: int = 10) -> Found:
+        """Top ``k`` documents for one query with their titles and texts, and its fallback if it took one."""
+        engine = self.searcher(corpus)
+        ranking = engine.search(query, method, k)
+        docs = {
+            d["doc_id"]: d
+            for d in self.store.fetch_documents(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
+        }
+        trace = engine.last_trace["q"]
+        share, errors = fallback_stats([trace])
+        warn_share = self.settings.fallback_warn_share
+        hits = [
+            Hit(rank, doc_id, score, docs[doc_id]["title"], docs[doc_id]["text"])
+            for rank, (doc_id, score) in enumerate(ranking, start=1)
+        ]
+        return Found(
+            hits,
+            trace.fallback,
+            trace.llm_errors,
+            fallback_warning(method, share, 1, errors, warn_share, trace.fallback),
+        )
 
-def query_texts(run: dict[str, Any], settings: Settings | None = None) -> dict[str, str] | None:
-    """The query texts of a run's test set; ``None`` if it was removed since (reports go on without)."""
-    from tasks.evaluation.testsets import load
+    # -- synthetic queries and test sets -----------------------------------------------------------------
+    def prepare_synthesis(
+        self, corpus: str, config: SynthesisConfig
+    ) -> Callable[[Callable[[int, int], None] | None], SynthesisReport]:
+        """Set up synthetic queries for ``corpus`` (generator, document sample, filters) from ``config``.
 
-    settings = settings or get_settings()
-    try:
-        return load(settings.testsets_dir, run["corpus"], run["testset"]).queries
-    except (LookupError, ValueError):
-        return None
+        Returns the run, to be called with a progress callback (or ``None``): bad input (an unknown corpus,
+        a bad examples file, an LLM setting) fails here, before the caller shows any progress.
+        """
+        engine = self.searcher(corpus)
+        generator, filters = setup(config, lambda: self.llm)
+        doc_ids = None
+        if config.sample_docs:
+            ids, vectors = document_vectors(self.store, corpus)
+            doc_ids = sample_documents(ids, vectors, config.sample_docs, seed=config.seed)
+
+        def run(progress: Callable[[int, int], None] | None) -> SynthesisReport:
+            return synthesize(
+                self.store,
+                corpus,
+                generator,
+                style=config.style,
+                per_doc=config.per_doc,
+                doc_ids=doc_ids,
+                filters=filters,
+                search=engine.search_batch,
+                refilter=config.refilter,
+                progress=progress,
+            )
+
+        return run
+
+    def forget_synthetic_queries(self, corpus: str) -> None:
+        """Delete the stored synthetic queries of ``corpus`` (the LLM cache keeps every answer).
+
+        For measuring a re-run answered from the cache; the views keep the queries until the next refresh.
+        """
+        self.store.synthetic(corpus).delete("true")
+
+    def synthesize_testset(
+        self,
+        corpus: str,
+        name: str,
+        config: SynthesisConfig,
+        *,
+        methods: Sequence[str] = ("bm25", "dense", "hybrid"),
+        pool_depth: int = 10,
+        replace: bool = False,
+    ) -> SyntheticReport:
+        """Build and register a synthetic test set: ``config.sample_docs`` documents, judged pools.
+
+        Raises:
+            ValueError: ``config`` samples no documents, or no query survived the filters.
+        """
+        if config.sample_docs is None:
+            raise ValueError("a synthetic test set is written from a sample of documents: set sample_docs")
+        generator, filters = setup(config, lambda: self.llm)
+        return build_synthetic_testset(
+            self.store,
+            corpus,
+            name=name,
+            generator=generator,
+            judge=LLMJudge(self.llm),
+            searcher=self.searcher(corpus),
+            root=self.settings.testsets_dir,
+            methods=methods,
+            n_docs=config.sample_docs,
+            per_doc=config.per_doc,
+            pool_depth=pool_depth,
+            seed=config.seed,
+            filters=filters,
+            replace=replace,
+            warehouse=self.warehouse,
+        )
+
+    def agreement(
+        self, corpus: str, human: str, synthetic: str, methods: Sequence[str], measure: str = "nDCG@10"
+    ) -> AgreementResult:
+        """How alike two registered test sets rank ``methods`` (Kendall tau), kept in the warehouse."""
+        human_set, synthetic_set = self.testsets.load(corpus, human), self.testsets.load(corpus, synthetic)
+        return agreement(
+            self.warehouse, self.searcher(corpus), human_set, synthetic_set, methods, measure=measure
+        )
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(
+        self,
+        corpus: str,
+        testset: str | TestSet,
+        methods: Sequence[str],
+        measures: Sequence[str] | None = None,
+        *,
+        depth: int | None = None,
+        label: str = "",
+        compare: bool = False,
+        report: bool = False,
+        judge: Judge | None = None,
+        progress: QueryProgress | None = None,
+    ) -> Evaluation:
+        """Score methods on a test set into the warehouse: :func:`tasks.evaluation.runs.evaluate`, in process.
+
+        ``judge`` judges for rede-rf and rerank (default: the LLM); ``progress`` gets (method, done, total).
+        """
+        steps = Direct(
+            self.warehouse, lambda name: self.searcher(name, judge), self.testsets.load, self.report, progress
+        )
+        return sequence.evaluate(
+            steps,
+            corpus,
+            testset,
+            methods,
+            measures,
+            depth=depth,
+            label=label,
+            compare=compare,
+            report=report,
+        )
+
+    def run_method(
+        self, engine: Searcher, plan: Plan, method: Method, progress: Callable[[int, int], None] | None = None
+    ) -> RunResult:
+        """One step of the evaluation: ``method`` run, scored and published (the flow's task per method)."""
+        on_query = (lambda _method, done, total: progress(done, total)) if progress else None
+        return run_method(engine, plan, method, self.warehouse, on_query)
+
+    def previous_runs(self, plan: Plan) -> dict[str, dict[str, Any]]:
+        """The runs of the latest earlier evaluation with the plan's label (see ``previous_runs``)."""
+        return previous_runs(self.warehouse, plan)
+
+    def runs(self, corpus: str | None = None, limit: int = 20) -> pl.DataFrame:
+        """Newest runs first, with nDCG@10 and R@100 where measured, and mean latency."""
+        return list_runs(self.warehouse, corpus, limit)
+
+    def compare(self, run_a: str, run_b: str, measure: str = "nDCG@10", top: int = 5) -> Comparison:
+        """Paired comparison of two runs, the movers shown with their query texts."""
+        texts = self._query_texts(run_row(self.warehouse, run_a))
+        return compare_runs(self.warehouse, run_a, run_b, measure, top, texts)
+
+    def export_trec(self, run_id: str) -> list[str]:
+        """The run's ranking as TREC run lines."""
+        return trec_lines(self.warehouse, run_id)
+
+    def report(self, run_id: str, measure: str = "nDCG@10") -> Path:
+        """The HTML report of the evaluation of ``run_id``, under ``<warehouse>/reports/<eval_id>/``."""
+        runs, metrics, query_metrics = eval_frames(self.warehouse, run_id)
+        first = runs.row(0, named=True)
+        return write_report(
+            runs,
+            metrics,
+            query_metrics,
+            self.warehouse.root / "reports" / first["eval_id"],
+            title=f"{first['corpus']} / {first['testset']}",
+            measure=measure,
+            queries=self._query_texts(first),
+            warn_share=self.settings.fallback_warn_share,
+        )
+
+    def sql(self, statements: str, params: Sequence[Any] | None = None) -> pl.DataFrame | None:
+        """People's SQL over the warehouse, read-only by construction (see ``Warehouse.reader``).
+
+        Returns the last statement's result (``None`` when it has none).
+
+        Raises:
+            ValueError: a statement that is not a query, or any error DuckDB reports.
+        """
+        import duckdb
+
+        with self.warehouse.reader() as con:
+            try:
+                self.warehouse.check_read_only(con, statements)
+                relation = con.sql(statements, params=list(params) if params is not None else None)
+                return None if relation is None else relation.pl()
+            except duckdb.Error as error:
+                raise ValueError(str(error)) from None
+
+    def _query_texts(self, run: dict[str, Any]) -> dict[str, str] | None:
+        """The query texts of a run's test set; ``None`` if it was removed since (reports go on without)."""
+        try:
+            return self.testsets.load(run["corpus"], run["testset"]).queries
+        except (LookupError, ValueError):
+            return None

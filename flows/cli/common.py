@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tasks.settings import get_settings
+
+if TYPE_CHECKING:
+    from tasks.evaluation.runs import RunResult
+    from tasks.workspace import Workspace
 
 app = typer.Typer(
     help="zsr: zero-shot retrieval. Index a corpus into LanceDB, search it, measure methods without labels.",
@@ -65,7 +69,7 @@ def warn(message: str | None) -> None:
         err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, emoji=False, soft_wrap=True)
 
 
-def fallback_warnings(results: list[Any]) -> list[str | None]:
+def fallback_warnings(results: list[RunResult]) -> list[str | None]:
     """Each run's fallback warning (``None`` when few enough of its queries fell back)."""
     return [r.warning(get_settings().fallback_warn_share) for r in results]
 
@@ -135,36 +139,14 @@ def query_progress(enabled: bool) -> Iterator[Any]:
         yield update
 
 
-def open_warehouse() -> Any:
-    """The results warehouse of the settings."""
-    from storage.warehouse import Warehouse
+def workspace() -> Workspace:
+    """The process's workspace (imported here, not at start-up: most commands need only part of it)."""
+    from tasks.workspace import Workspace
 
-    return Warehouse(get_settings().warehouse_dir)
-
-
-def run_evaluation(
-    corpus: str,
-    testset: str,
-    methods: list[str],
-    measures: list[str] | None,
-    depth: int | None,
-    progress: bool,
-) -> list[Any]:
-    """Validate everything, then evaluate each method into the warehouse (shared by eval and demo)."""
-    from tasks.evaluation.runs import evaluate_methods, prepare
-    from tasks.evaluation.testsets import load
-    from tasks.workspace import searcher
-
-    prepare(methods, measures)  # typos fail before the model loads
-    engine = searcher(corpus)
-    test = load(get_settings().testsets_dir, corpus, testset)
-    with query_progress(progress) as callback:
-        return evaluate_methods(
-            engine, test, methods, open_warehouse(), measures=measures, depth=depth, progress=callback
-        )
+    return Workspace.open()
 
 
-def show_results(corpus: str, testset: str, results: list[Any]) -> None:
+def show_results(corpus: str, testset: str, results: list[RunResult]) -> None:
     """One row per run: its measures, the share of queries that fell back, LLM errors and retrieval time.
 
     A run whose fallback answered more than ``ZSR_FALLBACK_WARN_SHARE`` of the queries gets a warning line on
@@ -190,6 +172,6 @@ def show_results(corpus: str, testset: str, results: list[Any]) -> None:
         warn(message)
 
 
-def results_json(results: list[Any]) -> list[dict[str, Any]]:
-    """Runs as JSON: every field of the result, and ``warning`` (``null`` unless too many fell back)."""
+def results_json(results: list[RunResult]) -> list[dict[str, Any]]:
+    """Runs as JSON: each run's record and metrics, and ``warning`` (``null`` unless too many fell back)."""
     return [{**asdict(r), "warning": w} for r, w in zip(results, fallback_warnings(results), strict=True)]

@@ -17,15 +17,15 @@ from flows.cli.common import (
     index_progress,
     listing,
     out,
+    query_progress,
     results_json,
-    run_evaluation,
     show,
     show_results,
     user_errors,
     warn,
+    workspace,
 )
 from tasks.ingest.formats import SourceFormat
-from tasks.settings import get_settings
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
 
@@ -56,11 +56,10 @@ def ingest(
 ) -> None:
     """Index SOURCE as a corpus; re-running it re-embeds only new and changed documents."""
     from tasks.ingest.sources import FieldMap
-    from tasks.workspace import ingest as run_ingest
 
     with user_errors(), index_progress(not as_json) as progress:
         fields = FieldMap(id=id_field, title=title_field, text=text_field)
-        report, read = run_ingest(
+        report, read = workspace().ingest(
             source,
             corpus,
             fmt=fmt,
@@ -112,33 +111,15 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Search a corpus and show the top K documents (and a warning when the method fell back)."""
-    from tasks.evaluation.runs import fallback_stats, fallback_warning
-    from tasks.workspace import searcher
-
     with user_errors():
-        engine = searcher(corpus)
-        hits = engine.search(query, method, k)
-        docs = {
-            d["doc_id"]: d
-            for d in engine.store.fetch_documents(corpus, [h[0] for h in hits], ["doc_id", "title", "text"])
-        }
-    trace = engine.last_trace["q"]
-    share, errors = fallback_stats([trace])
-    warning = fallback_warning(method, share, 1, errors, get_settings().fallback_warn_share, trace.fallback)
-    warn(warning)
-    rows = [
-        {
-            "rank": i,
-            "doc_id": doc_id,
-            "score": score,
-            "title": docs[doc_id]["title"],
-            "text": docs[doc_id]["text"][:200],
-        }
-        for i, (doc_id, score) in enumerate(hits, start=1)
-    ]
+        found = workspace().find(corpus, query, method, k)
+    warn(found.warning)
+    rows = [{**asdict(hit), "text": hit.text[:200]} for hit in found.hits]
     if as_json:
-        found = {"corpus": corpus, "method": method, "query": query, "hits": rows}
-        emit_json({**found, "fallback": trace.fallback, "llm_errors": trace.llm_errors, "warning": warning})
+        asked = {"corpus": corpus, "method": method, "query": query, "hits": rows}
+        emit_json(
+            {**asked, "fallback": found.fallback, "llm_errors": found.llm_errors, "warning": found.warning}
+        )
         return
     show(
         ["rank", "doc_id", "score", "title"],
@@ -149,28 +130,8 @@ def search(
 @app.command()
 def corpora(as_json: JsonOpt = False) -> None:
     """List indexed corpora: documents, chunks, model, table versions, and whether a first ingest stopped."""
-    from tasks.workspace import open_store
-
     with user_errors():
-        store = open_store()
-        incomplete = store.incomplete_corpora()
-        registered: list[dict[str, Any]] = [asdict(info) for info in store.corpora()]
-        unknown = dict.fromkeys(registered[0] if registered else ("name", "model", "updated_at"))
-        unregistered = [
-            {**unknown, "name": name} for name in incomplete if name not in {r["name"] for r in registered}
-        ]
-        rows = sorted(
-            (
-                {
-                    **info,
-                    **{f"{k}_rows": v for k, v in store.counts(info["name"]).items()},
-                    **{f"{k}_version": v for k, v in store.versions(info["name"]).items()},
-                    "incomplete": incomplete.get(info["name"], ""),
-                }
-                for info in [*registered, *unregistered]
-            ),
-            key=lambda row: row["name"],
-        )
+        rows = workspace().corpora()
     columns = {"corpus": "name", "documents": "documents_rows", "chunks": "views_rows", "model": "model"}
     columns |= {
         "documents version": "documents_version",
@@ -220,18 +181,16 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """The main job on the bundled demo data: index, register the qrels, evaluate, report."""
-    from tasks.evaluation.testsets import register
-    from tasks.workspace import ingest as run_ingest
-    from tasks.workspace import open_store, write_eval_report
-
+    ws = workspace()
     with user_errors():
         with index_progress(not as_json) as progress:
-            indexed, _ = run_ingest(data, corpus, fmt="beir", progress=progress)
-        register(get_settings().testsets_dir, open_store(), corpus, "human", data, fmt="beir", replace=True)
-        results = run_evaluation(
-            corpus, "human", ["dense", "bm25", "hybrid"], None, None, progress=not as_json
-        )
-        page = write_eval_report(results[0].run_id, "nDCG@10")
+            indexed, _ = ws.ingest(data, corpus, fmt="beir", progress=progress)
+        ws.testsets.register(corpus, "human", data, fmt="beir", replace=True)
+        with query_progress(not as_json) as progress:
+            evaluation = ws.evaluate(
+                corpus, "human", ["dense", "bm25", "hybrid"], report=True, progress=progress
+            )
+        results, page = evaluation.runs, evaluation.report
     if as_json:
         emit_json({"index": asdict(indexed), "runs": results_json(results), "report": str(page)})
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,15 +16,18 @@ from flows.cli.common import (
     emit_json,
     err,
     fallback_warnings,
-    open_warehouse,
     out,
+    query_progress,
     results_json,
-    run_evaluation,
     show,
     show_results,
     user_errors,
     warn,
+    workspace,
 )
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @app.command("eval")
@@ -47,9 +50,11 @@ def eval_(
     from tasks.methods.registry import split_methods
 
     measure_list = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
-    with user_errors():
-        results = run_evaluation(
-            corpus, testset, split_methods(methods), measure_list, depth, progress=not as_json
+    with user_errors(), query_progress(not as_json) as progress:
+        results = (
+            workspace()
+            .evaluate(corpus, testset, split_methods(methods), measure_list, depth=depth, progress=progress)
+            .runs
         )
     if as_json:
         emit_json(results_json(results))
@@ -66,9 +71,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List evaluation runs, newest first."""
-    from tasks.evaluation.compare import list_runs
-
-    frame = list_runs(open_warehouse(), corpus, limit)
+    frame = workspace().runs(corpus, limit)
     if as_json:
         emit_json(frame.to_dicts())
     elif frame.height:
@@ -86,12 +89,8 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare two runs query by query: paired significance tests, wins/ties/losses, biggest movers."""
-    from tasks.evaluation.compare import compare_runs, run_row
-    from tasks.workspace import query_texts
-
-    warehouse = open_warehouse()
     with user_errors():
-        result = compare_runs(warehouse, run_a, run_b, measure, top, query_texts(run_row(warehouse, run_a)))
+        result = workspace().compare(run_a, run_b, measure, top)
     if as_json:
         emit_json(asdict(result))
         return
@@ -129,21 +128,16 @@ def sql(
     as_json: JsonOpt = False,
 ) -> None:
     """Query the results warehouse with DuckDB SQL (views runs, metrics, query_metrics, rankings, ...)."""
-    import duckdb
-
-    warehouse = open_warehouse()
-    con = warehouse.reader()
+    ws = workspace()
 
     def run(statements: str) -> None:
-        warehouse.check_read_only(con, statements)
-        _print_result(con.sql(statements), as_json)
+        frame = ws.sql(statements)
+        if frame is not None:
+            _print_frame(frame, as_json)
 
     if query is not None:
         with user_errors():
-            try:
-                run(query)
-            except duckdb.Error as error:
-                raise ValueError(str(error)) from None
+            run(query)
         return
     out.print(
         "DuckDB over the zsr warehouse. Views: runs, metrics, query_metrics, queries, rankings, leaderboard,"
@@ -164,15 +158,12 @@ def sql(
         if buffer.rstrip().endswith(";"):
             try:
                 run(buffer)
-            except (duckdb.Error, ValueError) as error:
+            except ValueError as error:
                 err.print(f"[red]{error}[/]", highlight=False)
             buffer = ""
 
 
-def _print_result(relation: Any, as_json: bool) -> None:
-    if relation is None:
-        return
-    frame = relation.pl()
+def _print_frame(frame: pl.DataFrame, as_json: bool) -> None:
     if as_json:
         emit_json(frame.to_dicts())
     else:
@@ -188,12 +179,10 @@ def export(
     ] = None,
 ) -> None:
     """Export a run's ranking (TREC run format: query Q0 doc rank score tag)."""
-    from tasks.evaluation.compare import trec_lines
-
     with user_errors():
         if fmt != "trec":
             raise ValueError(f"unknown format {fmt!r}; use --format trec")
-        lines = trec_lines(open_warehouse(), run_id)
+        lines = workspace().export_trec(run_id)
     text = "\n".join(lines) + "\n"
     if output:
         output.write_text(text)
@@ -210,7 +199,5 @@ def report(
     ] = "nDCG@10",
 ) -> None:
     """Write a one-page HTML report (tables and charts) of the evaluation a run belongs to."""
-    from tasks.workspace import write_eval_report
-
     with user_errors():
-        out.print(f"report: {write_eval_report(run_id, measure)}", soft_wrap=True)
+        out.print(f"report: {workspace().report(run_id, measure)}", soft_wrap=True)

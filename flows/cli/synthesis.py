@@ -1,51 +1,57 @@
-"""The ``synthesize`` command: synthetic queries for a corpus, then fresh multi-view indexes."""
+"""The ``synthesize`` command: synthetic queries for a corpus, then fresh multi-view indexes.
+
+Its options are the fields of :class:`~tasks.synthetic.config.SynthesisConfig`, with the model's defaults
+and descriptions; the model validates them (no check here).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import CorpusOpt, JsonOpt, app, emit_json, out, query_progress, show, user_errors
+from flows.cli.common import (
+    CorpusOpt,
+    JsonOpt,
+    app,
+    emit_json,
+    out,
+    query_progress,
+    show,
+    user_errors,
+    workspace,
+)
+from tasks.synthetic.config import SynthesisConfig
+
+DEFAULTS = SynthesisConfig()
+
+
+def option(field: str, *names: str) -> Any:
+    """A typer option for a field of :class:`SynthesisConfig`, described as the model describes it."""
+    return typer.Option(*names, help=SynthesisConfig.model_fields[field].description)
 
 
 @app.command()
 def synthesize(
     corpus: CorpusOpt,
-    style: Annotated[str, typer.Option(help="question, keywords, claim or title.")] = "question",
-    per_doc: Annotated[int, typer.Option(min=1, help="Queries per document.")] = 1,
-    docs: Annotated[
-        int | None, typer.Option(min=1, help="Sample this many diverse documents (k-means); default: all.")
-    ] = None,
-    generator: Annotated[
-        str, typer.Option(help="llm, or extractive (no LLM: sentences from the document).")
-    ] = "llm",
-    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature of the LLM.")] = 0.7,
-    examples: Annotated[
-        Path | None,
-        typer.Option(help='JSONL of few-shot examples: {"passage": ..., "query": ...} (up to 8).'),
-    ] = None,
-    roundtrip_k: Annotated[
-        int, typer.Option(min=0, help="Keep a query only if its document is in its top K (0: no check).")
-    ] = 20,
-    roundtrip_method: Annotated[
-        str, typer.Option(help="Retrieval used for the round-trip check.")
-    ] = "hybrid",
-    seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 0,
-    refilter: Annotated[
-        bool, typer.Option(help="Re-run the filters over queries already generated.")
-    ] = False,
+    style: Annotated[str, option("style")] = DEFAULTS.style,
+    per_doc: Annotated[int, option("per_doc")] = DEFAULTS.per_doc,
+    docs: Annotated[int | None, option("sample_docs", "--docs")] = DEFAULTS.sample_docs,
+    generator: Annotated[str, option("generator")] = DEFAULTS.generator,
+    temperature: Annotated[float, option("temperature")] = DEFAULTS.temperature,
+    examples: Annotated[Path | None, option("examples")] = DEFAULTS.examples,
+    roundtrip_k: Annotated[int, option("roundtrip_k")] = DEFAULTS.roundtrip_k,
+    roundtrip_method: Annotated[str, option("roundtrip_method")] = DEFAULTS.roundtrip_method,
+    seed: Annotated[int, option("seed")] = DEFAULTS.seed,
+    refilter: Annotated[bool, option("refilter")] = DEFAULTS.refilter,
     as_json: JsonOpt = False,
 ) -> None:
     """Write synthetic queries for a corpus, filter them, and refresh its multi-view and expanded indexes."""
-    from tasks.ingest.views import build_views
-    from tasks.workspace import open_store, prepare_synthesis, searcher
-
+    ws = workspace()
     with user_errors():
-        run = prepare_synthesis(
-            corpus,
+        config = SynthesisConfig.of(
             generator=generator,
             style=style,
             per_doc=per_doc,
@@ -57,9 +63,10 @@ def synthesize(
             roundtrip_method=roundtrip_method,
             refilter=refilter,
         )
+        run = ws.prepare_synthesis(corpus, config)
         with query_progress(not as_json) as progress:
             report = run((lambda done, total: progress("generating", done, total)) if progress else None)
-        views = build_views(open_store(), corpus, searcher(corpus).embedder_factory)
+        views = ws.refresh_views(corpus)
     if as_json:
         emit_json({"synthesis": asdict(report), "views": asdict(views)})
         return

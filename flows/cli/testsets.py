@@ -8,20 +8,10 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import (
-    JsonOpt,
-    app,
-    cell,
-    emit_json,
-    err,
-    listing,
-    open_warehouse,
-    out,
-    show,
-    user_errors,
-)
+from flows.cli.common import JsonOpt, app, cell, emit_json, err, listing, out, show, user_errors, workspace
+from flows.cli.synthesis import DEFAULTS, option
 from tasks.ingest.formats import TestSetFormat
-from tasks.settings import get_settings
+from tasks.synthetic.config import SynthesisConfig
 
 testset_app = typer.Typer(help="Register and list test sets (queries + relevance judgements) per corpus.")
 app.add_typer(testset_app, name="testset")
@@ -45,13 +35,8 @@ def testset_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a test set against the corpus and register it."""
-    from tasks.evaluation.testsets import register
-    from tasks.workspace import open_store
-
     with user_errors():
-        testset, report = register(
-            get_settings().testsets_dir,
-            open_store(),
+        testset, report = workspace().testsets.register(
             corpus,
             name,
             path,
@@ -77,11 +62,9 @@ def testset_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List registered test sets."""
-    from tasks.evaluation.testsets import list_testsets
-
     columns = {c: c for c in ("corpus", "name", "kind")} | {"queries": "n_queries", "qrels": "n_qrels"}
     listing(
-        list_testsets(get_settings().testsets_dir, corpus),
+        workspace().testsets.listing(corpus),
         columns | {"created": "created_at"},
         as_json,
         "no test sets yet: run `zsr testset add CORPUS NAME PATH`",
@@ -92,51 +75,32 @@ def testset_list(
 def testset_synthesize(
     corpus: Annotated[str, typer.Argument(help="The corpus to build a test set for.")],
     name: Annotated[str, typer.Argument(help="Name to register the synthetic test set under.")],
-    docs: Annotated[int, typer.Option(min=1, help="Diverse documents to write queries from.")] = 50,
-    per_doc: Annotated[int, typer.Option(min=1, help="Queries per document.")] = 1,
+    docs: Annotated[int, typer.Option(help="Diverse documents to write queries from.")] = 50,
+    per_doc: Annotated[int, option("per_doc")] = DEFAULTS.per_doc,
     methods: Annotated[
         str, typer.Option(help="Methods whose top results are pooled and judged.")
     ] = "bm25,dense,hybrid",
     pool_depth: Annotated[int, typer.Option(min=1, help="Top results of each method pooled per query.")] = 10,
-    generator: Annotated[str, typer.Option(help="llm, or extractive (no LLM).")] = "llm",
+    generator: Annotated[str, option("generator")] = DEFAULTS.generator,
     judge: Annotated[str, typer.Option(help="llm (graded 0-2, single token).")] = "llm",
-    roundtrip_k: Annotated[int, typer.Option(min=0, help="Round-trip filter depth (0: off).")] = 20,
-    seed: Annotated[int, typer.Option(help="Seed of the document sample.")] = 0,
+    roundtrip_k: Annotated[int, option("roundtrip_k")] = DEFAULTS.roundtrip_k,
+    seed: Annotated[int, option("seed")] = DEFAULTS.seed,
     replace: Annotated[bool, typer.Option(help="Replace a test set registered under the same name.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a test set without human labels: sampled documents, generated queries, pooled and LLM-judged."""
-    from tasks.llm.judge import LLMJudge
     from tasks.methods.registry import split_methods
-    from tasks.synthetic.generate import ExtractiveGenerator, Filters, LLMGenerator
-    from tasks.synthetic.testset import build_synthetic_testset
-    from tasks.workspace import llm_client, open_store, searcher
 
-    settings = get_settings()
     with user_errors():
         if judge != "llm":
             raise ValueError(
                 f"unknown judge {judge!r}; the CLI offers llm (oracle judges are for simulations)"
             )
-        if generator not in ("llm", "extractive"):
-            raise ValueError(f"unknown generator {generator!r}; use llm or extractive")
-        llm = llm_client()
-        report = build_synthetic_testset(
-            open_store(),
-            corpus,
-            name=name,
-            generator=ExtractiveGenerator() if generator == "extractive" else LLMGenerator(llm),
-            judge=LLMJudge(llm),
-            searcher=searcher(corpus),
-            root=settings.testsets_dir,
-            methods=split_methods(methods),
-            n_docs=docs,
-            per_doc=per_doc,
-            pool_depth=pool_depth,
-            seed=seed,
-            filters=Filters(roundtrip_k=roundtrip_k or None),
-            replace=replace,
-            warehouse=open_warehouse(),
+        config = SynthesisConfig.of(
+            generator=generator, per_doc=per_doc, sample_docs=docs, seed=seed, roundtrip_k=roundtrip_k
+        )
+        report = workspace().synthesize_testset(
+            corpus, name, config, methods=split_methods(methods), pool_depth=pool_depth, replace=replace
         )
     if as_json:
         emit_json(asdict(report))
@@ -161,21 +125,10 @@ def testset_agreement(
     as_json: JsonOpt = False,
 ) -> None:
     """How well a synthetic test set ranks methods like the human one (Kendall tau, kept in the warehouse)."""
-    from tasks.evaluation.testsets import load
     from tasks.methods.registry import split_methods
-    from tasks.synthetic.testset import agreement
-    from tasks.workspace import searcher
 
-    root = get_settings().testsets_dir
     with user_errors():
-        result = agreement(
-            open_warehouse(),
-            searcher(corpus),
-            load(root, corpus, human),
-            load(root, corpus, synthetic),
-            split_methods(methods),
-            measure=measure,
-        )
+        result = workspace().agreement(corpus, human, synthetic, split_methods(methods), measure)
     if as_json:
         emit_json(asdict(result))
         return

@@ -175,7 +175,7 @@ def _fallbacks(run: dict) -> str:
 def _warnings(runs: pl.DataFrame, labels: dict[str, str], warn_share: float | None) -> list[str]:
     if warn_share is None or "fallback_share" not in runs.columns:
         return []
-    from tasks.evaluation.runs import fallback_warning
+    from tasks.evaluation.provenance import fallback_warning
 
     out = []
     for run in runs.iter_rows(named=True):

@@ -11,7 +11,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,50 @@ def list_testsets(root: Path, corpus: str | None = None) -> list[dict[str, Any]]
         for p in sorted(root.glob(f"{corpus or '*'}/*/testset.json"))
     ]
     return [{key: meta[key] for key in _LISTED} for meta in metas]
+
+
+class TestSets:
+    """The test sets registered under one folder: what every front end registers, lists and loads."""
+
+    def __init__(self, root: Path, store: Callable[[], CorpusStore]) -> None:
+        """``store`` is opened only to register (a listing needs no corpus)."""
+        self.root, self._store = root, store
+
+    def register(
+        self,
+        corpus: str,
+        name: str,
+        path: Path,
+        *,
+        fmt: TestSetFormat | None = None,
+        split: str = "test",
+        queries: Path | None = None,
+        replace: bool = False,
+    ) -> tuple[TestSet, ValidationReport]:
+        """:func:`register` into this folder."""
+        return register(
+            self.root,
+            self._store(),
+            corpus,
+            name,
+            path,
+            fmt=fmt,
+            split=split,
+            queries=queries,
+            replace=replace,
+        )
+
+    def load(self, corpus: str, name: str) -> TestSet:
+        """:func:`load` from this folder."""
+        return load(self.root, corpus, name)
+
+    def listing(self, corpus: str | None = None) -> list[dict[str, Any]]:
+        """:func:`list_testsets` of this folder."""
+        return list_testsets(self.root, corpus)
+
+    def names(self, corpus: str) -> list[str]:
+        """Names of the test sets registered for ``corpus``."""
+        return [t["name"] for t in list_testsets(self.root, corpus)]
 
 
 def _detect(path: Path) -> TestSetFormat:

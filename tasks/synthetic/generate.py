@@ -24,6 +24,7 @@ import pyarrow as pa
 from storage.corpus_store import SYNTHETIC_SCHEMA, CorpusStore
 from storage.ids import content_hash
 from tasks.llm.client import LLMClient, LLMError, Request
+from tasks.synthetic.config import SynthesisConfig
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,23 @@ class ExtractiveGenerator:
             fitting = [s for s in sentences if 4 <= len(_WORD.findall(s)) <= 20] or sentences or [doc["text"]]
             out.append(random.Random(f"{doc['doc_id']}:{sample}").choice(fitting))
         return out
+
+
+def setup(config: SynthesisConfig, llm: Callable[[], LLMClient]) -> tuple[Generator, Filters]:
+    """The generator and the filters ``config`` asks for; the LLM client is built for the llm generator only.
+
+    Raises:
+        ValueError: a bad examples file.
+    """
+    shots = config.shots()  # a bad examples file fails before the client is built
+    generator: Generator = (
+        ExtractiveGenerator()
+        if config.generator == "extractive"
+        else LLMGenerator(llm(), style=config.style, temperature=config.temperature, examples=shots)
+    )
+    return generator, Filters(
+        roundtrip_k=config.roundtrip_k or None, roundtrip_method=config.roundtrip_method
+    )
 
 
 def parse_query(raw: str) -> tuple[str, str | None]:

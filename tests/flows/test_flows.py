@@ -20,6 +20,8 @@ import pytest
 from flows import steps
 from storage.warehouse import Warehouse
 from tasks.settings import get_settings
+from tasks.synthetic.config import SynthesisConfig
+from tasks.workspace import Workspace
 from tests.flows.conftest import write_slice
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("harness")]
@@ -119,11 +121,9 @@ def no_nan(rows: list[dict[str, Any]]) -> bool:
 def indexed(harness: None, source: Path) -> str:
     """The slice indexed as corpus ``flows`` with its qrels registered as test set ``human``."""
     from flows.reindex import reindex
-    from tasks.evaluation.testsets import register
-    from tasks.workspace import open_store
 
     reindex(corpus="flows", source=str(source))
-    register(get_settings().testsets_dir, open_store(), "flows", "human", source, replace=True)
+    Workspace.open().testsets.register("flows", "human", source, replace=True)
     return "flows"
 
 
@@ -152,9 +152,15 @@ def test_reindex_reports_changes_and_is_idempotent(harness: None, tmp_path: Path
     assert progress and progress[-1].data == 100.0  # the first run embedded, and finished at 100 %
 
 
-def test_evaluate_publishes_runs_and_deltas(indexed: str) -> None:
+def test_evaluate_publishes_runs_and_deltas(indexed: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.evaluate import evaluate
+    from tasks.evaluation import runs
 
+    sequences: list[Any] = []  # the flow runs the one evaluation sequence, with the steps as tasks
+    sequence = runs.evaluate
+    monkeypatch.setattr(
+        runs, "evaluate", lambda steps, *a, **kw: (sequences.append(steps), sequence(steps, *a, **kw))[1]
+    )
     first = evaluate(corpus=indexed, testset="human", methods=["dense", "bm25"], metrics=["nDCG@10", "R@100"])
     assert [r.method for r in first.runs] == ["dense", "bm25"] and first.previous == {}
     assert first.label == "adhoc" and first.eval_id.split("-")[2] == "adhoc"
@@ -187,6 +193,7 @@ def test_evaluate_publishes_runs_and_deltas(indexed: str) -> None:
     assert [(r["eval_id"], r["n"]) for r in counted] == [(first.eval_id, 2), (second.eval_id, 3)]
     tasks = {t.name.rsplit("-", 1)[0] for t in task_runs(state.state_details.flow_run_id)}
     assert {"open_searcher", "load_testset", "evaluate_method", "previous_runs", "write_report"} <= tasks
+    assert sequences == [steps.ORCHESTRATED, steps.ORCHESTRATED]
 
 
 def test_evaluate_refuses_bad_input_before_any_work(indexed: str) -> None:
@@ -204,12 +211,14 @@ def test_evaluate_refuses_bad_input_before_any_work(indexed: str) -> None:
 def test_synthesize_extractive_then_nothing_new(indexed: str) -> None:
     from flows.synthesize import synthesize
 
-    state = synthesize(corpus=indexed, generator="extractive", roundtrip_k=5, return_state=True)
+    extractive = SynthesisConfig(generator="extractive", roundtrip_k=5)
+    state = synthesize(corpus=indexed, synthesis=extractive, return_state=True)
     first = state.result()
+    assert flow_run(state.state_details.flow_run_id).name == f"synthesize-{indexed}-extractive"
     assert first["synthesis"]["generated"] > 0 and first["views"]["query_views"] == first["synthesis"]["kept"]
     (task,) = [t for t in task_runs(state.state_details.flow_run_id) if t.name.startswith("generate_queries")]
     assert steps.LLM_TAG not in task.tags  # no LLM call, so no slot of the LLM limit taken
-    again = synthesize(corpus=indexed, generator="extractive", roundtrip_k=5)["synthesis"]
+    again = synthesize(corpus=indexed, synthesis=extractive)["synthesis"]
     assert (again["generated"], again["already_done"]) == (0, first["synthesis"]["generated"])
     rows = {r["what"]: r["count"] for r in table(artifacts(f"synthesize-{indexed}")[0])}
     assert rows["already_done"] == first["synthesis"]["generated"]
@@ -228,7 +237,8 @@ def test_synthesize_with_llm_takes_the_llm_slot(indexed: str, monkeypatch: pytes
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=steps.LLM_TAG, concurrency_limit=1)
     try:
-        state = synthesize(corpus=indexed, generator="llm", sample_docs=3, roundtrip_k=0, return_state=True)
+        config = SynthesisConfig(generator="llm", sample_docs=3, roundtrip_k=0)
+        state = synthesize(corpus=indexed, synthesis=config, return_state=True)
         report = state.result()["synthesis"]
     finally:
         with get_client(sync_client=True) as client:
@@ -243,14 +253,12 @@ def test_synthesize_with_llm_takes_the_llm_slot(indexed: str, monkeypatch: pytes
 
 def test_nightly_reindexes_synthesizes_evaluates_and_compares(harness: None, tmp_path: Path) -> None:
     from flows.nightly import nightly
-    from tasks.evaluation.testsets import register
-    from tasks.workspace import open_store
 
     source = write_slice(tmp_path / "nightly", queries=2, extra_docs=6, skip_docs=3)
     first = nightly(corpus="nightly", source=str(source), methods=["bm25", "dense"], metrics=["nDCG@10"])
     assert first["evaluations"] == []  # nothing registered yet: indexed and synthesized only
     assert first["synthesis"]["synthesis"]["generated"] == first["index"]["index"]["added"]
-    register(get_settings().testsets_dir, open_store(), "nightly", "human", source, replace=True)
+    Workspace.open().testsets.register("nightly", "human", source, replace=True)
     second = nightly(corpus="nightly", source=str(source), methods=["bm25", "dense"], metrics=["nDCG@10"])
     assert second["index"]["index"]["added"] == 0 and second["synthesis"]["synthesis"]["generated"] == 0
     assert [r["method"] for r in second["comparison"]] == ["bm25", "dense"]
@@ -368,13 +376,9 @@ def test_pure_steps_hit_their_cache_writes_run_again(
     """``check_methods`` (INPUTS + TASK_SOURCE) is answered from the cache; ``index_source`` runs again."""
     from prefect import flow
 
-    import tasks.evaluation.runs
-
     parsed: list[Any] = []
-    prepare = tasks.evaluation.runs.prepare
-    monkeypatch.setattr(
-        tasks.evaluation.runs, "prepare", lambda *args: (parsed.append(args), prepare(*args))[1]
-    )
+    check = steps.check
+    monkeypatch.setattr(steps, "check", lambda *args: (parsed.append(args), check(*args))[1])
     small = write_slice(tmp_path / "cached", queries=1, extra_docs=2)
     n_docs = len((small / "corpus.jsonl").read_text().splitlines())
     methods, metrics = ["bm25", "dense"], ["nDCG@17"]  # inputs no other test passes: the first call runs
@@ -433,25 +437,21 @@ def test_llm_limit_bounds_concurrent_llm_steps(limit: int, monkeypatch: pytest.M
     # 1 makes each call wait the whole patience, alone, which gives a broken limit 10 s to let the other in.
     inside = InFlight(patience=10.0 if limit == 1 else 60.0)
 
-    def prepare_synthesis(corpus: str, **options: Any) -> Callable[[Any], _Report]:
+    def prepare_synthesis(self: Workspace, corpus: str, config: SynthesisConfig) -> Callable[[Any], _Report]:
         return lambda progress: (inside(), _Report(generated=1))[1]
 
-    def evaluate_methods(*args: Any, **options: Any) -> list[str]:
+    def run_method(self: Workspace, *args: Any) -> str:
         inside()
-        return ["run-hyde"]
+        return "run-hyde"
 
-    monkeypatch.setattr("tasks.workspace.prepare_synthesis", prepare_synthesis)
-    monkeypatch.setattr("tasks.evaluation.runs.evaluate_methods", evaluate_methods)
-    testset = SimpleNamespace(corpus="llm-limit", name="human")
+    monkeypatch.setattr(Workspace, "prepare_synthesis", prepare_synthesis)
+    monkeypatch.setattr(Workspace, "run_method", run_method)
+    plan = SimpleNamespace(testset=SimpleNamespace(corpus="llm-limit", name="human"))
 
     @flow(name="two-llm-steps")
     def two_llm_steps() -> tuple[list[Any], tuple[Any, Any]]:
-        generating = steps.generate_queries.submit(
-            "llm-limit", "llm", "question", 1, None, 0, 0.7, 0, "bm25", False
-        )
-        evaluating = steps.evaluation_task("hyde").submit(
-            None, testset, "hyde", ["nDCG@10"], None, "eval-llm-limit", "llm-limit-progress"
-        )
+        generating = steps.generate_queries.submit("llm-limit", SynthesisConfig(roundtrip_k=0))
+        evaluating = steps.evaluation_task("hyde").submit(None, plan, "hyde", "llm-limit-progress")
         return [generating.task_run_id, evaluating.task_run_id], (generating.result(), evaluating.result())
 
     with get_client(sync_client=True) as client:

@@ -67,14 +67,13 @@ def pids_where(match: Callable[[bytes, bytes], bool]) -> list[int]:
 
 def prepare_home(home: Path) -> Path:
     """A ZSR_HOME holding the slice indexed as ``itest`` with its qrels registered; returns the slice."""
-    from tasks.evaluation.testsets import register
     from tasks.settings import Settings
-    from tasks.workspace import ingest, open_store
+    from tasks.workspace import Workspace
 
     source = write_slice(home.parent / "slice", queries=4, extra_docs=20)
-    settings = Settings(home=home)
-    ingest(source, CORPUS, fmt="beir", settings=settings)
-    register(settings.testsets_dir, open_store(settings), CORPUS, TESTSET, source)
+    ws = Workspace.open(Settings(home=home))
+    ws.ingest(source, CORPUS, fmt="beir")
+    ws.testsets.register(CORPUS, TESTSET, source)
     return source
 
 

@@ -1,7 +1,9 @@
-"""The layering rule: ``tasks`` and ``storage`` never import Prefect (flows -> tasks -> storage)."""
+"""The layering rules: ``tasks`` and ``storage`` never import Prefect (flows -> tasks -> storage), and the
+front ends (``flows``, ``bench``) come through the Workspace, never to storage."""
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
@@ -30,3 +32,63 @@ def test_storage_does_not_import_tasks_or_flows():
         text = path.read_text()
         assert "from tasks" not in text and "import tasks" not in text, path
         assert "from flows" not in text and "import flows" not in text, path
+
+
+FRONT_ENDS = ("flows", "bench")
+# Storage handles and storage locations: the Workspace holds them, front ends ask it instead.
+STORAGE_ATTRIBUTES = {
+    "store",
+    "warehouse",
+    "db",
+    "warehouse_dir",
+    "testsets_dir",
+    "lancedb",
+    "llm_cache_path",
+}
+
+
+def front_end_files() -> list[Path]:
+    files = sorted(p for package in FRONT_ENDS for p in (ROOT / package).rglob("*.py"))
+    assert ROOT / "flows" / "cli" / "corpus.py" in files and ROOT / "bench" / "quality.py" in files
+    return files
+
+
+def imported(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import, at any level of the file (functions included)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+        elif (  # importlib.import_module("storage...") and __import__("storage...")
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def test_flows_and_bench_import_no_storage_module():
+    """Front ends hold a Workspace; no module under flows/ or bench/ imports ``storage``, at any level."""
+    offending = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in front_end_files()
+        for line, module in imported(ast.parse(path.read_text(), str(path)))
+        if module == "storage" or module.startswith("storage.")
+    ]
+    assert offending == []
+
+
+def test_flows_and_bench_reach_no_storage_handle():
+    """Nor do they reach a store or a warehouse through an object (``engine.store``, ``ws.warehouse``)."""
+    offending = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}"
+        for path in front_end_files()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute) and node.attr in STORAGE_ATTRIBUTES
+    ]
+    assert offending == []

@@ -188,12 +188,12 @@ def test_commands_without_an_llm_ignore_malformed_fallbacks(cli, monkeypatch):
 
 def test_results_artifact_shows_the_fallback_share_and_warns(monkeypatch):
     from flows.evaluate import Evaluation, results_table, summary
-    from tasks.evaluation.runs import RunResult
+    from tests.records import run_result
 
     runs = [
-        RunResult("r1", "bm25", {"nDCG@10": 0.4}, 40, 1.0, 0.1),
-        RunResult("r2", "hyde", {"nDCG@10": 0.3}, 40, 1.0, 0.1, fallback_share=1.0, llm_errors=320),
-        RunResult("r3", "rerank", {"nDCG@10": 0.5}, 40, 1.0, 0.1, fallback_share=0.1, llm_errors=4),
+        run_result("r1", "bm25", {"nDCG@10": 0.4}, 40),
+        run_result("r2", "hyde", {"nDCG@10": 0.3}, 40, fallback_share=1.0, llm_errors=320),
+        run_result("r3", "rerank", {"nDCG@10": 0.5}, 40, fallback_share=0.1, llm_errors=4),
     ]
     evaluation = Evaluation("c", "t", "adhoc", "e1", ["nDCG@10"], runs)
     rows = results_table(evaluation)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tasks.settings import Settings
-from tasks.workspace import llm_client
+from tasks.workspace import Workspace
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_llm_settings_build_the_client(env):
         llm_concurrency="3",
     )
     assert settings.llm_fallbacks == ["openai/gpt-4o-mini", "ollama/llama3.1:8b"]
-    client = llm_client(settings)
+    client = Workspace(settings).llm
     assert client.models == (
         "hosted_vllm/Qwen/Qwen2.5-7B-Instruct",
         "openai/gpt-4o-mini",
@@ -66,7 +66,7 @@ def test_malformed_llm_fallbacks_are_an_error_when_the_llm_client_is_built(env, 
     # error (naming the variable and the expected format) comes when the LLM client is built.
     settings = env(llm_fallbacks=value)
     with pytest.raises(ValueError, match="ZSR_LLM_FALLBACKS") as raised:
-        llm_client(settings)
+        _ = Workspace(settings).llm
     message = str(raised.value)
     assert why in message and "a JSON list of model strings or of objects" in message
     assert '{"model": ..., "api_base": ..., "api_key_env": ...}' in message
@@ -94,7 +94,7 @@ def test_fallback_objects_name_their_own_api_base_and_key_variable(env, monkeypa
         ' {"model": "hosted_vllm/small", "api_base": "http://other-box:8000/v1"}, "ollama/llama3.1:8b"]',
         llm_retry_seconds="30",
     )
-    client = llm_client(settings)
+    client = Workspace(settings).llm
     assert [(r.model, r.api_base, r.api_key_env) for r in client.routes] == [
         ("hosted_vllm/Qwen/Qwen2.5-7B-Instruct", "http://gpu-box:8000/v1", None),
         ("openai/gpt-4o-mini", None, "HOSTED_KEY"),
@@ -106,7 +106,7 @@ def test_fallback_objects_name_their_own_api_base_and_key_variable(env, monkeypa
     with pytest.raises(
         ValueError, match="ZSR_LLM_FALLBACKS: openai/gpt-4o-mini names api_key_env HOSTED_KEY"
     ):
-        llm_client(settings)  # an unset key variable fails before any call, not at the first fallback
+        _ = Workspace(settings).llm  # an unset key variable fails before any call, not at the first fallback
 
 
 def test_fallback_warn_share_setting(env):

@@ -23,6 +23,7 @@ from tasks.evaluation.runs import depth_for, evaluate_methods
 from tasks.ingest.index import reindex
 from tasks.methods.search import Searcher
 from tests.fakes import make_docs, make_testset
+from tests.records import run_result
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -237,9 +238,7 @@ def test_query_deltas_pairs_the_queries_of_two_runs(warehouse):
 
 def publish(warehouse: Warehouse, run_id: str, values: dict[tuple[str, str], float]) -> None:
     """Publish a run whose only data is the given per-query values ((query, measure) -> value)."""
-    run = pa.Table.from_pylist(
-        [{"run_id": run_id, "corpus": "c", "testset": "t", "method": "bm25"}], SCHEMAS["runs"]
-    )
+    run = run_result(run_id, "bm25", {})
     query_metrics = pa.Table.from_pylist(
         [{"run_id": run_id, "query_id": q, "measure": m, "value": v} for (q, m), v in values.items()],
         SCHEMAS["query_metrics"],
@@ -282,3 +281,43 @@ def test_plain_ids_are_unchanged_in_trec_export(searcher, warehouse):
 
     exported = {line.split()[2] for line in trec_lines(warehouse, result.run_id)}
     assert "d0" in exported and exported <= {f"d{i}" for i in range(12)}
+
+
+def test_the_runs_schema_is_derived_from_the_run_record_and_unchanged():
+    """The run row is defined once (``RunRecord``); its Parquet schema stays what old files and SQL know."""
+    from dataclasses import fields
+
+    from storage.warehouse import RunRecord
+
+    before = pa.schema(  # the explicit schema the runs files were written with before the record existed
+        [
+            ("run_id", pa.string()),
+            ("eval_id", pa.string()),
+            ("created_at", pa.timestamp("us", tz="UTC")),
+            ("corpus", pa.string()),
+            ("testset", pa.string()),
+            ("testset_hash", pa.string()),
+            ("method", pa.string()),
+            ("method_name", pa.string()),
+            ("params", pa.string()),
+            ("depth", pa.int32()),
+            ("embedding_model", pa.string()),
+            ("llm_model", pa.string()),
+            ("git_sha", pa.string()),
+            ("packages", pa.string()),
+            ("documents_version", pa.int64()),
+            ("views_version", pa.int64()),
+            ("n_queries", pa.int32()),
+            ("retrieval_seconds", pa.float64()),
+            ("eval_seconds", pa.float64()),
+            ("fallback_share", pa.float64()),
+            ("llm_errors", pa.int32()),
+        ]
+    )
+    assert SCHEMAS["runs"].equals(before, check_metadata=True)
+    assert [f.name for f in fields(RunRecord)] == SCHEMAS["runs"].names
+    record = run_result("r1", "bm25", {"nDCG@10": 0.5})
+    table = RunRecord.table(record)
+    assert table.schema.equals(before) and table.to_pylist() == [
+        {f.name: getattr(record, f.name) for f in fields(RunRecord)}
+    ]
