@@ -30,6 +30,7 @@ from tasks.ingest.sources import read_source
 from tasks.methods.search import Searcher
 from tests.fakes import FakeEmbedder, make_docs
 from tests.home_fixture import tree, unpack_home_v1
+from tests.kill_target import instrument
 
 MINILM = installed_space("all-MiniLM-L6-v2", "", "")  # the model and prefixes the archived home used
 
@@ -184,6 +185,15 @@ def v1_cache(model: str, prefix: str) -> str:
     return f"embedcache__{content_hash(model, prefix)[:16]}"
 
 
+def fake_space(model: str, query_prefix: str, passage_prefix: str) -> VectorSpace:
+    return VectorSpace(model, "fake", "fake", query_prefix, passage_prefix)
+
+
+def home_of(store: CorpusStore) -> Home:
+    root = Path(store.uri).parent
+    return Home(root, store.uri, root / "warehouse", root / "testsets")
+
+
 def to_format_1(store: CorpusStore) -> None:
     """Rewrite the store's tables as format 1 laid them out (the inverse of the migration, for the test)."""
     db = store.lance.db
@@ -196,6 +206,8 @@ def to_format_1(store: CorpusStore) -> None:
     )
     db.create_table(REGISTRY, pa.Table.from_pylist(v1_rows, v1_registry), mode="overwrite")
     for info in infos:
+        if views_table(info.name, info.space) not in db.list_tables().tables:
+            continue  # its first ingest stopped before any view was written
         views = db.open_table(views_table(info.name, info.space))
         old = db.create_table(f"{info.name}__views", views.to_arrow().replace_schema_metadata(None))
         if views.list_indices():
@@ -236,13 +248,7 @@ def test_every_corpus_of_a_format_1_database_keeps_its_vectors_and_rankings(tmp_
     db.create_table(v1_cache("a-model-no-corpus-uses", ""), unused)
     db.create_table("z__views", db.open_table("b__views").to_arrow())  # z was never registered
 
-    root = Path(tmp_store.uri).parent
-    home = Home(root, tmp_store.uri, root / "warehouse", root / "testsets")
-
-    def fake_space(model: str, query_prefix: str, passage_prefix: str) -> VectorSpace:
-        return VectorSpace(model, "fake", "fake", query_prefix, passage_prefix)
-
-    report = migrate(home, space_of=fake_space)
+    report = migrate(home_of(tmp_store), space_of=fake_space)
     assert {
         f"built the ANN index of {views_table('a', fake.space)}",
         f"dropped {v1_cache('a-model-no-corpus-uses', '')}",
@@ -259,3 +265,18 @@ def test_every_corpus_of_a_format_1_database_keeps_its_vectors_and_rankings(tmp_
     assert passages[fake.space.key] != passages[spaces["p"].key]  # each space its own vectors
     done = reindex(store, "b", make_docs(6, prefix="b"), fake.space, no_model)
     assert (done.unchanged, done.repaired) == (6, 0)
+
+
+def test_a_format_1_registry_alone_is_format_1(tmp_store, fake):
+    def stop(number: int, name: str, side: str) -> None:
+        if (name, side) == ("cache.put", "before"):  # registered, nothing embedded or written yet
+            raise Killed(name)
+
+    with pytest.raises(Killed):
+        reindex(instrument(tmp_store, stop), "s", make_docs(3), fake.space, lambda: fake)
+    to_format_1(CorpusStore(tmp_store.uri))
+    assert CorpusStore(tmp_store.uri).lance.names() == ["corpora", "s__documents"]
+    with pytest.raises(HomeFormatError, match="format 1"):
+        check_format(home_of(tmp_store))
+    migrate(home_of(tmp_store), space_of=fake_space)
+    assert CorpusStore(tmp_store.uri).registry.incomplete("s") == "its views table is missing"

@@ -17,7 +17,7 @@ from storage.ids import content_hash
 from storage.types import Document
 from storage.vector_space import VectorSpace
 from tasks.ingest.embed import ModelMismatchError
-from tasks.ingest.index import reindex, resolve_corpus
+from tasks.ingest.index import embed_cached, reindex, resolve_corpus
 from tasks.ingest.sources import read_source
 from tasks.ingest.views import build_views
 from tasks.methods.search import Searcher
@@ -133,6 +133,9 @@ def test_model_mismatch_is_an_error(tmp_store, fake):
         resolve_corpus(tmp_store, "c", newer, explicit=True)
     with pytest.raises(ModelMismatchError, match="revision 'fake' vs 'fake-2'"):  # reindex checks it too
         reindex(tmp_store, "c", make_docs(3), newer, lambda: with_space(newer))
+    with pytest.raises(ModelMismatchError, match="embeds into"):  # vectors are filed under their own space
+        reindex(tmp_store, "new", make_docs(3), fake.space, lambda: with_space(other))
+    assert tmp_store.registry.get("new") is None
 
 
 def test_bad_corpus_names_and_unknown_corpora(tmp_store, fake):
@@ -179,6 +182,13 @@ def test_embedding_cache_is_shared_across_corpora_of_one_model_and_prefix(tmp_st
         report = reindex(tmp_store, corpus, docs, space, lambda other=other: other)
         assert sorted(other.encoded) == sorted(first.encoded), corpus
         assert report.chunks_cached == 0, corpus
+
+
+def test_the_cache_keeps_query_and_passage_vectors_apart(tmp_store, fake):
+    texts = {content_hash("wing flutter"): "wing flutter"}
+    for queries in (False, True, False, True):
+        embed_cached(tmp_store, fake, texts, queries=queries)
+    assert fake.encoded == ["wing flutter"] * 2 and fake.as_queries == ["wing flutter"]  # once per role
 
 
 def test_reindex_killed_after_a_cache_commit_encodes_only_what_the_cache_lacks(tmp_path):
