@@ -8,7 +8,7 @@ A corpus is registered by its first ingest once its documents table exists and b
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ import pyarrow as pa
 from storage.documents import Documents, documents_table
 from storage.lance import Lance
 from storage.vector_space import VectorSpace
-from storage.views import Views
+from storage.views import Views, corpus_of_views_table
 
 CORPUS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 REGISTRY = "corpora"
@@ -137,10 +137,7 @@ class Registry:
 
     def register(self, info: CorpusInfo) -> None:
         """Insert or update the registry row of a corpus."""
-        row = {field: getattr(info, field) for field in REGISTRY_SCHEMA.names} | {
-            "space": info.space.to_json()
-        }
-        rows = pa.Table.from_pylist([row], REGISTRY_SCHEMA)
+        rows = pa.Table.from_pylist([asdict(info) | {"space": info.space.to_json()}], REGISTRY_SCHEMA)
         table = self.lance.open_or_create(REGISTRY, REGISTRY_SCHEMA)
         table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
@@ -156,7 +153,7 @@ class Registry:
     def _incomplete(self, name: str, info: CorpusInfo | None) -> str | None:
         has_documents = self.lance.exists(documents_table(name))
         if info is None:
-            views = any(_views_of(table) == name for table in self.lance.names())
+            views = any(corpus_of_views_table(table) == name for table in self.lance.names())
             return "its tables exist but it was never registered" if has_documents or views else None
         missing = [
             kind
@@ -177,15 +174,6 @@ class Registry:
         corpora = {info.name: info for info in self.corpora()}
         tables = self.lance.names()
         names = set(corpora) | {t.removesuffix("__documents") for t in tables if t.endswith("__documents")}
-        names |= {corpus for corpus in map(_views_of, tables) if corpus is not None}
+        names |= {corpus for corpus in map(corpus_of_views_table, tables) if corpus is not None}
         found = {name: self._incomplete(name, corpora.get(name)) for name in sorted(names)}
         return {name: reason for name, reason in found.items() if reason is not None}
-
-
-_VIEWS_TABLE = re.compile(r"^(.+)__views__[0-9a-f]{16}$")
-
-
-def _views_of(table: str) -> str | None:
-    """The corpus a views table belongs to (``None`` for any other table)."""
-    match = _VIEWS_TABLE.match(table)
-    return match.group(1) if match else None

@@ -8,6 +8,7 @@ The rules that keep a document and its views one unit of commit are in :mod:`sto
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -45,6 +46,15 @@ def views_table(corpus: str, space: VectorSpace) -> str:
     return f"{corpus}__views__{space.key}"
 
 
+_VIEWS_TABLE = re.compile(r"^(.+)__views__[0-9a-f]{16}$")
+
+
+def corpus_of_views_table(table: str) -> str | None:
+    """The corpus a views table (of any space) belongs to; ``None`` for any other table."""
+    match = _VIEWS_TABLE.match(table)
+    return match.group(1) if match else None
+
+
 class Views:
     """Views by ``view_id``, one table per (corpus, vector space), and the ANN index over their vectors."""
 
@@ -70,8 +80,7 @@ class Views:
 
     def _create(self, corpus: str, space: VectorSpace, schema: pa.Schema) -> None:
         """Create the views table of ``corpus`` in ``space`` with ``schema``, unless it exists."""
-        if not self.exists(corpus, space):
-            self.lance.db.create_table(views_table(corpus, space), schema=with_space(schema, space))
+        self.lance.open_or_create(views_table(corpus, space), with_space(schema, space))
 
     def _writable(self, corpus: str, space: VectorSpace) -> lancedb.table.Table:
         """The (existing) table to write to.
