@@ -248,8 +248,7 @@ class Crash(BaseException):
 
 
 def crash_before(store: CorpusStore, method: str) -> CorpusStore:
-    """``store``, made to crash at its first call of ``method``, e.g. ``documents.upsert`` (the earlier writes
-    stay committed)."""
+    """``store``, made to crash at its first call of ``part.method`` (the earlier writes stay committed)."""
 
     def crash(*args, **kwargs):
         raise Crash(method)
