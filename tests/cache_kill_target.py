@@ -17,19 +17,25 @@ from tasks.ingest.sources import read_source
 from tests.fakes import FakeEmbedder
 
 
-class PausingStore(CorpusStore):
-    """A store that reports each embedding-cache commit and waits for the parent's go."""
+def pausing(store: CorpusStore) -> CorpusStore:
+    """``store``, made to report each embedding-cache commit and wait for the parent's go."""
+    put = store.cache.put
 
-    def cache_vectors(self, model_key, dim, hashes, vectors) -> None:
-        super().cache_vectors(model_key, dim, hashes, vectors)
+    def put_then_wait(space, role, hashes, vectors) -> None:
+        put(space, role, hashes, vectors)
         print(f"cached {len(hashes)}", flush=True)
         sys.stdin.readline()
+
+    store.cache.put = put_then_wait  # type: ignore[method-assign]
+    return store
 
 
 def main() -> None:
     uri, source = sys.argv[1], Path(sys.argv[2])
     fake = FakeEmbedder()
-    reindex(PausingStore(uri), "c", read_source(source).documents, fake.spec, lambda: fake, batch_docs=2)
+    reindex(
+        pausing(CorpusStore(uri)), "c", read_source(source).documents, fake.space, lambda: fake, batch_docs=2
+    )
     print("done", flush=True)
 
 

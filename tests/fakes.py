@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from storage.types import Document
-from tasks.ingest.embed import ModelSpec
+from storage.vector_space import VectorSpace
 
 WORD = re.compile(r"\w+")
 
@@ -21,9 +21,17 @@ class FakeEmbedder:
     """
 
     def __init__(
-        self, dim: int = 32, max_tokens: int = 16, delay: float = 0.0, name: str = "fake-bow"
+        self,
+        dim: int = 32,
+        max_tokens: int = 16,
+        delay: float = 0.0,
+        name: str = "fake-bow",
+        space: VectorSpace | None = None,
     ) -> None:
-        self.spec = ModelSpec(name, "q: ", "p: ")
+        # ``space``: stand in for the model of that space (a stubbed ``load_embedder`` is asked for one)
+        self.space = space or VectorSpace(
+            name, "fake", backend="fake", query_prefix="q: ", passage_prefix="p: "
+        )
         self.dim = dim
         self.max_tokens = max_tokens
         self.delay = delay

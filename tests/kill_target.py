@@ -2,10 +2,11 @@
 
 Usage: python -m tests.kill_target LANCEDB_URI SOURCE.jsonl [N before|after]
 
-Every top-level call of a public :class:`CorpusStore` method is numbered from 1 and printed as it starts
-(``call N NAME``); with ``N before`` (``N after``) the process SIGKILLs itself right before (right after) its
-N-th call. A run that is not killed ends with ``done``. Which calls write is not listed here: the test learns
-it from an instrumented run (:func:`instrument` with a hook that compares table versions).
+Every top-level call of a public method of the store or of one of its parts (``store.views.put``, ...) is
+numbered from 1 and printed as it starts (``call N views.put``); with ``N before`` (``N after``) the process
+SIGKILLs itself right before (right after) its N-th call. A run that is not killed ends with ``done``. Which
+calls write is not listed here: the test learns it from an instrumented run (:func:`instrument` with a hook
+that compares table versions).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from tasks.ingest.index import ReindexReport, reindex
 from tasks.ingest.sources import read_source
 from tests.fakes import FakeEmbedder
 
-Hook = Callable[[int, str, str], None]  # (call number, method name, "before" | "after")
+Hook = Callable[[int, str, str], None]  # (call number, "part.method", "before" | "after")
+PARTS = ("registry", "documents", "views", "synthetic", "cache", "search")
 
 
 def instrument(store: CorpusStore, hook: Hook) -> CorpusStore:
-    """Run ``hook`` around each top-level call of a public ``store`` method (nested calls are part of it)."""
+    """Run ``hook`` around each top-level call of a public store method (nested calls are part of it)."""
     state = {"depth": 0, "calls": 0}
 
     def wrap(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,16 +50,18 @@ def instrument(store: CorpusStore, hook: Hook) -> CorpusStore:
 
         return call
 
-    for name in dir(CorpusStore):
-        if not name.startswith("_") and callable(getattr(CorpusStore, name)):
-            setattr(store, name, wrap(name, getattr(store, name)))
+    targets: list[tuple[str, Any]] = [("", store), *((f"{part}.", getattr(store, part)) for part in PARTS)]
+    for prefix, target in targets:
+        for name in dir(type(target)):
+            if not name.startswith("_") and callable(getattr(type(target), name)):
+                setattr(target, name, wrap(prefix + name, getattr(target, name)))
     return store
 
 
 def reindex_source(store: CorpusStore, source: Path) -> ReindexReport:
     """Re-index ``source`` as corpus ``c`` with the fake model, two documents per write batch."""
     fake = FakeEmbedder()
-    return reindex(store, "c", read_source(source).documents, fake.spec, lambda: fake, batch_docs=2)
+    return reindex(store, "c", read_source(source).documents, fake.space, lambda: fake, batch_docs=2)
 
 
 def main() -> None:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.corpus_store import CORPUS_NAME, CorpusStore, now
+from storage.corpus_store import CorpusStore
 from storage.ids import canonical_json, content_hash, untrec_id
+from storage.lance import now
+from storage.registry import CORPUS_NAME
 from storage.types import BadInputError, Problem, Qrels
 from tasks.evaluation.measures import load_qrels, load_queries
 from tasks.ingest.formats import TestSetFormat
@@ -168,7 +170,7 @@ def register(
         ValueError: ``name`` is not a valid name, or is already registered for ``corpus`` without ``replace``.
         BadInputError: the files are malformed or the set is unusable for this corpus.
     """
-    store.corpus(corpus)
+    store.registry.corpus(corpus)
     if not CORPUS_NAME.match(name):
         raise ValueError(
             f"test set name {name!r} is not allowed; use 1-64 letters, digits, '-' or '_' "
@@ -183,7 +185,7 @@ def register(
     fmt = fmt or _detect(path)
     raw_queries, raw_qrels = read_testset_files(path, fmt=fmt, split=split, queries=queries)
     report = validate(
-        raw_queries, raw_qrels, set(store.document_hashes(corpus)), location=str(path), corpus=corpus
+        raw_queries, raw_qrels, set(store.documents.hashes(corpus)), location=str(path), corpus=corpus
     )
     kept = {q: text for q, text in raw_queries.items() if q in raw_qrels}
     qrels = {q: judgements for q, judgements in raw_qrels.items() if q in kept}

@@ -58,7 +58,7 @@ def chunk_documents(docs: Sequence[Document], embedder: Embedder, overlap: int) 
     """
     if not docs:
         return []
-    prefix_tokens = len(embedder.token_offsets([embedder.spec.passage_prefix])[0])
+    prefix_tokens = len(embedder.token_offsets([embedder.space.passage_prefix])[0])
     offsets = embedder.token_offsets([d.text for d in docs])
     title_tokens = [len(o) for o in embedder.token_offsets([d.title for d in docs])]
     chunks = []

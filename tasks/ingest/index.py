@@ -1,15 +1,15 @@
 """Incremental (re-)indexing of a corpus: only new and changed documents are chunked and embedded.
 
 Idempotency key: the document's content hash. The unit of commit is a document row together with the views
-that carry its hash in ``views.doc_hash``; :mod:`storage.corpus_store` states the rules that keep it
-checkable. Documents are processed in batches; each batch commits its embeddings to the cache, then the
-views of the new versions (one commit), then the document rows, and only then deletes the views of older
-versions. Gone documents lose their views, then their rows. Every run starts by checking each stored
-document against its views (:func:`_whole`): a document whose views are not exactly those of its row's hash
-(a run killed between those writes left it so), and views whose document has no row, are repaired in the
+that carry its hash in ``views.doc_hash`` (in the corpus's vector space); :mod:`storage.corpus_store` states
+the rules that keep it checkable. Documents are processed in batches; each batch commits its embeddings to the
+cache, then the views of the new versions (one commit), then the document rows, and only then deletes the
+views of older versions. Gone documents lose their views, then their rows. Every run starts by checking each
+stored document against its views (:func:`_whole`): a document whose views are not exactly those of its row's
+hash (a run killed between those writes left it so), and views whose document has no row, are repaired in the
 same run, whatever the source now says. A run killed at any point and followed by a run over any source
-therefore ends with exactly the tables an uninterrupted run over that source gives. A new way of writing
-views or rows must keep those rules, or the check stops being enough.
+therefore ends with exactly the tables an uninterrupted run over that source gives. A new way of writing views
+or rows must keep those rules, or the check stops being enough.
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from storage.corpus_store import (
-    DOCUMENTS_SCHEMA,
-    CorpusInfo,
-    CorpusStore,
-    model_key,
-    now,
-    vectors_to_arrow,
-    views_schema,
-)
+from storage.corpus_store import CorpusStore
+from storage.documents import DOCUMENTS_SCHEMA
 from storage.ids import canonical_json, content_hash
+from storage.lance import now, vectors_to_arrow
+from storage.registry import CorpusInfo, check_name
 from storage.types import Document
+from storage.vector_space import Role, VectorSpace
+from storage.views import views_schema
 from tasks.ingest.chunking import CHUNK, chunk_documents, join_title
-from tasks.ingest.embed import Embedder, ModelSpec
+from tasks.ingest.embed import Embedder, ModelMismatchError
 
 log = logging.getLogger(__name__)
 
@@ -71,33 +68,39 @@ class ReindexReport:
     seconds: float = 0.0
 
 
-class ModelMismatchError(ValueError):
-    """The corpus was indexed with another embedding model than the one requested."""
+def resolve_corpus(store: CorpusStore, corpus: str, requested: VectorSpace, explicit: bool) -> VectorSpace:
+    """The vector space a corpus uses: its active one, or ``requested`` for a new corpus.
 
-
-def resolve_corpus(store: CorpusStore, corpus: str, requested: ModelSpec, explicit: bool) -> ModelSpec:
-    """The model spec a corpus uses: the one it was indexed with, or ``requested`` for a new corpus.
-
-    Mixing vectors of two models in one index would make scores meaningless, so asking for another model
-    explicitly is an error rather than a silent switch.
+    Mixing vectors of two spaces in one index would make scores meaningless, so asking for another space
+    explicitly is an error rather than a silent switch (moving a corpus to another space is a later job).
     """
-    for info in store.corpora():
-        if info.name == corpus:
-            stored = ModelSpec(info.model, info.query_prefix, info.passage_prefix)
-            if explicit and stored != requested:
-                raise ModelMismatchError(
-                    f"corpus {corpus!r} is indexed with {info.model!r}, not {requested.name!r}; "
-                    "ingest into a new corpus name to use another model"
-                )
-            return stored
-    return requested
+    info = store.registry.get(corpus)
+    if info is None:
+        return requested
+    if explicit:
+        _check_space(info, requested)
+    return info.space
+
+
+def _check_space(info: CorpusInfo, requested: VectorSpace) -> None:
+    """Refuse ``requested`` unless it is the corpus's space; the message says what differs."""
+    if info.space == requested:
+        return
+    stored, asked = info.space.as_dict(), requested.as_dict()
+    differs = [
+        f"{name} {stored[name]!r} vs {asked[name]!r}" for name in stored if stored[name] != asked[name]
+    ]
+    raise ModelMismatchError(
+        f"corpus {info.name!r} is indexed with {info.space.model!r}, not {requested.model!r} "
+        f"({'; '.join(differs)}); ingest into a new corpus name to use another model"
+    )
 
 
 def reindex(
     store: CorpusStore,
     corpus: str,
     documents: Sequence[Document],
-    spec: ModelSpec,
+    space: VectorSpace,
     get_embedder: Callable[[], Embedder],
     *,
     overlap: int = 32,
@@ -115,8 +118,8 @@ def reindex(
         store: the LanceDB store.
         corpus: corpus name.
         documents: the whole source, already validated.
-        spec: model and prefixes (see :func:`resolve_corpus`).
-        get_embedder: builds the embedder on first need (loading a model costs seconds).
+        space: the vector space to index in (see :func:`resolve_corpus`).
+        get_embedder: builds the embedder of ``space`` on first need (loading a model costs seconds).
         overlap: tokens shared by consecutive chunks.
         batch_docs: documents per idempotent write batch.
         keep_deleted: keep documents that are gone from the source.
@@ -128,10 +131,13 @@ def reindex(
         progress: called after each batch with the documents done so far and the documents to do.
     """
     started = time.perf_counter()
-    store.check_name(corpus)
-    report = ReindexReport(corpus=corpus, model=spec.name)
-    stored = store.document_hashes(corpus)
-    views = store.view_hashes(corpus)
+    check_name(corpus)
+    report = ReindexReport(corpus=corpus, model=space.model)
+    registered = store.registry.get(corpus)  # first: a registry of an older format is refused unwritten
+    if registered:
+        _check_space(registered, space)  # a corpus moves to another space only as a whole, later
+    stored = store.documents.hashes(corpus)
+    views = store.views.hashes(corpus, space)
     broken = {doc_id for doc_id, h in stored.items() if not _whole(views.get(doc_id, set()), h)}
     present = {d.doc_id for d in documents}
     orphans = sorted(doc_id for doc_id in views if doc_id not in stored and doc_id not in present)
@@ -160,26 +166,21 @@ def reindex(
             skipped_without_id,
         )
 
-    registered = {c.name: c for c in store.corpora()}.get(corpus)
     if (
         not todo
         and not gone
         and not orphans
-        and (not stored or store.has_fts(corpus))
-        and not (registered and store.vector_index_lags(corpus, registered.dim, ann_min_rows))
+        and (not stored or store.documents.has_fts(corpus))
+        and not (registered and store.views.vector_index_lags(corpus, space, ann_min_rows))
     ):
         report.versions = store.versions(corpus)
         report.seconds = time.perf_counter() - started
         log.info("corpus %s is up to date (%d documents); nothing written", corpus, report.unchanged)
         return report
 
-    embedder = get_embedder()
+    embedder = load_for(space, get_embedder)
     created = registered.created_at if registered else now()
-    store.register(
-        CorpusInfo(
-            corpus, spec.name, spec.query_prefix, spec.passage_prefix, embedder.dim, source, created, now()
-        )
-    )
+    store.registry.register(CorpusInfo(corpus, space, embedder.dim, source, created, now()))
     for start in range(0, len(todo), batch_docs):
         batch = todo[start : start + batch_docs]
         chunks = chunk_documents(batch, embedder, overlap)
@@ -190,25 +191,35 @@ def reindex(
         hashes = {d.doc_id: d.content_hash for d in batch}
         views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
         # The unit of commit (module docstring): new views, then the row, then the old views go.
-        store.put_views(
-            corpus, embedder.dim, view_rows(views_of_batch, vectors, spec.name, embedder.dim, hashes)
-        )
+        store.views.put(corpus, space, view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes))
         rows = [d for d in batch if stored.get(d.doc_id) != d.content_hash]
         if rows:
-            store.upsert_documents(corpus, _document_rows(rows))
-        store.delete_stale_views(corpus, embedder.dim, hashes)
+            store.documents.upsert(corpus, _document_rows(rows))
+        store.views.delete_stale(corpus, space, hashes)
         if progress:
             progress(start + len(batch), len(todo))
     if gone or orphans:
-        store.delete_views(corpus, embedder.dim, [*gone, *orphans])  # views first: none outlives its row
+        store.views.delete(corpus, space, [*gone, *orphans])  # views first: none outlives its row
     if gone:
-        store.delete_documents(corpus, gone)
-    store.rebuild_fts(corpus)
-    store.ensure_vector_index(corpus, embedder.dim, ann_min_rows)
+        store.documents.delete(corpus, gone)
+    store.documents.rebuild_fts(corpus)
+    store.views.ensure_vector_index(corpus, space, ann_min_rows)
     report.versions = store.versions(corpus)
     report.seconds = time.perf_counter() - started
     log.info("indexed %s: %s", corpus, report)
     return report
+
+
+def load_for(space: VectorSpace, get_embedder: Callable[[], Embedder]) -> Embedder:
+    """The embedder ``get_embedder`` builds, checked to embed into ``space``.
+
+    Its vectors are filed under ``space`` (views table, cache), so an embedder of another space is refused
+    rather than trusted.
+    """
+    embedder = get_embedder()
+    if embedder.space != space:
+        raise ModelMismatchError(f"the embedder embeds into {embedder.space}, not into {space}")
+    return embedder
 
 
 def _whole(views: set[tuple[str, str | None]], doc_hash: str) -> bool:
@@ -250,7 +261,7 @@ def _stored_documents(store: CorpusStore, corpus: str, doc_ids: Sequence[str]) -
     if not doc_ids:
         return []
     columns = ["doc_id", "title", "text", "metadata", "source"]
-    rows = sorted(store.fetch_documents(corpus, doc_ids, columns), key=lambda r: r["doc_id"])
+    rows = sorted(store.documents.fetch(corpus, doc_ids, columns), key=lambda r: r["doc_id"])
     return [
         Document(r["doc_id"], r["title"], r["text"], json.loads(r["metadata"]), r["source"]) for r in rows
     ]
@@ -259,17 +270,16 @@ def _stored_documents(store: CorpusStore, corpus: str, doc_ids: Sequence[str]) -
 def embed_cached(
     store: CorpusStore, embedder: Embedder, texts: dict[str, str], *, queries: bool = False
 ) -> tuple[dict[str, np.ndarray], int]:
-    """Vectors of ``{content_hash: text}``; only text this model never encoded with this prefix is encoded.
+    """Vectors of ``{content_hash: text}``; only text never encoded in the embedder's space and role is.
 
     Fresh vectors are committed to the cache before they are returned, so a crash loses no finished work.
     """
-    spec = embedder.spec
-    key = model_key(spec.name, spec.query_prefix if queries else spec.passage_prefix)
-    vectors = store.cached_vectors(key, embedder.dim, list(texts))
+    role: Role = "query" if queries else "passage"
+    vectors = store.cache.get(embedder.space, role, list(texts))
     missing = [h for h in texts if h not in vectors]
     if missing:
         fresh = embedder.encode([texts[h] for h in missing], queries=queries)
-        store.cache_vectors(key, embedder.dim, missing, fresh)
+        store.cache.put(embedder.space, role, missing, fresh)
         vectors.update(zip(missing, fresh, strict=True))
     return vectors, len(missing)
 

@@ -1,8 +1,8 @@
 """Multi-view document representations and document expansion, kept in step with the corpus.
 
 Besides its chunks (written by re-indexing), each document gets a ``title`` view and one ``query`` view per
-kept synthetic query, embedded with the corpus model (queries with the query prefix, since a user query is
-compared with them query to query). The same kept queries are appended to the document's text in a
+kept synthetic query, embedded in the corpus's vector space (queries with the query prefix, since a user
+query is compared with them query to query). The same kept queries are appended to the document's text in a
 separate BM25 index (doc2query). Idempotency: views have content-derived ids, so a rebuild adds only what
 is new and deletes only what went stale (a changed document's old queries no longer match its content
 hash, and re-indexing has already dropped its old views).
@@ -20,7 +20,7 @@ from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
 from tasks.ingest.chunking import join_title
 from tasks.ingest.embed import Embedder
-from tasks.ingest.index import embed_cached, view_rows
+from tasks.ingest.index import embed_cached, load_for, view_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ class ViewsReport:
 
 def kept_queries(store: CorpusStore, corpus: str) -> dict[str, list[tuple[str, str]]]:
     """``doc_id -> [(query_id, text)]`` of kept synthetic queries written from the document's current text."""
-    hashes = store.document_hashes(corpus)
+    hashes = store.documents.hashes(corpus)
     out: dict[str, list[tuple[str, str]]] = {}
-    for row in store.synthetic(corpus).to_arrow().to_pylist():
+    for row in store.synthetic.rows(corpus):
         if row["kept"] and hashes.get(row["doc_id"]) == row["doc_hash"]:
             out.setdefault(row["doc_id"], []).append((row["query_id"], row["text"]))
     return {d: sorted(qs) for d, qs in out.items()}
@@ -53,10 +53,12 @@ def kept_queries(store: CorpusStore, corpus: str) -> dict[str, list[tuple[str, s
 def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embedder]) -> ViewsReport:
     """Bring title and query views, and the expanded BM25 index, in line with the corpus."""
     report = ViewsReport(corpus)
-    docs = store.documents(corpus).to_arrow().select(["doc_id", "title", "text", "content_hash"]).to_pylist()
+    space = store.registry.corpus(corpus).space
+    columns = ["doc_id", "title", "text", "content_hash"]
+    docs = store.documents.table(corpus).to_arrow().select(columns).to_pylist()
     doc_hashes = {d["doc_id"]: d["content_hash"] for d in docs}  # each view is tagged with its version
     queries = kept_queries(store, corpus)
-    embedder = get_embedder()
+    embedder = load_for(space, get_embedder)
     titles = [
         (content_hash(d["doc_id"], TITLE, d["title"]), d["doc_id"], TITLE, 0, d["title"])
         for d in docs
@@ -71,11 +73,8 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
         vectors, encoded = embed_cached(
             store, embedder, {content_hash(v[4]): v[4] for v in views}, queries=as_query
         )
-        added, deleted = store.sync_views(
-            corpus,
-            embedder.dim,
-            [kind],
-            view_rows(views, vectors, embedder.spec.name, embedder.dim, doc_hashes),
+        added, deleted = store.views.sync(
+            corpus, space, [kind], view_rows(views, vectors, space.model, embedder.dim, doc_hashes)
         )
         report.encoded += encoded
         report.added += added
@@ -90,7 +89,7 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
         }
         for d in docs
     ]
-    store.write_expansion(corpus, pa.Table.from_pylist(expanded))
+    store.documents.write_expansion(corpus, pa.Table.from_pylist(expanded))
     report.expanded_documents = sum(d["doc_id"] in queries for d in docs)
     log.info("views of %s: %s", corpus, report)
     return report

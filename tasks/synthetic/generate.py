@@ -21,8 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from storage.corpus_store import SYNTHETIC_SCHEMA, CorpusStore
+from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
+from storage.synthetic import SYNTHETIC_SCHEMA
 from tasks.llm.client import LLMClient, LLMError, Request
 from tasks.synthetic.config import SynthesisConfig
 
@@ -253,7 +254,7 @@ def sample_documents(doc_ids: Sequence[str], vectors: np.ndarray, n: int, seed: 
 
 def document_vectors(store: CorpusStore, corpus: str) -> tuple[list[str], np.ndarray]:
     """Every document id, sorted, and its unit vector (the mean of its chunk vectors) as one matrix."""
-    vectors = store.document_vectors(corpus, store.corpus(corpus).dim)
+    vectors = store.views.document_vectors(corpus, store.registry.corpus(corpus).space)
     ids = sorted(vectors)
     return ids, np.stack([vectors[d] for d in ids]) if ids else np.zeros((0, 1), np.float32)
 
@@ -299,7 +300,7 @@ def synthesize(
     report = SynthesisReport(corpus, generator.name, style)
     docs = {
         d["doc_id"]: d
-        for d in store.documents(corpus)
+        for d in store.documents.table(corpus)
         .to_arrow()
         .select(["doc_id", "title", "text", "content_hash"])
         .to_pylist()
@@ -308,7 +309,7 @@ def synthesize(
     unknown = [d for d in wanted if d not in docs]
     if unknown:
         raise ValueError(f"{len(unknown)} document id(s) not in corpus {corpus!r}, e.g. {unknown[:3]}")
-    stored = store.synthetic(corpus).to_arrow().to_pylist()
+    stored = store.synthetic.rows(corpus)
     existing = {r["query_id"] for r in stored}
     if refilter:
         wanted_set = set(wanted)
@@ -325,7 +326,7 @@ def synthesize(
             and r["prompt_version"] == generator.prompt_version
             and r["doc_hash"] == docs[r["doc_id"]]["content_hash"]
         ]
-        store.upsert_synthetic(corpus, pa.Table.from_pylist(again, SYNTHETIC_SCHEMA))
+        store.synthetic.upsert(corpus, pa.Table.from_pylist(again, SYNTHETIC_SCHEMA))
     plan = []
     for doc_id in wanted:
         for sample in range(per_doc):
@@ -352,14 +353,14 @@ def synthesize(
                 continue
             rows.append(_row(qid, doc, sample, raw, style, generator, filters))
         _count_llm(report, generator)
-        store.upsert_synthetic(corpus, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
+        store.synthetic.upsert(corpus, pa.Table.from_pylist(rows, SYNTHETIC_SCHEMA))
         report.generated += len(rows)
         if failure:
             raise LLMError(f"generation stopped, {report.generated} queries stored so far: {failure}")
         if progress:
             progress(start + len(part), len(plan))
     _final_filters(store, corpus, filters, search)
-    table = store.synthetic(corpus).to_arrow().to_pylist()
+    table = store.synthetic.rows(corpus)
     mine = [
         r
         for r in table
@@ -405,11 +406,9 @@ def _row(qid: str, doc: dict, sample: int, raw: str, style: str, gen: Generator,
 
 def _final_filters(store: CorpusStore, corpus: str, filters: Filters, search: Callable | None) -> None:
     """Duplicates and round-trip consistency over every pending query (resumable: a rerun finishes them)."""
-    current = store.document_hashes(corpus)
+    current = store.documents.hashes(corpus)
     # Queries written from an older version of a document are history: they neither count nor block.
-    table = [
-        r for r in store.synthetic(corpus).to_arrow().to_pylist() if current.get(r["doc_id"]) == r["doc_hash"]
-    ]
+    table = [r for r in store.synthetic.rows(corpus) if current.get(r["doc_id"]) == r["doc_hash"]]
     pending = [r for r in table if r["reason"] == PENDING]
     if not pending:
         return
@@ -441,7 +440,7 @@ def _final_filters(store: CorpusStore, corpus: str, filters: Filters, search: Ca
     for r in pending:
         r["kept"] = r["reason"] == PENDING
         r["reason"] = None if r["kept"] else r["reason"]
-    store.upsert_synthetic(corpus, pa.Table.from_pylist(pending, SYNTHETIC_SCHEMA))
+    store.synthetic.upsert(corpus, pa.Table.from_pylist(pending, SYNTHETIC_SCHEMA))
 
 
 def _count_llm(report: SynthesisReport, generator: Generator) -> None:

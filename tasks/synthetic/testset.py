@@ -103,9 +103,9 @@ def build_synthetic_testset(
     search = searcher.search_batch  # for synthesize's round-trip filter
     synthesize(store, corpus, generator, per_doc=per_doc, doc_ids=sampled, filters=filters, search=search)
     # Matching the current content hash leaves out queries written from an older version of a document.
-    current = store.document_hashes(corpus)
+    current = store.documents.hashes(corpus)
     wanted = {(d, current[d], generator.name, generator.prompt_version) for d in sampled}
-    rows = sorted(store.synthetic(corpus).to_arrow().to_pylist(), key=lambda r: r["query_id"])
+    rows = sorted(store.synthetic.rows(corpus), key=lambda r: r["query_id"])
     queries = [r for r in rows if r["kept"] and _key(r) in wanted]
     if not queries:
         raise ValueError(
@@ -208,7 +208,7 @@ def _pools(searcher: Searcher, queries: list[dict], methods: Sequence[str], k: i
 
 
 def _texts(store: CorpusStore, corpus: str, doc_ids: set[str]) -> dict[str, str]:
-    rows = store.fetch_documents(corpus, sorted(doc_ids), ["doc_id", "title", "text"])
+    rows = store.documents.fetch(corpus, sorted(doc_ids), ["doc_id", "title", "text"])
     return {r["doc_id"]: f"{r['title'] or ''}\n{r['text'] or ''}".strip() for r in rows}
 
 

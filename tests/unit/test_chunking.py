@@ -29,7 +29,7 @@ def test_long_document_chunks_fit_the_model_window():
     chunks = chunk_documents([Document("a", "The title", text)], fake, overlap=4)
     assert len(chunks) > 1
     for chunk in chunks:
-        tokens = fake.token_offsets([fake.spec.passage_prefix + chunk.text])[0]
+        tokens = fake.token_offsets([fake.space.passage_prefix + chunk.text])[0]
         assert len(tokens) <= fake.max_tokens  # prefix + title + body fit
         assert chunk.text.startswith("The title ")
     bodies = [c.text.removeprefix("The title ").split() for c in chunks]

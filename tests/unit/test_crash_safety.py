@@ -23,7 +23,7 @@ import pytest
 
 from storage.corpus_store import CorpusStore
 from storage.types import Document
-from tests.fakes import make_docs
+from tests.fakes import FakeEmbedder, make_docs
 from tests.kill_target import instrument, reindex_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,17 +55,17 @@ def write_sources(folder: Path) -> tuple[Path, Path]:
 
 def table_versions(uri: str) -> dict[str, int]:
     """Version of every table in the database (the corpus tables, the registry and the embedding cache)."""
-    store = CorpusStore(uri)
-    return {name: store.db.open_table(name).version for name in store.db.list_tables().tables}
+    db = CorpusStore(uri).lance.db
+    return {name: db.open_table(name).version for name in db.list_tables().tables}
 
 
 def snapshot(uri: str) -> dict[str, Any]:
     store = CorpusStore(uri)
-    docs = store.documents("c").to_arrow().drop_columns(["ingested_at"]).sort_by("doc_id").to_pylist()
-    views = store.views("c", 32).to_arrow().sort_by("view_id").to_pylist()
-    fts = store.has_fts("c")
+    docs = store.documents.table("c").to_arrow().drop_columns(["ingested_at"]).sort_by("doc_id").to_pylist()
+    views = store.views.table("c", FakeEmbedder().space).to_arrow().sort_by("view_id").to_pylist()
+    fts = store.documents.has_fts("c")
     bm25 = (
-        sorted((d, round(s, 5)) for d, s in store.fts_search("c", "wing revised span3", 50)) if fts else None
+        sorted((d, round(s, 5)) for d, s in store.search.fts("c", "wing revised span3", 50)) if fts else None
     )
     return {"documents": docs, "views": views, "fts": fts, "bm25": bm25}
 

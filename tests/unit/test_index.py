@@ -12,11 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from storage.corpus_store import CorpusStore, model_key
+from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
 from storage.types import Document
-from tasks.ingest.embed import ModelSpec
-from tasks.ingest.index import ModelMismatchError, reindex, resolve_corpus
+from storage.vector_space import VectorSpace
+from tasks.ingest.embed import ModelMismatchError
+from tasks.ingest.index import embed_cached, reindex, resolve_corpus
 from tasks.ingest.sources import read_source
 from tasks.ingest.views import build_views
 from tasks.methods.search import Searcher
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(store: CorpusStore, docs, fake: FakeEmbedder, **kwargs):
-    return reindex(store, "c", docs, fake.spec, lambda: fake, batch_docs=4, **kwargs)
+    return reindex(store, "c", docs, fake.space, lambda: fake, batch_docs=4, **kwargs)
 
 
 def test_first_ingest_indexes_everything(tmp_store, fake):
@@ -38,8 +39,9 @@ def test_first_ingest_indexes_everything(tmp_store, fake):
     assert tmp_store.counts("c") == {"documents": 10, "views": report.chunks_written}
     assert report.chunks_encoded == report.chunks_written == len(fake.encoded)
     assert report.versions == tmp_store.versions("c") and report.versions["documents"] > 0
-    info = tmp_store.corpus("c")
-    assert (info.model, info.dim, info.passage_prefix) == ("fake-bow", 32, "p: ")
+    info = tmp_store.registry.corpus("c")
+    assert (info.space.model, info.dim, info.space.passage_prefix) == ("fake-bow", 32, "p: ")
+    assert info.space == fake.space
 
 
 def test_unchanged_source_encodes_and_writes_nothing(tmp_store):
@@ -47,7 +49,7 @@ def test_unchanged_source_encodes_and_writes_nothing(tmp_store):
     run(tmp_store, docs, FakeEmbedder())
     before = tmp_store.versions("c")
     loaded = []
-    report = reindex(tmp_store, "c", docs, FakeEmbedder().spec, lambda: loaded.append(1) or FakeEmbedder())
+    report = reindex(tmp_store, "c", docs, FakeEmbedder().space, lambda: loaded.append(1) or FakeEmbedder())
     assert (report.added, report.changed, report.deleted, report.unchanged) == (0, 0, 0, 10)
     assert loaded == []  # the model is not even loaded
     assert tmp_store.versions("c") == before == report.versions
@@ -62,9 +64,9 @@ def test_changes_are_applied_incrementally(tmp_store):
     report = run(tmp_store, [*docs[:3], edited, *docs[4:9], new], fake)  # d9 is gone
     assert (report.added, report.changed, report.deleted, report.unchanged) == (1, 1, 1, 8)
     assert sorted(fake.encoded) == sorted(["title 3 " + edited.text, "fresh brand new document text"])
-    hashes = tmp_store.document_hashes("c")
+    hashes = tmp_store.documents.hashes("c")
     assert "d9" not in hashes and hashes["d3"] == edited.content_hash and "new" in hashes
-    view_docs = tmp_store.views("c", 32).to_arrow()["doc_id"].to_pylist()
+    view_docs = tmp_store.views.table("c", FakeEmbedder().space).to_arrow()["doc_id"].to_pylist()
     assert "d9" not in view_docs and view_docs.count("d3") == 1
 
 
@@ -73,7 +75,7 @@ def test_keep_deleted_keeps_documents_gone_from_the_source(tmp_store, fake):
     run(tmp_store, docs, fake)
     report = run(tmp_store, docs[:3], fake, keep_deleted=True)
     assert (report.deleted, report.kept_deleted, report.unchanged) == (0, 2, 3)
-    assert len(tmp_store.document_hashes("c")) == 5
+    assert len(tmp_store.documents.hashes("c")) == 5
 
 
 def test_embedding_cache_survives_deletion(tmp_store):
@@ -91,7 +93,7 @@ def test_metadata_change_updates_without_reencoding(tmp_store):
     fake = FakeEmbedder()
     report = run(tmp_store, [dataclasses.replace(docs[0], metadata={"n": 99}), *docs[1:]], fake)
     assert report.changed == 1 and fake.encoded == []
-    row = tmp_store.fetch_documents("c", ["d0"], ["metadata"])[0]
+    row = tmp_store.documents.fetch("c", ["d0"], ["metadata"])[0]
     assert row["metadata"] == '{"n":99}'
 
 
@@ -101,7 +103,7 @@ def test_long_documents_are_chunked_and_aggregate_to_one_hit(tmp_store):
     long_doc = Document("long", "", " ".join([*filler[:40], "supersonic", "transition", *filler[40:]]))
     run(tmp_store, [long_doc, *make_docs(6)], fake)
     assert tmp_store.counts("c")["views"] > 7
-    assert tmp_store.views("c", 512).count_rows("doc_id = 'long'") > 1
+    assert tmp_store.views.table("c", fake.space).count_rows("doc_id = 'long'") > 1
     searcher = Searcher(tmp_store, "c", lambda: fake)
     hits = searcher.search("supersonic transition", "dense", k=5)
     assert hits[0][0] == "long"
@@ -122,55 +124,71 @@ def test_search_methods_find_the_matching_document(tmp_store, fake):
 
 def test_model_mismatch_is_an_error(tmp_store, fake):
     run(tmp_store, make_docs(2), fake)
-    other = dataclasses.replace(fake.spec, name="other-model")
+    other = dataclasses.replace(fake.space, model="other-model")
     with pytest.raises(ModelMismatchError, match="indexed with 'fake-bow'"):
         resolve_corpus(tmp_store, "c", other, explicit=True)
-    assert resolve_corpus(tmp_store, "c", other, explicit=False) == fake.spec
+    assert resolve_corpus(tmp_store, "c", other, explicit=False) == fake.space
+    newer = dataclasses.replace(fake.space, revision="fake-2")  # the same model name, new weights
+    with pytest.raises(ModelMismatchError, match="revision 'fake' vs 'fake-2'"):
+        resolve_corpus(tmp_store, "c", newer, explicit=True)
+    with pytest.raises(ModelMismatchError, match="revision 'fake' vs 'fake-2'"):  # reindex checks it too
+        reindex(tmp_store, "c", make_docs(3), newer, lambda: with_space(newer))
+    with pytest.raises(ModelMismatchError, match="embeds into"):  # vectors are filed under their own space
+        reindex(tmp_store, "new", make_docs(3), fake.space, lambda: with_space(other))
+    assert tmp_store.registry.get("new") is None
 
 
 def test_bad_corpus_names_and_unknown_corpora(tmp_store, fake):
     with pytest.raises(ValueError, match="not allowed"):
-        reindex(tmp_store, "bad name!", make_docs(1), fake.spec, lambda: fake)
+        reindex(tmp_store, "bad name!", make_docs(1), fake.space, lambda: fake)
     with pytest.raises(LookupError, match="never ingested"):
-        tmp_store.corpus("nope")
+        tmp_store.registry.corpus("nope")
 
 
 def test_ann_index_is_built_beyond_the_threshold(tmp_store, fake):
     run(tmp_store, make_docs(300, prefix="x"), fake, ann_min_rows=256)
-    assert [i.columns for i in tmp_store.views("c", 32).list_indices()] == [["vector"]]
+    assert [i.columns for i in tmp_store.views.table("c", fake.space).list_indices()] == [["vector"]]
     hits = Searcher(tmp_store, "c", lambda: fake).search("term42", "dense", k=3)
     assert len(hits) == 3
 
 
-def with_spec(spec: ModelSpec) -> FakeEmbedder:
+def with_space(space: VectorSpace) -> FakeEmbedder:
     fake = FakeEmbedder()
-    fake.spec = spec
+    fake.space = space
     return fake
 
 
 def test_embedding_cache_is_shared_across_corpora_of_one_model_and_prefix(tmp_store):
     docs = make_docs(8, words_per_doc=30)
     first = FakeEmbedder()
-    reindex(tmp_store, "c", docs, first.spec, lambda: first)
+    reindex(tmp_store, "c", docs, first.space, lambda: first)
     assert len(first.encoded) > len(docs)  # several chunks a document
 
     again = FakeEmbedder()
-    report = reindex(tmp_store, "c2", docs, again.spec, lambda: again)
+    report = reindex(tmp_store, "c2", docs, again.space, lambda: again)
     assert again.encoded == [] and report.chunks_encoded == 0
     assert report.chunks_cached == report.chunks_written == len(first.encoded)
     for query in ("term5 wing", "boundary layer heat"):  # the cached vectors serve c2 as they serve c
         search = {c: Searcher(tmp_store, c, lambda: again).search(query, "dense", k=8) for c in ("c", "c2")}
         assert search["c2"] == search["c"]
 
-    # Another passage prefix (or model) embeds the same text differently: everything is encoded again.
-    for corpus, spec in (
-        ("c3", ModelSpec("fake-bow", "q: ", "passage: ")),
-        ("c4", ModelSpec("fake-bow-2", "q: ", "p: ")),
+    # Another passage prefix (or model, or revision) embeds the same text differently: all is encoded again.
+    for corpus, space in (
+        ("c3", dataclasses.replace(first.space, passage_prefix="passage: ")),
+        ("c4", dataclasses.replace(first.space, model="fake-bow-2")),
+        ("c5", dataclasses.replace(first.space, revision="fake-2")),
     ):
-        other = with_spec(spec)
-        report = reindex(tmp_store, corpus, docs, spec, lambda other=other: other)
+        other = with_space(space)
+        report = reindex(tmp_store, corpus, docs, space, lambda other=other: other)
         assert sorted(other.encoded) == sorted(first.encoded), corpus
         assert report.chunks_cached == 0, corpus
+
+
+def test_the_cache_keeps_query_and_passage_vectors_apart(tmp_store, fake):
+    texts = {content_hash("wing flutter"): "wing flutter"}
+    for queries in (False, True, False, True):
+        embed_cached(tmp_store, fake, texts, queries=queries)
+    assert fake.encoded == ["wing flutter"] * 2 and fake.as_queries == ["wing flutter"]  # once per role
 
 
 def test_reindex_killed_after_a_cache_commit_encodes_only_what_the_cache_lacks(tmp_path):
@@ -185,7 +203,7 @@ def test_reindex_killed_after_a_cache_commit_encodes_only_what_the_cache_lacks(t
         CorpusStore(str(tmp_path / "clean")),
         "c",
         docs,
-        clean.spec,
+        clean.space,
         lambda: clean,
         batch_docs=2,
         progress=lambda done, total: marks.append(len(clean.encoded)),
@@ -213,13 +231,12 @@ def test_reindex_killed_after_a_cache_commit_encodes_only_what_the_cache_lacks(t
     assert proc.returncode == -signal.SIGKILL
 
     store = CorpusStore(uri)
-    assert set(store.document_hashes("c")) == {d.doc_id for d in docs[:4]}  # batch 3 never committed
-    key = model_key(clean.spec.name, clean.spec.passage_prefix)
-    cached = set(store.cached_vectors(key, 32, [content_hash(t) for t in clean.encoded]))
+    assert set(store.documents.hashes("c")) == {d.doc_id for d in docs[:4]}  # batch 3 never committed
+    cached = set(store.cache.get(clean.space, "passage", [content_hash(t) for t in clean.encoded]))
     assert cached == {content_hash(t) for t in clean.encoded[: marks[2]]}  # its vectors were
 
     rerun = FakeEmbedder()
-    report = reindex(store, "c", docs, rerun.spec, lambda: rerun, batch_docs=2)
+    report = reindex(store, "c", docs, rerun.space, lambda: rerun, batch_docs=2)
     assert report.added == 6 and 0 < len(rerun.encoded) == total - len(cached) < total
     assert sorted(rerun.encoded) == sorted(clean.encoded[marks[2] :])
     assert report.chunks_cached == marks[2] - marks[1]  # batch 3's chunks came from the cache
@@ -231,18 +248,23 @@ class Crash(BaseException):
 
 
 def crash_before(store: CorpusStore, method: str) -> CorpusStore:
-    """``store``, made to crash at its first call of ``method`` (the earlier writes stay committed)."""
+    """``store``, made to crash at its first call of ``part.method`` (the earlier writes stay committed)."""
 
     def crash(*args, **kwargs):
         raise Crash(method)
 
-    setattr(store, method, crash)
+    part, name = method.split(".")
+    setattr(getattr(store, part), name, crash)
     return store
 
 
 def tables(store: CorpusStore, corpus: str = "c") -> dict[str, list]:
-    docs = store.documents(corpus).to_arrow().drop_columns(["ingested_at"]).sort_by("doc_id").to_pylist()
-    views = store.views(corpus, 32).to_arrow().sort_by("view_id").to_pylist()
+    docs = (
+        store.documents.table(corpus).to_arrow().drop_columns(["ingested_at"]).sort_by("doc_id").to_pylist()
+    )
+    views = (
+        store.views.table(corpus, store.registry.get(corpus).space).to_arrow().sort_by("view_id").to_pylist()
+    )
     return {"documents": docs, "views": views}
 
 
@@ -253,7 +275,7 @@ def test_reingesting_the_old_source_after_a_reindex_killed_between_views_and_row
     edited = dataclasses.replace(docs[1], text=docs[1].text + " supersonic")
     v2 = [docs[0], edited, *docs[2:], Document("n0", "fresh", "nozzle plume noise")]
     with pytest.raises(Crash):  # the batch's views are written, its document rows are not
-        run(crash_before(CorpusStore(tmp_store.uri), "upsert_documents"), v2, fake)
+        run(crash_before(CorpusStore(tmp_store.uri), "documents.upsert"), v2, fake)
 
     store = CorpusStore(tmp_store.uri)
     report = run(store, docs, fake)
@@ -273,7 +295,7 @@ def test_a_repair_keeps_the_title_and_query_views_of_the_document(tmp_store, fak
     assert {v["kind"] for v in clean["views"] if v["doc_id"] == "d2"} == {"chunk", "title", "query"}
     edited = dataclasses.replace(docs[2], text=docs[2].text + " revised")
     with pytest.raises(Crash):
-        run(crash_before(CorpusStore(tmp_store.uri), "upsert_documents"), [*docs[:2], edited, docs[3]], fake)
+        run(crash_before(CorpusStore(tmp_store.uri), "documents.upsert"), [*docs[:2], edited, docs[3]], fake)
 
     store = CorpusStore(tmp_store.uri)
     report = run(store, docs, fake)
@@ -291,7 +313,7 @@ def test_a_kept_document_with_broken_views_is_repaired_from_its_row(tmp_store, f
     clean = tables(tmp_store)
     edited = dataclasses.replace(docs[1], text=docs[1].text + " revised")
     with pytest.raises(Crash):
-        run(crash_before(CorpusStore(tmp_store.uri), "upsert_documents"), [docs[0], edited, *docs[2:]], fake)
+        run(crash_before(CorpusStore(tmp_store.uri), "documents.upsert"), [docs[0], edited, *docs[2:]], fake)
 
     store = CorpusStore(tmp_store.uri)
     report = run(store, [docs[0], *docs[2:]], fake, keep_deleted=True)  # d1 is no longer in the source
@@ -303,7 +325,7 @@ def test_views_written_before_views_carried_their_documents_hash_are_rebuilt(tmp
     docs = make_docs(5)
     run(tmp_store, docs, fake)
     clean = tables(tmp_store)
-    tmp_store.views("c", 32).drop_columns(["doc_hash"])  # a table written by an older zsr
+    tmp_store.views.table("c", fake.space).drop_columns(["doc_hash"])  # a table written by an older zsr
 
     store = CorpusStore(tmp_store.uri)
     assert len(Searcher(store, "c", lambda: fake).search("term2", "dense", k=3)) == 3  # still readable
@@ -318,7 +340,7 @@ def test_views_written_before_views_carried_their_documents_hash_are_rebuilt(tmp
 
 # -- --skip-bad keeps what is indexed for a record it skips ------------------------------------------------
 def test_skip_bad_keeps_the_indexed_version_of_a_skipped_record(tmp_path, monkeypatch):
-    monkeypatch.setattr("tasks.workspace.load_embedder", lambda *args: FakeEmbedder())
+    monkeypatch.setattr("tasks.workspace.load_embedder", lambda space, *args: FakeEmbedder(space=space))
     source = tmp_path / "docs.jsonl"
     lines = {
         "a": '{"_id": "a", "text": "alpha wing"}',
@@ -374,13 +396,15 @@ class CrashAfterFirstDelete:
 
 
 def crash_after_first_view_delete(store: CorpusStore, monkeypatch) -> CorpusStore:
-    views = store.views
-    monkeypatch.setattr(store, "views", lambda corpus, dim: CrashAfterFirstDelete(views(corpus, dim)))
+    table = store.views.table
+    monkeypatch.setattr(
+        store.views, "table", lambda corpus, space: CrashAfterFirstDelete(table(corpus, space))
+    )
     return store
 
 
 def test_a_gone_documents_views_are_deleted_all_at_once(tmp_store, fake, monkeypatch):
-    monkeypatch.setattr("storage.corpus_store._IN_BATCH", 2)  # every IN list split into pairs
+    monkeypatch.setattr("storage.lance.IN_BATCH", 2)  # every IN list split into pairs
     long = Document("long", "", " ".join(f"w{i}" for i in range(60)))
     docs = [long, *make_docs(3)]
     run(tmp_store, docs, fake)
@@ -400,12 +424,17 @@ def test_a_gone_documents_views_are_deleted_all_at_once(tmp_store, fake, monkeyp
 def test_a_run_killed_before_the_ann_index_builds_it_the_next_time(tmp_store, fake):
     docs = make_docs(300, prefix="x")
     with pytest.raises(Crash):
-        run(crash_before(CorpusStore(tmp_store.uri), "ensure_vector_index"), docs, fake, ann_min_rows=256)
+        run(
+            crash_before(CorpusStore(tmp_store.uri), "views.ensure_vector_index"),
+            docs,
+            fake,
+            ann_min_rows=256,
+        )
     store = CorpusStore(tmp_store.uri)
-    assert store.views("c", 32).list_indices() == []
+    assert store.views.table("c", fake.space).list_indices() == []
 
     report = run(store, docs, fake, ann_min_rows=256)  # nothing else to do, but the index is missing
-    assert [i.columns for i in store.views("c", 32).list_indices()] == [["vector"]]
+    assert [i.columns for i in store.views.table("c", fake.space).list_indices()] == [["vector"]]
     assert (report.added, report.changed, report.repaired) == (0, 0, 0)
     before = store.versions("c")
     run(store, docs, fake, ann_min_rows=256)
@@ -425,7 +454,7 @@ def test_views_built_between_a_crash_and_its_repair_carry_the_new_version(tmp_st
     build_views(clean, "c", lambda: fake)
 
     with pytest.raises(Crash):  # d2's new row is in, its old views are not deleted yet
-        run(crash_before(CorpusStore(tmp_store.uri), "delete_stale_views"), v2, fake)
+        run(crash_before(CorpusStore(tmp_store.uri), "views.delete_stale"), v2, fake)
     store = CorpusStore(tmp_store.uri)
     build_views(store, "c", lambda: fake)  # d2's title view is unchanged, but now belongs to v2
     run(store, v2, fake)
@@ -433,7 +462,7 @@ def test_views_built_between_a_crash_and_its_repair_carry_the_new_version(tmp_st
 
 
 def test_old_views_are_deleted_only_after_the_new_version_is_in(tmp_store, fake, monkeypatch):
-    monkeypatch.setattr("storage.corpus_store._IN_BATCH", 1)  # one view per delete commit
+    monkeypatch.setattr("storage.lance.IN_BATCH", 1)  # one view per delete commit
     long = Document("long", "old title", " ".join(f"w{i}" for i in range(60)))
     docs = [long, *make_docs(2)]
     run(tmp_store, docs, fake)
@@ -468,9 +497,9 @@ class _Stopped(Exception):
 @pytest.mark.parametrize(
     ("stop_before", "reason"),
     [
-        ("register", "never registered"),
-        ("put_views", "views table"),
-        ("rebuild_fts", "BM25 index"),
+        ("registry.register", "never registered"),
+        ("views.put", "views table"),
+        ("documents.rebuild_fts", "BM25 index"),
     ],
 )
 def test_a_corpus_whose_first_ingest_stopped_is_reported_incomplete(tmp_store, fake, stop_before, reason):
@@ -480,30 +509,30 @@ def test_a_corpus_whose_first_ingest_stopped_is_reported_incomplete(tmp_store, f
             raise _Stopped
 
     with pytest.raises(_Stopped):
-        reindex(instrument(tmp_store, hook), "c", make_docs(6), fake.spec, lambda: fake, batch_docs=2)
+        reindex(instrument(tmp_store, hook), "c", make_docs(6), fake.space, lambda: fake, batch_docs=2)
     store = CorpusStore(tmp_store.uri)
 
     with pytest.raises(LookupError, match=rf"corpus 'c' is incomplete \(.*{reason}.*re-run the ingest"):
         Searcher(store, "c", lambda: fake)
-    assert store.incomplete("c") is not None and reason in store.incomplete("c")
-    assert "c" in store.incomplete_corpora()
+    assert store.registry.incomplete("c") is not None and reason in store.registry.incomplete("c")
+    assert "c" in store.registry.incomplete_corpora()
 
-    reindex(store, "c", make_docs(6), fake.spec, lambda: fake)
-    assert store.incomplete("c") is None and store.incomplete_corpora() == {}
+    reindex(store, "c", make_docs(6), fake.space, lambda: fake)
+    assert store.registry.incomplete("c") is None and store.registry.incomplete_corpora() == {}
     assert Searcher(store, "c", lambda: fake).search("term1", "hybrid", k=1)[0][0] == "d1"
 
 
 def test_zsr_corpora_marks_a_corpus_whose_first_ingest_stopped(tmp_path, fake):
     def hook(number: int, name: str, side: str) -> None:
-        if (name, side) == ("put_views", "before"):
+        if (name, side) == ("views.put", "before"):
             raise _Stopped
 
     with zsr_home_at(tmp_path / "home"):
         from tasks.workspace import open_store
 
-        reindex(open_store(), "whole", make_docs(3), fake.spec, lambda: fake)
+        reindex(open_store(), "whole", make_docs(3), fake.space, lambda: fake)
         with pytest.raises(_Stopped):
-            reindex(instrument(open_store(), hook), "half", make_docs(3), fake.spec, lambda: fake)
+            reindex(instrument(open_store(), hook), "half", make_docs(3), fake.space, lambda: fake)
         rows = json.loads(CliRunner().invoke(app, ["corpora", "--json"]).output)
 
     assert {r["name"]: r["incomplete"] for r in rows} == {"half": "its views table is missing", "whole": ""}
@@ -516,15 +545,15 @@ def test_a_delete_only_run_killed_before_the_bm25_rebuild_rebuilds_it_next_time(
     run(clean, docs[:5], fake)
     run(tmp_store, docs, fake)
     with pytest.raises(Crash):  # the rows are deleted, the index still counts them
-        run(crash_before(CorpusStore(tmp_store.uri), "rebuild_fts"), docs[:5], fake)
+        run(crash_before(CorpusStore(tmp_store.uri), "documents.rebuild_fts"), docs[:5], fake)
     store = CorpusStore(tmp_store.uri)
     probes = ("wing flow", "term2 heat", "shock mach pressure")
-    stale = [store.fts_search("c", q, 10) for q in probes]
-    expected = [clean.fts_search("c", q, 10) for q in probes]
+    stale = [store.search.fts("c", q, 10) for q in probes]
+    expected = [clean.search.fts("c", q, 10) for q in probes]
     assert stale != expected  # the kill really left stale scores behind
     report = run(store, docs[:5], fake)  # nothing added, changed or deleted, yet the index is rebuilt
     assert (report.added, report.changed, report.deleted) == (0, 0, 0)
-    assert [store.fts_search("c", q, 10) for q in probes] == expected
+    assert [store.search.fts("c", q, 10) for q in probes] == expected
     before = store.versions("c")
     run(store, docs[:5], fake)  # and then nothing is left to do
     assert store.versions("c") == before

@@ -19,7 +19,8 @@ from tests.fakes import make_docs
 
 
 def kinds(store, corpus="c"):
-    rows = store.views(corpus, 32).to_arrow().select(["doc_id", "kind"]).to_pylist()
+    rows = store.views.table(corpus, store.registry.corpus(corpus).space).to_arrow()
+    rows = rows.select(["doc_id", "kind"]).to_pylist()
     out: dict[str, int] = {}
     for r in rows:
         out[r["kind"]] = out.get(r["kind"], 0) + 1
@@ -29,7 +30,7 @@ def kinds(store, corpus="c"):
 @pytest.fixture
 def indexed(tmp_store, fake):
     docs = make_docs(6)
-    reindex(tmp_store, "c", docs, fake.spec, lambda: fake)
+    reindex(tmp_store, "c", docs, fake.space, lambda: fake)
     synthesize(tmp_store, "c", ExtractiveGenerator(), filters=Filters(roundtrip_k=None))
     return tmp_store, docs
 
@@ -44,7 +45,7 @@ def test_views_are_built_incrementally_and_refreshed(indexed, fake):
     assert (again.added, again.deleted, fake.encoded) == (0, 0, [])  # nothing to do, nothing encoded
     # A changed document loses its stale views at re-index; its old synthetic query no longer counts.
     edited = dataclasses.replace(docs[2], text=docs[2].text + " revised")
-    reindex(store, "c", [*docs[:2], edited, *docs[3:]], fake.spec, lambda: fake)
+    reindex(store, "c", [*docs[:2], edited, *docs[3:]], fake.space, lambda: fake)
     assert kinds(store) == {"chunk": 6, "title": 5, "query": 5}
     build_views(store, "c", lambda: fake)
     assert kinds(store) == {"chunk": 6, "title": 6, "query": 5}
@@ -57,7 +58,7 @@ def test_query_views_use_the_query_prefix(indexed, fake):
     store, _ = indexed
     fake.as_queries.clear()
     build_views(store, "c", lambda: fake)
-    views = store.views("c", 32).to_arrow().to_pylist()
+    views = store.views.table("c", fake.space).to_arrow().to_pylist()
     query_texts = sorted(v["text"] for v in views if v["kind"] == "query")
     assert sorted(fake.as_queries) == query_texts  # embedded as queries, titles as passages
     assert not {v["text"] for v in views if v["kind"] == "title"} & set(fake.as_queries)
@@ -79,7 +80,7 @@ def test_multiview_and_d2q_search(tmp_store, fake, tmp_path):
     provider.rule = answer
     docs = make_docs(6)
     assert not any(UNSEEN in f"{d.title} {d.text}" for d in docs)
-    reindex(tmp_store, "c", docs, fake.spec, lambda: fake)
+    reindex(tmp_store, "c", docs, fake.space, lambda: fake)
     searcher = Searcher(tmp_store, "c", lambda: fake)
     bm25_before = {q: searcher.search(q, "bm25", k=6) for q in PROBES}
     documents_version = tmp_store.versions("c")["documents"]
@@ -109,7 +110,7 @@ def test_multiview_and_d2q_search(tmp_store, fake, tmp_path):
 
 
 def test_d2q_needs_an_expanded_index(tmp_store, fake):
-    reindex(tmp_store, "c", make_docs(3), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(3), fake.space, lambda: fake)
     with pytest.raises(LookupError, match="zsr synthesize"):
         Searcher(tmp_store, "c", lambda: fake).search("term1", "d2q")
 

@@ -1,0 +1,89 @@
+"""One LanceDB connection and the few table operations every part of the corpus store shares.
+
+Lance commits are atomic, so each helper here writes at most one commit; the parts of the store build their
+commit rules on that (see :mod:`storage.corpus_store`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+# LanceDB's filter strings are SQL: long IN lists are split so each statement stays small.
+IN_BATCH = 2_000
+
+
+class Lance:
+    """A LanceDB database at ``uri`` (a path or any LanceDB URI such as ``s3://...``)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.db = lancedb.connect(uri)
+
+    def names(self) -> list[str]:
+        """Every table name, over all pages of the listing."""
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                return names
+
+    def exists(self, name: str) -> bool:
+        """Whether table ``name`` exists (stops at the first page that lists it)."""
+        token = None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            if name in page.tables:
+                return True
+            token = page.page_token
+            if not token:
+                return False
+
+    def open_or_create(self, name: str, schema: pa.Schema) -> lancedb.table.Table:
+        """Table ``name``, created empty with ``schema`` on first use."""
+        if not self.exists(name):
+            return self.db.create_table(name, schema=schema)
+        return self.db.open_table(name)
+
+    def version(self, name: str) -> int:
+        """The table's current version; 0 where it does not exist."""
+        return self.db.open_table(name).version if self.exists(name) else 0
+
+    def count(self, name: str) -> int:
+        """Rows in the table; 0 where it does not exist."""
+        return self.db.open_table(name).count_rows() if self.exists(name) else 0
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """A SQL ``IN`` list of string literals (single quotes doubled, so ids with quotes are safe)."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def batches(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``values`` in slices of :data:`IN_BATCH`, one SQL ``IN`` list each."""
+    for start in range(0, len(values), IN_BATCH):
+        yield values[start : start + IN_BATCH]
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """A (n, dim) float array as an Arrow fixed-size-list column."""
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    return pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+
+
+def arrow_to_vectors(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column back as a (n, dim) float32 array (the dimension is the column's)."""
+    dim = column.type.list_size
+    return column.combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)

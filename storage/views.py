@@ -1,0 +1,246 @@
+"""A corpus's views in one vector space: chunks, titles and synthetic queries with their vectors.
+
+Each (corpus, space) pair has a table of its own, ``<corpus>__views__<space key>``, whose schema metadata
+records the space in full, so the tables of several spaces can sit side by side and each says what it holds.
+The rules that keep a document and its views one unit of commit are in :mod:`storage.corpus_store`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import IvfHnswSq
+
+from storage.lance import Lance, arrow_to_vectors, batches, sql_list
+from storage.vector_space import VectorSpace, with_space
+
+log = logging.getLogger(__name__)
+
+
+def views_schema(dim: int) -> pa.Schema:
+    """Schema of a views table; ``text`` is exactly what was embedded (less the space's prefix)."""
+    return pa.schema(
+        [
+            pa.field("view_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string()),
+            pa.field("kind", pa.string()),
+            pa.field("ordinal", pa.int32()),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+            pa.field("model", pa.string()),
+            pa.field("content_hash", pa.string()),
+            # content hash of the document version the view was built from (see storage.corpus_store)
+            pa.field("doc_hash", pa.string()),
+        ]
+    )
+
+
+def views_table(corpus: str, space: VectorSpace) -> str:
+    """Name of the views table of ``corpus`` in ``space``."""
+    return f"{corpus}__views__{space.key}"
+
+
+_VIEWS_TABLE = re.compile(r"^(.+)__views__[0-9a-f]{16}$")
+
+
+def corpus_of_views_table(table: str) -> str | None:
+    """The corpus a views table (of any space) belongs to; ``None`` for any other table."""
+    match = _VIEWS_TABLE.match(table)
+    return match.group(1) if match else None
+
+
+class Views:
+    """Views by ``view_id``, one table per (corpus, vector space), and the ANN index over their vectors."""
+
+    def __init__(self, lance: Lance) -> None:
+        self.lance = lance
+
+    def exists(self, corpus: str, space: VectorSpace) -> bool:
+        """Whether ``corpus`` has a views table in ``space``."""
+        return self.lance.exists(views_table(corpus, space))
+
+    def table(self, corpus: str, space: VectorSpace) -> lancedb.table.Table:
+        """The views table of ``corpus`` in ``space``.
+
+        Raises:
+            LookupError: the corpus has no views in that space.
+        """
+        name = views_table(corpus, space)
+        if not self.lance.exists(name):
+            raise LookupError(
+                f"corpus {corpus!r} has no views in vector space {space.key} ({name} is missing)"
+            )
+        return self.lance.db.open_table(name)
+
+    def _create(self, corpus: str, space: VectorSpace, schema: pa.Schema) -> None:
+        """Create the views table of ``corpus`` in ``space`` with ``schema``, unless it exists."""
+        self.lance.open_or_create(views_table(corpus, space), with_space(schema, space))
+
+    def _writable(self, corpus: str, space: VectorSpace) -> lancedb.table.Table:
+        """The (existing) table to write to.
+
+        A table written before views carried ``doc_hash`` gets the column first, null: every document then
+        looks unverified and the next re-index rebuilds its views (from the embedding cache). Readers never
+        need the column, so only writers add it.
+        """
+        table = self.table(corpus, space)
+        if "doc_hash" not in table.schema.names:
+            log.info("adding doc_hash to the views of %s; the next ingest re-checks every document", corpus)
+            table.add_columns(pa.field("doc_hash", pa.string()))
+        return table
+
+    def put(self, corpus: str, space: VectorSpace, rows: pa.Table) -> None:
+        """Insert views, or update them by ``view_id`` (one commit: a version's views land all at once).
+
+        A view whose id is already stored is updated, as it may carry another ``doc_hash`` (a change of
+        metadata alone keeps the chunk texts, hence the ids). Old views stay until :meth:`delete_stale`, so
+        every document stays searchable throughout.
+        """
+        if rows.num_rows:
+            self._create(corpus, space, rows.schema)
+            self._writable(corpus, space).merge_insert(
+                "view_id"
+            ).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+    def delete_stale(self, corpus: str, space: VectorSpace, current: Mapping[str, str]) -> int:
+        """Delete the views of ``current``'s documents that do not carry their current hash.
+
+        Call it only once :meth:`put` has written the views that carry those hashes: a crash midway then
+        leaves stale views beside them, which the next run's check still finds. Returns how many were
+        deleted; nothing is written when none is stale.
+        """
+        if not self.exists(corpus, space):
+            return 0
+        table = self._writable(corpus, space)
+        stale: list[str] = []
+        for part in batches(list(current)):
+            found = (
+                table.search()
+                .where(f"doc_id IN ({sql_list(part)})")
+                .select(["view_id", "doc_id", "doc_hash"])
+                .limit(None)
+                .to_arrow()
+            )
+            stale += [
+                view_id
+                for view_id, doc_id, doc_hash in zip(
+                    found["view_id"].to_pylist(),
+                    found["doc_id"].to_pylist(),
+                    found["doc_hash"].to_pylist(),
+                    strict=True,
+                )
+                if doc_hash != current[doc_id]
+            ]
+        for part in batches(stale):
+            table.delete(f"view_id IN ({sql_list(part)})")
+        return len(stale)
+
+    def delete(self, corpus: str, space: VectorSpace, doc_ids: Sequence[str]) -> None:
+        """Delete every view of ``doc_ids``; each document's views go in one commit, never some of them."""
+        if not self.exists(corpus, space):
+            return
+        table = self.table(corpus, space)
+        for part in batches(doc_ids):
+            table.delete(f"doc_id IN ({sql_list(part)})")
+
+    def hashes(self, corpus: str, space: VectorSpace) -> dict[str, set[tuple[str, str | None]]]:
+        """``doc_id -> {(kind, doc_hash)}`` over all views (None: a view written before views carried one).
+
+        What re-indexing checks each document's views against (see :mod:`storage.corpus_store`).
+        """
+        if not self.exists(corpus, space):
+            return {}
+        table = self.table(corpus, space)
+        columns = ["doc_id", "kind"] + (["doc_hash"] if "doc_hash" in table.schema.names else [])
+        found = table.search().select(columns).limit(None).to_arrow()
+        hashes = found["doc_hash"].to_pylist() if "doc_hash" in columns else [None] * found.num_rows
+        out: dict[str, set[tuple[str, str | None]]] = {}
+        for doc_id, kind, doc_hash in zip(
+            found["doc_id"].to_pylist(), found["kind"].to_pylist(), hashes, strict=True
+        ):
+            out.setdefault(doc_id, set()).add((kind, doc_hash))
+        return out
+
+    def document_vectors(
+        self, corpus: str, space: VectorSpace, doc_ids: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Each document's stored vector: the normalised mean of its chunk vectors (all documents if None)."""
+        if not self.exists(corpus, space):
+            return {}
+        table = self.table(corpus, space)
+        parts = [None] if doc_ids is None else list(batches(doc_ids))
+        sums: dict[str, np.ndarray] = {}
+        for part in parts:
+            where = "kind = 'chunk'" + (f" AND doc_id IN ({sql_list(part)})" if part is not None else "")
+            found = table.search().where(where).select(["doc_id", "vector"]).limit(None).to_arrow()
+            vectors = arrow_to_vectors(found["vector"])
+            for doc_id, vector in zip(found["doc_id"].to_pylist(), vectors, strict=True):
+                sums[doc_id] = sums[doc_id] + vector if doc_id in sums else vector.copy()
+        return {d: v / (np.linalg.norm(v) or 1.0) for d, v in sums.items()}
+
+    def sync(self, corpus: str, space: VectorSpace, kinds: Sequence[str], rows: pa.Table) -> tuple[int, int]:
+        """Make ``rows`` the complete set of views of ``kinds``: add the missing, delete the rest.
+
+        Returns (added, deleted). Views are keyed by content-derived ids, so unchanged ones are untouched; a
+        view whose id is stored with another ``doc_hash`` counts as added and is updated.
+        """
+        self._create(corpus, space, rows.schema)
+        table = self._writable(corpus, space)
+        found = (
+            table.search()
+            .where(f"kind IN ({sql_list(kinds)})")
+            .select(["view_id", "doc_hash"])
+            .limit(None)
+            .to_arrow()
+        )
+        existing = dict(zip(found["view_id"].to_pylist(), found["doc_hash"].to_pylist(), strict=True))
+        wanted = rows["view_id"].to_pylist()
+        new = rows.filter(
+            pa.array(
+                [
+                    v not in existing or existing[v] != h
+                    for v, h in zip(wanted, rows["doc_hash"].to_pylist(), strict=True)
+                ],
+                pa.bool_(),
+            )
+        )
+        if new.num_rows:
+            table.merge_insert("view_id").when_matched_update_all().when_not_matched_insert_all().execute(new)
+        stale = sorted(set(existing) - set(wanted))
+        for part in batches(stale):
+            table.delete(f"view_id IN ({sql_list(part)})")
+        return new.num_rows, len(stale)
+
+    def vector_index_lags(self, corpus: str, space: VectorSpace, min_rows: int) -> bool:
+        """Whether :meth:`ensure_vector_index` has work to do (a run killed before it leaves some)."""
+        return self.exists(corpus, space) and _index_work(self.table(corpus, space), min_rows) is not None
+
+    def ensure_vector_index(self, corpus: str, space: VectorSpace, min_rows: int) -> bool:
+        """Build or refresh the ANN index once the table has ``min_rows`` views; exact search below that."""
+        if not self.exists(corpus, space):
+            return False
+        table = self.table(corpus, space)
+        work = _index_work(table, min_rows)
+        if work == "create":
+            log.info("building an ANN index over the views of %s", corpus)
+            table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
+        elif work == "optimize":
+            # New rows are searched exactly until folded into the index; optimize() folds them in.
+            table.optimize()
+        return table.count_rows() >= min_rows
+
+
+def _index_work(table: lancedb.table.Table, min_rows: int) -> Literal["create", "optimize"] | None:
+    if table.count_rows() < min_rows:
+        return None
+    index = next((i for i in table.list_indices() if i.columns == ["vector"]), None)
+    if index is None:
+        return "create"
+    stats = table.index_stats(index.name)
+    return "optimize" if stats is not None and stats.num_unindexed_rows else None
