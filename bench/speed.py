@@ -21,7 +21,7 @@ import numpy as np
 
 from tasks.evaluation.measures import load_queries
 from tasks.ingest.chunking import chunk_documents
-from tasks.ingest.embed import SentenceTransformerEmbedder, model_spec
+from tasks.ingest.embed import SentenceTransformerEmbedder, vector_space
 from tasks.ingest.sources import read_source
 from tasks.settings import Settings
 from tasks.workspace import Workspace, embedder_factory
@@ -34,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
     folder = args.data / "cranfield"
     base = Settings()
-    embedder = embedder_factory(model_spec(base.embedding_model), base)()  # load once, shared by both sides
+    embedder = embedder_factory(vector_space(base.embedding_model), base)()  # load once, shared by both sides
     assert isinstance(embedder, SentenceTransformerEmbedder)  # the raw side calls its model directly
     docs = read_source(folder, fmt="beir", skip_bad=True).documents
     texts = [c.text for c in chunk_documents(docs, embedder, base.chunk_overlap)]

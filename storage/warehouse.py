@@ -81,6 +81,7 @@ class RunRecord:
     params: str  # JSON of every parameter, defaults included
     depth: Int32
     embedding_model: str
+    vector_space: str | None  # key of the vector space searched (storage.vector_space); null before format 2
     llm_model: str | None  # what answered (LLMs and judges); null when nothing did
     git_sha: str | None
     packages: str  # JSON {package: version}

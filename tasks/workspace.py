@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,11 @@ from typing import Any
 import polars as pl
 
 from storage.corpus_store import CorpusStore
+from storage.home import Home, MigrationReport, check_format
+from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
+from storage.registry import check_name
+from storage.vector_space import VectorSpace
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import Comparison, compare_runs, eval_frames, list_runs, run_row, trec_lines
@@ -28,7 +32,7 @@ from tasks.evaluation.provenance import fallback_stats, fallback_warning
 from tasks.evaluation.report import write_report
 from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_runs, run_method
 from tasks.evaluation.testsets import TestSet, TestSets
-from tasks.ingest.embed import Embedder, ModelSpec, load_embedder, model_spec
+from tasks.ingest.embed import Embedder, installed_space, load_embedder, vector_space
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
@@ -68,19 +72,30 @@ class Found:
     warning: str | None  # shown when the fallback answered (see ZSR_FALLBACK_WARN_SHARE)
 
 
-def embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Embedder]:
+def embedder_factory(space: VectorSpace, settings: Settings) -> Callable[[], Embedder]:
     """A zero-argument loader, so commands that need no model never pay for loading one.
 
     The model itself is loaded once per process (``load_embedder`` keeps it).
     """
-    return lambda: load_embedder(spec, settings.device, settings.batch_size)
+    return lambda: load_embedder(space, settings.device, settings.batch_size)
+
+
+def home_of(settings: Settings) -> Home:
+    """The paths of a home, as storage takes them (storage reads no settings)."""
+    return Home(settings.home_dir, settings.lancedb, settings.warehouse_dir, settings.testsets_dir)
 
 
 class Workspace:
     """Store, warehouse, test sets, LLM and searchers of one :class:`Settings`, behind one set of verbs."""
 
     def __init__(self, settings: Settings) -> None:
+        """Check the home's on-disk format first, so a refused home is left exactly as it was.
+
+        Raises:
+            HomeFormatError: an older zsr wrote the home (``zsr migrate`` upgrades it), or a newer one did.
+        """
         self.settings = settings
+        check_format(home_of(settings))
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
@@ -93,6 +108,13 @@ class Workspace:
             if _default is None or _default.settings is not current:  # tests clear get_settings to switch
                 _default = cls(current)
             return _default
+
+    @staticmethod
+    def migrate(
+        settings: Settings | None = None, progress: Callable[[str], None] | None = None
+    ) -> MigrationReport:
+        """Upgrade a home an older zsr wrote to this zsr's format (``zsr migrate``); a current one is kept."""
+        return upgrade(home_of(settings or get_settings()), space_of=installed_space, progress=progress)
 
     # -- what it holds -------------------------------------------------------------------------------------
     @cached_property
@@ -141,8 +163,7 @@ class Workspace:
         return Searcher(self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm)
 
     def _embedder(self, corpus: str) -> Callable[[], Embedder]:
-        info = self.store.corpus(corpus)
-        return embedder_factory(ModelSpec(info.model, info.query_prefix, info.passage_prefix), self.settings)
+        return embedder_factory(self.store.registry.corpus(corpus).space, self.settings)
 
     # -- corpora -------------------------------------------------------------------------------------------
     def ingest(
@@ -160,7 +181,7 @@ class Workspace:
     ) -> tuple[ReindexReport, SourceReport]:
         """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped."""
         settings, store = self.settings, self.store
-        store.check_name(corpus)
+        check_name(corpus)
         read = read_source(
             source,
             fmt=fmt,
@@ -170,16 +191,16 @@ class Workspace:
             delimiter=delimiter,
         )
         explicit = model is not None or "embedding_model" in settings.model_fields_set
-        requested = model_spec(
+        requested = vector_space(
             model or settings.embedding_model, settings.query_prefix, settings.passage_prefix
         )
-        spec = resolve_corpus(store, corpus, requested, explicit)
+        space = resolve_corpus(store, corpus, requested, explicit)
         report = reindex(
             store,
             corpus,
             read.documents,
-            spec,
-            embedder_factory(spec, settings),
+            space,
+            embedder_factory(space, settings),
             overlap=settings.chunk_overlap,
             batch_docs=settings.write_batch_size,
             keep_deleted=keep_deleted,
@@ -198,8 +219,8 @@ class Workspace:
     def corpora(self) -> list[dict[str, Any]]:
         """Every corpus by name: its registry entry, row counts, table versions and why it is incomplete."""
         store = self.store
-        incomplete = store.incomplete_corpora()
-        registered: list[dict[str, Any]] = [asdict(info) for info in store.corpora()]
+        incomplete = store.registry.incomplete_corpora()
+        registered: list[dict[str, Any]] = [info.as_row() for info in store.registry.corpora()]
         unknown = dict.fromkeys(registered[0] if registered else ("name", "model", "updated_at"))
         names = {r["name"] for r in registered}
         unregistered = [{**unknown, "name": name} for name in incomplete if name not in names]
@@ -231,7 +252,7 @@ class Workspace:
         ranking = engine.search(query, method, k)
         docs = {
             d["doc_id"]: d
-            for d in self.store.fetch_documents(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
+            for d in self.store.documents.fetch(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
         }
         trace = engine.last_trace["q"]
         share, errors = fallback_stats([trace])
@@ -284,7 +305,7 @@ class Workspace:
 
         For measuring a re-run answered from the cache; the views keep the queries until the next refresh.
         """
-        self.store.synthetic(corpus).delete("true")
+        self.store.synthetic.table(corpus).delete("true")
 
     def synthesize_testset(
         self,

@@ -20,7 +20,7 @@ from tests.fakes import FakeEmbedder
 
 
 def main() -> None:
-    tasks.workspace.load_embedder = lambda spec, device, batch_size: FakeEmbedder()  # type: ignore[assignment]
+    tasks.workspace.load_embedder = lambda space, *args: FakeEmbedder(space=space)  # type: ignore[assignment]
     tasks.workspace.LLMClient = partial(LLMClient, sleep=lambda seconds: None)  # type: ignore[misc]
     app(sys.argv[1:], prog_name="zsr")
 

@@ -49,7 +49,7 @@ def main() -> None:
     uri, root, methods = sys.argv[1], Path(sys.argv[2]), split_methods(sys.argv[3])
     fake = FakeEmbedder()
     store = CorpusStore(uri)
-    reindex(store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(store, "c", make_docs(12), fake.space, lambda: fake)
     warehouse = Warehouse(root)
     if sys.argv[4:]:
         when, n = sys.argv[4:]

@@ -32,6 +32,7 @@ def run_result(
         params="{}",
         depth=100,
         embedding_model="fake-bow",
+        vector_space="0123456789abcdef",
         llm_model=None,
         git_sha=None,
         packages="{}",

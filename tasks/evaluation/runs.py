@@ -75,6 +75,7 @@ class Plan:
     eval_id: str
     label: str
     embedding_model: str
+    vector_space: str
     versions: dict[str, int]  # LanceDB table versions of the corpus
     git_sha: str | None
     packages: str
@@ -141,7 +142,8 @@ def plan(
         depth=depth or depth_for(names),
         eval_id=eval_id or new_id(label),
         label=label,
-        embedding_model=engine.info.model,
+        embedding_model=engine.info.space.model,
+        vector_space=engine.info.space.key,
         versions=engine.store.versions(engine.corpus),
         git_sha=git_sha(),
         packages=json.dumps(package_versions(), sort_keys=True),
@@ -189,6 +191,7 @@ def run_method(
         params=method.params.model_dump_json(),
         depth=plan.depth,
         embedding_model=plan.embedding_model,
+        vector_space=plan.vector_space,
         llm_model="; ".join(sorted(used)) or None,
         git_sha=plan.git_sha,
         packages=plan.packages,

@@ -50,7 +50,7 @@ class Searcher:
     ) -> None:
         self.store = store
         self.corpus = corpus
-        self.info = store.corpus(corpus)
+        self.info = store.registry.corpus(corpus)
         self.embedder_factory = get_embedder
         self.llm_factory = llm_factory if llm is None else lambda: llm
         self.judge = judge
@@ -122,7 +122,7 @@ class Searcher:
         out: list[Ranking] = [[] for _ in vectors]
         pending = list(range(len(vectors)))
         while pending:
-            hits = self.store.dense_search(self.corpus, self.info.dim, vectors[pending], limit, kinds)
+            hits = self.store.search.dense(self.corpus, self.info.space, vectors[pending], limit, kinds)
             retry = []
             for q, chunk_hits in zip(pending, hits, strict=True):
                 best: dict[str, float] = {}
@@ -137,24 +137,24 @@ class Searcher:
 
     def document_vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Each document's stored vector: the normalised mean of its chunk vectors (one chunk: its vector)."""
-        return self.store.document_vectors(self.corpus, self.info.dim, doc_ids)
+        return self.store.views.document_vectors(self.corpus, self.info.space, doc_ids)
 
     def document_texts(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """Title and text of each document, as a judge reads them."""
         rows = (
-            self.store.fetch_documents(self.corpus, doc_ids, ["doc_id", "title", "text"]) if doc_ids else []
+            self.store.documents.fetch(self.corpus, doc_ids, ["doc_id", "title", "text"]) if doc_ids else []
         )
         return {r["doc_id"]: "\n".join(filter(None, (r["title"], r["text"]))) for r in rows}
 
     def search_terms(self, weighted: Sequence[Mapping[str, float]], k: int) -> list[Ranking]:
         """bm25 over weighted words, one ``{word: weight}`` a query (RM3's expanded queries)."""
         return [
-            rank(dict(self.store.fts_search(self.corpus, terms, k)), k) if terms else [] for terms in weighted
+            rank(dict(self.store.search.fts(self.corpus, terms, k)), k) if terms else [] for terms in weighted
         ]
 
     def search_text(self, texts: list[str], k: int, *, expanded: bool = False) -> list[Ranking]:
         """bm25 over each text; ``expanded``: over documents expanded with their synthetic queries (d2q)."""
-        search = self.store.expansion_search if expanded else self.store.fts_search
+        search = self.store.search.fts_expanded if expanded else self.store.search.fts
         out = []
         for text in texts:
             query = fts_query(text)

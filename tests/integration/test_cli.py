@@ -214,9 +214,9 @@ def test_console_script_runs(home):
 def test_real_tokenizer_chunks_fit_the_window():
     from storage.types import Document
     from tasks.ingest.chunking import chunk_documents
-    from tasks.ingest.embed import load_embedder, model_spec
+    from tasks.ingest.embed import load_embedder, vector_space
 
-    embedder = load_embedder(model_spec("all-MiniLM-L6-v2"))
+    embedder = load_embedder(vector_space("all-MiniLM-L6-v2"))
     assert embedder.max_tokens == 254 and embedder.dim == 384
     text = " ".join(["the shock wave interacts with the laminar boundary layer near the leading edge"] * 80)
     chunks = chunk_documents([Document("x", "Shock interaction", text)], embedder, overlap=32)

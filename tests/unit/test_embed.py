@@ -154,14 +154,14 @@ def test_settings_reach_the_space_the_library_indexes_with(monkeypatch, tmp_path
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(f'{{"_id": "{d.doc_id}", "text": "{d.text}"}}\n' for d in make_docs(3)))
     with zsr_home_at(tmp_path / "home"):
-        api.ingest(source, "notes")
+        api.Workspace.open().ingest(source, "notes")
         info = CorpusStore(get_settings().lancedb).registry.corpus("notes")
     assert loaded == [expected]
     assert info.space == expected
     # Searching embeds queries with the prefixes the corpus was indexed with, whatever the settings say now.
     monkeypatch.setenv("ZSR_QUERY_PREFIX", "changed: ")
     with zsr_home_at(tmp_path / "home"):
-        api.searcher("notes").search("term1 wing", "dense", k=1)
+        api.Workspace.open().searcher("notes").search("term1 wing", "dense", k=1)
     assert loaded[1:] and set(loaded) == {expected}
 
 

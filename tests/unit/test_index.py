@@ -21,6 +21,7 @@ from tasks.ingest.index import embed_cached, reindex, resolve_corpus
 from tasks.ingest.sources import read_source
 from tasks.ingest.views import build_views
 from tasks.methods.search import Searcher
+from tasks.settings import get_settings
 from tasks.synthetic.generate import ExtractiveGenerator, Filters, synthesize
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
@@ -528,11 +529,12 @@ def test_zsr_corpora_marks_a_corpus_whose_first_ingest_stopped(tmp_path, fake):
             raise _Stopped
 
     with zsr_home_at(tmp_path / "home"):
-        from tasks.workspace import open_store
+        from tasks.workspace import Workspace
 
-        reindex(open_store(), "whole", make_docs(3), fake.space, lambda: fake)
+        reindex(Workspace.open().store, "whole", make_docs(3), fake.space, lambda: fake)
+        stopping = instrument(Workspace.open(get_settings()).store, hook)  # a store of its own
         with pytest.raises(_Stopped):
-            reindex(instrument(open_store(), hook), "half", make_docs(3), fake.space, lambda: fake)
+            reindex(stopping, "half", make_docs(3), fake.space, lambda: fake)
         rows = json.loads(CliRunner().invoke(app, ["corpora", "--json"]).output)
 
     assert {r["name"]: r["incomplete"] for r in rows} == {"half": "its views table is missing", "whole": ""}

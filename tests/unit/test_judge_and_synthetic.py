@@ -15,7 +15,6 @@ import pytest
 import tasks.synthetic.testset as synthetic_testset
 from storage.llm_cache import ResponseCache
 from storage.warehouse import Warehouse
-from tasks.evaluation.runs import RunResult
 from tasks.evaluation.testsets import load
 from tasks.ingest.index import reindex
 from tasks.llm.client import Completion, LLMClient, LLMConfig
@@ -24,6 +23,7 @@ from tasks.methods.search import Searcher
 from tasks.synthetic.generate import ExtractiveGenerator
 from tests import fake_llm
 from tests.fakes import make_docs, make_testset
+from tests.records import run_result
 
 TERM = re.compile(r"term(\d+)")
 
@@ -115,7 +115,7 @@ def test_oracle_and_noisy_oracle():
 
 @pytest.fixture
 def searcher(tmp_store, fake) -> Searcher:
-    reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(12), fake.space, lambda: fake)
     return Searcher(tmp_store, "c", lambda: fake)
 
 
@@ -213,10 +213,7 @@ def test_agreement_on_known_rankings(monkeypatch, tmp_path, human, synthetic, ta
     scores = {"t": dict(zip(METHODS, human, strict=True)), "s": dict(zip(METHODS, synthetic, strict=True))}
 
     def evaluate(searcher, testset, methods, warehouse, *, measures, eval_id):
-        return [
-            RunResult(f"{testset.name}-{m}", m, {measures[0]: scores[testset.name][m]}, 6, 0.0, 0.0)
-            for m in methods
-        ]
+        return [run_result(f"{testset.name}-{m}", m, {measures[0]: scores[testset.name][m]}) for m in methods]
 
     monkeypatch.setattr(synthetic_testset, "evaluate_methods", evaluate)
     warehouse = Warehouse(tmp_path / "warehouse")
@@ -236,7 +233,7 @@ def test_agreement_is_undefined_when_one_side_ties_every_method(monkeypatch, tmp
         synthetic_testset,
         "evaluate_methods",
         lambda searcher, testset, methods, warehouse, **kw: [
-            RunResult(m, m, {kw["measures"][0]: 0.2 if testset.name == "s" else i}, 6, 0.0, 0.0)
+            run_result(m, m, {kw["measures"][0]: 0.2 if testset.name == "s" else i})
             for i, m in enumerate(methods)
         ],
     )

@@ -31,7 +31,7 @@ def build_home(home: Path) -> Path:
     """Corpus ``c`` (twelve documents, fake embedder) and its test set ``t`` (six judged queries)."""
     fake = FakeEmbedder()
     store = CorpusStore(str(home / "lancedb"))
-    reindex(store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(store, "c", make_docs(12), fake.space, lambda: fake)
     testset = make_testset()
     beir = home / "beir"
     (beir / "qrels").mkdir(parents=True)
@@ -98,7 +98,7 @@ def cli(built, tmp_path, monkeypatch):
     from flows.cli.common import err, out
 
     shutil.copytree(built, tmp_path / "home")
-    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda spec, device, batch_size: FakeEmbedder())
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
     monkeypatch.setattr(tasks.workspace, "LLMClient", partial(LLMClient, sleep=lambda seconds: None))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ZSR_LLM_MODEL", "openai/judge")

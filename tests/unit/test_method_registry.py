@@ -24,7 +24,7 @@ ORDER = ["dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "r
 
 @pytest.fixture
 def store(tmp_store, fake):
-    reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(12), fake.space, lambda: fake)
     return tmp_store
 
 

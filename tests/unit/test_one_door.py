@@ -62,11 +62,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A ZSR_HOME with corpus ``c`` (fake embedder) and its test set ``t``; yields the workspace."""
     import tasks.workspace
 
-    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda spec, device, batch_size: FakeEmbedder())
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
     with zsr_home_at(tmp_path / "home"):
         ws = tasks.workspace.Workspace.open()
         fake = FakeEmbedder()
-        reindex(ws.store, "c", make_docs(12), fake.spec, lambda: fake)
+        reindex(ws.store, "c", make_docs(12), fake.space, lambda: fake)
         testset, beir = make_testset(), tmp_path / "beir"
         (beir / "qrels").mkdir(parents=True)
         lines = [json.dumps({"_id": q, "text": t}) for q, t in testset.queries.items()]

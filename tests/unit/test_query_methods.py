@@ -32,7 +32,7 @@ def provider():
 
 @pytest.fixture
 def store(tmp_store, fake):
-    reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(12), fake.space, lambda: fake)
     return tmp_store
 
 
@@ -44,7 +44,7 @@ def client(tmp_path) -> LLMClient:
 
 def stored(store, doc_id: str) -> np.ndarray:
     """A document's vector straight from the views table: the normalised mean of its chunk vectors."""
-    views = store.views("c", 32).to_arrow().to_pylist()
+    views = store.views.table("c", store.registry.corpus("c").space).to_arrow().to_pylist()
     mean = np.mean([v["vector"] for v in views if v["doc_id"] == doc_id and v["kind"] == "chunk"], axis=0)
     return mean / np.linalg.norm(mean)
 
@@ -118,8 +118,8 @@ def test_rm3_query_mixes_the_relevance_model_with_the_query():
 
 def test_rm3_searches_bm25_with_the_weighted_query(store, fake):
     searcher = Searcher(store, "c", lambda: fake)
-    single = dict(store.fts_search("c", "wing", 20))
-    boosted = dict(store.fts_search("c", {"wing": 2.0}, 20))
+    single = dict(store.search.fts("c", "wing", 20))
+    boosted = dict(store.search.fts("c", {"wing": 2.0}, 20))
     assert boosted.keys() == single.keys()
     assert all(boosted[d] == pytest.approx(2 * single[d], rel=1e-4) for d in single)  # weight x bm25
 
@@ -228,8 +228,8 @@ def test_rerank_puts_judged_relevant_first(store, fake):
 def test_expand_repeats_the_query_for_bm25(store, fake, provider, tmp_path, monkeypatch):
     provider.rule = lambda messages, params: "Lift of a wing at mach five."
     searched = []
-    real = store.fts_search
-    monkeypatch.setattr(store, "fts_search", lambda c, text, k: searched.append(text) or real(c, text, k))
+    real = store.search.fts
+    monkeypatch.setattr(store.search, "fts", lambda c, text, k: searched.append(text) or real(c, text, k))
     searcher = Searcher(store, "c", lambda: fake, llm=client(tmp_path))
     searcher.search(QUERY, "expand", k=5)
     assert searched == [fts_query(" ".join([QUERY] * 5 + ["Lift of a wing at mach five."]))]

@@ -51,10 +51,10 @@ def runs(home, tmp_store, fake) -> tuple[RunResult, RunResult]:
     """Two bm25 runs of one test set, the second after distracting documents joined the corpus."""
     warehouse = Warehouse(Settings(_env_file=None).warehouse_dir)  # zsr's default place under HOME
     assert warehouse.root == home / ".zsr" / "warehouse"
-    reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(12), fake.space, lambda: fake)
     (a,) = evaluate_methods(Searcher(tmp_store, "c", lambda: fake), make_testset(), ["bm25"], warehouse)
     time.sleep(0.01)  # distinct created_at
-    reindex(tmp_store, "c", make_docs(12) + make_docs(6, prefix="x"), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(12) + make_docs(6, prefix="x"), fake.space, lambda: fake)
     (b,) = evaluate_methods(Searcher(tmp_store, "c", lambda: fake), make_testset(), ["bm25"], warehouse)
     assert a.metrics["nDCG@10"] != b.metrics["nDCG@10"]  # so the delta says something
     return a, b

@@ -20,7 +20,7 @@ from tests.fakes import make_docs, make_testset
 def home(tmp_path, tmp_store, fake):
     """A ZSR_HOME whose warehouse holds one bm25 run."""
     with zsr_home_at(tmp_path / "home") as path:
-        reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+        reindex(tmp_store, "c", make_docs(12), fake.space, lambda: fake)
         warehouse = Warehouse(path / "warehouse")
         (run,) = evaluate_methods(Searcher(tmp_store, "c", lambda: fake), make_testset(), ["bm25"], warehouse)
         yield path, run.run_id

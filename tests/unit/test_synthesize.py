@@ -59,7 +59,7 @@ def test_sampling_draws_one_document_per_cluster():
 
 @pytest.fixture
 def corpus(tmp_store, fake):
-    reindex(tmp_store, "c", make_docs(8), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(8), fake.space, lambda: fake)
     return tmp_store, Searcher(tmp_store, "c", lambda: fake)
 
 
@@ -100,7 +100,7 @@ def test_llm_queries_are_parsed_filtered_and_stored(corpus, provider, tmp_path):
         search=searcher.search_batch,
         filters=Filters(roundtrip_k=1),
     )
-    rows = {r["doc_id"]: r for r in store.synthetic("c").to_arrow().to_pylist()}
+    rows = {r["doc_id"]: r for r in store.synthetic.table("c").to_arrow().to_pylist()}
     assert {d: r["kept"] for d, r in rows.items()} == {
         "d0": True,
         "d1": False,
@@ -141,7 +141,7 @@ def test_samples_differ_and_duplicates_are_flagged(corpus, provider, tmp_path):
         doc_ids=["d1"],
         filters=Filters(roundtrip_k=None),
     )
-    rows = sorted(store.synthetic("c").to_arrow().to_pylist(), key=lambda r: r["sample"])
+    rows = sorted(store.synthetic.table("c").to_arrow().to_pylist(), key=lambda r: r["sample"])
     assert [r["kept"] for r in rows] == [True, False, True]
     assert rows[1]["reason"].startswith("near-duplicate") and rows[1]["duplicate_of"] == rows[0]["query_id"]
     assert sorted(p["seed"] for _, p in provider.calls) == [0, 1, 2]
@@ -155,7 +155,7 @@ def test_permanent_failure_stops_keeps_progress_and_resumes_without_repeats(corp
     )
     with pytest.raises(LLMError, match=r"zsr-fake/m: BadRequestError.*model not loaded"):
         synthesize(store, "c", LLMGenerator(client(tmp_path)), batch=4, filters=Filters(roundtrip_k=None))
-    assert store.synthetic("c").count_rows() == 4  # the first batch is safe
+    assert store.synthetic.table("c").count_rows() == 4  # the first batch is safe
     provider.calls.clear()
     provider.rule = lambda messages, params: f"question about term{doc_of(messages)}"
     report = synthesize(
@@ -195,7 +195,7 @@ def test_extractive_generator_needs_no_llm(corpus):
         per_doc=2,
         search=searcher.search_batch,
     )
-    rows = store.synthetic("c").to_arrow().to_pylist()
+    rows = store.synthetic.table("c").to_arrow().to_pylist()
     assert len(rows) == 16 and report.generator == "extractive"
     assert not any((r["reason"] or "").startswith("copied") for r in rows)  # copying is its design
     assert all(r["copy_score"] == 1.0 for r in rows)  # and the score is still stored

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import tasks.evaluation.testsets as testsets
-from storage.corpus_store import UnknownCorpusError
+from storage.registry import UnknownCorpusError
 from storage.types import BadInputError
 from tasks.ingest.index import reindex
 from tests.fakes import make_docs
@@ -17,7 +17,7 @@ QRELS = [("q1", "d1", 1), ("q1", "d2", 0), ("q2", "d3", 2)]
 
 @pytest.fixture
 def store(tmp_store, fake):
-    reindex(tmp_store, "c", make_docs(10), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(10), fake.space, lambda: fake)
     return tmp_store
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def searcher(tmp_store, fake) -> Searcher:
-    reindex(tmp_store, "c", make_docs(12), fake.spec, lambda: fake)
+    reindex(tmp_store, "c", make_docs(12), fake.space, lambda: fake)
     return Searcher(tmp_store, "c", lambda: fake)
 
 
@@ -250,7 +250,7 @@ def test_trec_export_encodes_whitespace_and_percent_in_ids_reversibly(tmp_store,
     docs = [
         replace(d, doc_id=f"Ada Love{'%' if i == 3 else ''} {d.doc_id}") for i, d in enumerate(make_docs(12))
     ]
-    reindex(tmp_store, "c", docs, fake.spec, lambda: fake)
+    reindex(tmp_store, "c", docs, fake.space, lambda: fake)
     base = make_testset()
     spaced = replace(
         base,
@@ -284,12 +284,15 @@ def test_plain_ids_are_unchanged_in_trec_export(searcher, warehouse):
 
 
 def test_the_runs_schema_is_derived_from_the_run_record_and_unchanged():
-    """The run row is defined once (``RunRecord``); its Parquet schema stays what old files and SQL know."""
+    """The run row is defined once (``RunRecord``); its Parquet schema keeps what old files and SQL know.
+
+    Format 2 added one column, ``vector_space``; older run files lack it and read as null (``union_by_name``).
+    """
     from dataclasses import fields
 
     from storage.warehouse import RunRecord
 
-    before = pa.schema(  # the explicit schema the runs files were written with before the record existed
+    before = pa.schema(  # the explicit schema of the runs files before the record existed, plus vector_space
         [
             ("run_id", pa.string()),
             ("eval_id", pa.string()),
@@ -302,6 +305,7 @@ def test_the_runs_schema_is_derived_from_the_run_record_and_unchanged():
             ("params", pa.string()),
             ("depth", pa.int32()),
             ("embedding_model", pa.string()),
+            ("vector_space", pa.string()),
             ("llm_model", pa.string()),
             ("git_sha", pa.string()),
             ("packages", pa.string()),
