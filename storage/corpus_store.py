@@ -26,13 +26,13 @@ view, or a document and its views committed together.
 
 from __future__ import annotations
 
-from storage.documents import Documents, documents_table
+from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
 from storage.lance import Lance
 from storage.registry import Registry
 from storage.search import Search
-from storage.synthetic import SyntheticQueries
-from storage.views import Views, views_table
+from storage.synthetic import SyntheticQueries, synthetic_table
+from storage.views import Views, corpus_of_views_table, views_table
 
 
 class CorpusStore:
@@ -63,3 +63,22 @@ class CorpusStore:
         info = self.registry.get(corpus)
         views = self.lance.count(views_table(corpus, info.space)) if info else 0
         return {"documents": self.lance.count(documents_table(corpus)), "views": views}
+
+    def tables_of(self, corpus: str) -> list[str]:
+        """Every table that holds ``corpus``'s data, in the order :meth:`drop` deletes them."""
+        names = set(self.lance.names())
+        views = sorted(t for t in names if corpus_of_views_table(t) == corpus)
+        ordered = [synthetic_table(corpus), expanded_table(corpus), *views, documents_table(corpus)]
+        return [t for t in ordered if t in names]
+
+    def drop(self, corpus: str) -> list[str]:
+        """Delete ``corpus``: its registry row, then its tables; returns the tables dropped.
+
+        The registry row goes first, so the corpus leaves every listing and search at once. The documents
+        table goes last: a delete killed midway leaves tables of a corpus that is not registered, which
+        :meth:`Registry.incomplete` reports ("its tables exist but it was never registered") for as long
+        as the documents table or a views table is left, and running the delete again finishes it (every
+        step is a no-op once done). Embedding caches are shared by corpora and stay.
+        """
+        self.registry.unregister(corpus)
+        return [table for table in self.tables_of(corpus) if self.lance.drop(table)]

@@ -56,6 +56,13 @@ class Lance:
         """The table's current version; 0 where it does not exist."""
         return self.db.open_table(name).version if self.exists(name) else 0
 
+    def drop(self, name: str) -> bool:
+        """Drop table ``name``; whether it existed (a second drop is a no-op, so deletes can be re-run)."""
+        if not self.exists(name):
+            return False
+        self.db.drop_table(name)
+        return True
+
     def count(self, name: str) -> int:
         """Rows in the table; 0 where it does not exist."""
         return self.db.open_table(name).count_rows() if self.exists(name) else 0

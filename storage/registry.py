@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from storage.documents import Documents, documents_table
-from storage.lance import Lance
+from storage.lance import Lance, sql_list
 from storage.vector_space import VectorSpace
 from storage.views import Views, corpus_of_views_table
 
@@ -140,6 +140,11 @@ class Registry:
         rows = pa.Table.from_pylist([asdict(info) | {"space": info.space.to_json()}], REGISTRY_SCHEMA)
         table = self.lance.open_or_create(REGISTRY, REGISTRY_SCHEMA)
         table.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+
+    def unregister(self, name: str) -> None:
+        """Delete the registry row of ``name`` (one commit; nothing when there is none)."""
+        if self.lance.exists(REGISTRY):
+            self.lance.db.open_table(REGISTRY).delete(f"name = {sql_list([name])}")
 
     def incomplete(self, name: str) -> str | None:
         """Why the first ingest of ``name`` looks unfinished, or ``None``.

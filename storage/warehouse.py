@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, fields
@@ -49,6 +50,7 @@ CATALOG = "catalog.duckdb"
 CATALOG_VERSION = 5
 # Written in an older storage format so the standalone `duckdb` CLI (PyPI duckdb-cli, 1.5) can open it too.
 STORAGE_COMPATIBILITY = "v1.2.0"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a file name, never a path or `_schema`
 _STALE_SECONDS = 3600  # temporary files older than this belong to a writer that died
 
 Int32 = Annotated[int, pa.int32()]  # a column stored as 32-bit integers (int: 64-bit)
@@ -286,6 +288,27 @@ class Warehouse:
         if rows.num_rows:
             name = f"{time.time_ns()}-{os.getpid()}.parquet"  # sortable by time, unique per writer
             self._write_atomic(rows.cast(SCHEMAS[table]), self.root / table / name)
+
+    def run_files(self, run_id: str) -> list[Path]:
+        """Every file of ``run_id``, ``runs`` first, in the order :meth:`delete_run` removes them."""
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"{run_id!r} is not a run id (runs are listed by `zsr runs`)")
+        paths = (self.root / table / f"{run_id}.parquet" for table in ["runs", *DATA_TABLES])
+        return [p for p in paths if p.exists()]
+
+    def delete_run(self, run_id: str) -> list[Path]:
+        """Delete a run's files: its ``runs`` file first, then its data files; returns those deleted.
+
+        Writers publish the ``runs`` file last and every view joins on ``runs``, so deleting it first takes
+        the run out of every view at once; a delete killed after that leaves only unpublished data files,
+        which a re-run of the delete (or :meth:`_clean_stale`, after an hour) removes. Log tables
+        (``llm_calls``, ``judgements``, ``agreements``) are history of events, not of the run, and stay.
+        """
+        deleted = []
+        for path in self.run_files(run_id):
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+        return deleted
 
     def _write_atomic(self, rows: pa.Table, target: Path) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ everything the process does), and it opens searchers. Front ends call its method
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -23,7 +24,7 @@ from storage.corpus_store import CorpusStore
 from storage.home import Home, MigrationReport, check_format
 from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
-from storage.registry import check_name
+from storage.registry import UnknownCorpusError, check_name
 from storage.vector_space import VectorSpace
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
@@ -36,6 +37,7 @@ from tasks.ingest.embed import Embedder, installed_space, load_embedder, vector_
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
+from tasks.leases import exclusive, lock_path, shared
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.llm.failover import parse_fallbacks
 from tasks.llm.judge import Judge, LLMJudge
@@ -194,27 +196,29 @@ class Workspace:
         requested = vector_space(
             model or settings.embedding_model, settings.query_prefix, settings.passage_prefix
         )
-        space = resolve_corpus(store, corpus, requested, explicit)
-        report = reindex(
-            store,
-            corpus,
-            read.documents,
-            space,
-            embedder_factory(space, settings),
-            overlap=settings.chunk_overlap,
-            batch_docs=settings.write_batch_size,
-            keep_deleted=keep_deleted,
-            skipped_ids=read.skipped_ids,
-            skipped_without_id=read.skipped_without_id,
-            ann_min_rows=settings.ann_min_rows,
-            source=str(source),
-            progress=progress,
-        )
+        with self.lease(corpus):
+            space = resolve_corpus(store, corpus, requested, explicit)
+            report = reindex(
+                store,
+                corpus,
+                read.documents,
+                space,
+                embedder_factory(space, settings),
+                overlap=settings.chunk_overlap,
+                batch_docs=settings.write_batch_size,
+                keep_deleted=keep_deleted,
+                skipped_ids=read.skipped_ids,
+                skipped_without_id=read.skipped_without_id,
+                ann_min_rows=settings.ann_min_rows,
+                source=str(source),
+                progress=progress,
+            )
         return report, read
 
     def refresh_views(self, corpus: str) -> ViewsReport:
         """Bring title and query views and the expanded BM25 index in line with the corpus."""
-        return build_views(self.store, corpus, self._embedder(corpus))
+        with self.lease(corpus):
+            return build_views(self.store, corpus, self._embedder(corpus))
 
     def corpora(self) -> list[dict[str, Any]]:
         """Every corpus by name: its registry entry, row counts, table versions and why it is incomplete."""
@@ -235,25 +239,96 @@ class Workspace:
         )
         return sorted(rows, key=lambda row: row["name"])
 
+    @contextmanager
+    def lease(self, corpus: str, *testsets: str) -> Iterator[None]:
+        """Hold shared leases on ``corpus`` (and on its ``testsets``) for the block: ``zsr rm`` refuses them.
+
+        Every verb that reads or writes a corpus or a test set holds one (see :mod:`tasks.leases`).
+        """
+        locks = self.settings.home_dir / "locks"
+        paths = [
+            lock_path(locks, "corpus", corpus),
+            *(lock_path(locks, "testset", corpus, t) for t in testsets),
+        ]
+        with shared(*paths):
+            yield
+
+    def remove_corpus(self, name: str, *, with_testsets: bool = False) -> dict[str, Any]:
+        """Delete corpus ``name``: its registry row and every table of it (see ``CorpusStore.drop``).
+
+        Its runs stay in the warehouse (they are history); its test sets are deleted too only with
+        ``with_testsets``. An incomplete corpus (a first ingest, or a delete, that stopped) can be deleted.
+
+        Raises:
+            UnknownCorpusError: no corpus ``name``, complete or not.
+            ValueError: test sets are registered for it and ``with_testsets`` is false.
+            InUseError: a running job holds the corpus or one of its test sets.
+        """
+        store = self.store
+        check_name(name)
+        if store.registry.get(name) is None and not store.tables_of(name):
+            known = ", ".join(row["name"] for row in self.corpora()) or "none"
+            raise UnknownCorpusError(f"corpus {name!r} does not exist in {store.uri} (known: {known})")
+        testsets = self.testsets.names(name)
+        if testsets and not with_testsets:
+            raise ValueError(
+                f"corpus {name!r} has test sets ({', '.join(testsets)}); delete them first "
+                "(`zsr rm testset`) or pass --with-testsets"
+            )
+        with exclusive(self._lock("corpus", name), f"corpus {name!r}"):
+            for testset in testsets:
+                self.remove_testset(name, testset)
+            tables = store.drop(name)
+        return {"corpus": name, "tables": tables, "testsets": testsets}
+
+    def remove_testset(self, corpus: str, name: str) -> dict[str, Any]:
+        """Delete a registered test set (its runs stay in the warehouse).
+
+        Raises:
+            UnknownTestSetError: it is not registered.
+            InUseError: a running evaluation holds it.
+        """
+        if "/" in corpus + name or name not in self.testsets.names(corpus):
+            self.testsets.remove(corpus, name)  # raises, naming the test sets that exist
+        with exclusive(self._lock("testset", corpus, name), f"test set {name!r} of corpus {corpus!r}"):
+            folder = self.testsets.remove(corpus, name)
+        return {"corpus": corpus, "testset": name, "folder": str(folder)}
+
+    def remove_run(self, run_id: str) -> dict[str, Any]:
+        """Delete a run's files from every warehouse folder (``runs`` first: see ``Warehouse.delete_run``).
+
+        Raises:
+            LookupError: no file of ``run_id`` exists; the message lists the newest runs.
+        """
+        deleted = self.warehouse.delete_run(run_id)
+        if not deleted:
+            newest = ", ".join(self.runs(limit=10)["run_id"].to_list()) or "none"
+            raise LookupError(f"run {run_id!r} does not exist (newest: {newest}; `zsr runs` lists them)")
+        return {"run_id": run_id, "files": [str(p) for p in deleted]}
+
+    def _lock(self, kind: str, *names: str) -> Path:
+        return lock_path(self.settings.home_dir / "locks", kind, *names)
+
     # -- search --------------------------------------------------------------------------------------------
     def search(self, corpus: str, query: str, method: str | Method = "dense", k: int = 10) -> Ranking:
         """Top ``k`` ``(doc_id, score)`` for one query."""
-        return self.searcher(corpus).search(query, method, k)
+        with self.lease(corpus):
+            return self.searcher(corpus).search(query, method, k)
 
     def search_many(
         self, corpus: str, queries: Mapping[str, str], method: str | Method = "dense", k: int = 10
     ) -> dict[str, Ranking]:
         """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
-        return self.searcher(corpus).search_batch(queries, method, k)
+        with self.lease(corpus):
+            return self.searcher(corpus).search_batch(queries, method, k)
 
     def find(self, corpus: str, query: str, method: str = "hybrid", k: int = 10) -> Found:
         """Top ``k`` documents for one query with their titles and texts, and its fallback if it took one."""
-        engine = self.searcher(corpus)
-        ranking = engine.search(query, method, k)
-        docs = {
-            d["doc_id"]: d
-            for d in self.store.documents.fetch(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
-        }
+        with self.lease(corpus):
+            engine = self.searcher(corpus)
+            ranking = engine.search(query, method, k)
+            fetched = self.store.documents.fetch(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
+        docs = {d["doc_id"]: d for d in fetched}
         trace = engine.last_trace["q"]
         share, errors = fallback_stats([trace])
         warn_share = self.settings.fallback_warn_share
@@ -285,18 +360,19 @@ class Workspace:
             doc_ids = sample_documents(ids, vectors, config.sample_docs, seed=config.seed)
 
         def run(progress: Callable[[int, int], None] | None) -> SynthesisReport:
-            return synthesize(
-                self.store,
-                corpus,
-                generator,
-                style=config.style,
-                per_doc=config.per_doc,
-                doc_ids=doc_ids,
-                filters=filters,
-                search=engine.search_batch,
-                refilter=config.refilter,
-                progress=progress,
-            )
+            with self.lease(corpus):
+                return synthesize(
+                    self.store,
+                    corpus,
+                    generator,
+                    style=config.style,
+                    per_doc=config.per_doc,
+                    doc_ids=doc_ids,
+                    filters=filters,
+                    search=engine.search_batch,
+                    refilter=config.refilter,
+                    progress=progress,
+                )
 
         return run
 
@@ -325,32 +401,37 @@ class Workspace:
         if config.sample_docs is None:
             raise ValueError("a synthetic test set is written from a sample of documents: set sample_docs")
         generator, filters = setup(config, lambda: self.llm)
-        return build_synthetic_testset(
-            self.store,
-            corpus,
-            name=name,
-            generator=generator,
-            judge=LLMJudge(self.llm),
-            searcher=self.searcher(corpus),
-            root=self.settings.testsets_dir,
-            methods=methods,
-            n_docs=config.sample_docs,
-            per_doc=config.per_doc,
-            pool_depth=pool_depth,
-            seed=config.seed,
-            filters=filters,
-            replace=replace,
-            warehouse=self.warehouse,
-        )
+        with self.lease(corpus):
+            return build_synthetic_testset(
+                self.store,
+                corpus,
+                name=name,
+                generator=generator,
+                judge=LLMJudge(self.llm),
+                searcher=self.searcher(corpus),
+                root=self.settings.testsets_dir,
+                methods=methods,
+                n_docs=config.sample_docs,
+                per_doc=config.per_doc,
+                pool_depth=pool_depth,
+                seed=config.seed,
+                filters=filters,
+                replace=replace,
+                warehouse=self.warehouse,
+            )
 
     def agreement(
         self, corpus: str, human: str, synthetic: str, methods: Sequence[str], measure: str = "nDCG@10"
     ) -> AgreementResult:
         """How alike two registered test sets rank ``methods`` (Kendall tau), kept in the warehouse."""
-        human_set, synthetic_set = self.testsets.load(corpus, human), self.testsets.load(corpus, synthetic)
-        return agreement(
-            self.warehouse, self.searcher(corpus), human_set, synthetic_set, methods, measure=measure
-        )
+        with self.lease(corpus, human, synthetic):
+            human_set, synthetic_set = (
+                self.testsets.load(corpus, human),
+                self.testsets.load(corpus, synthetic),
+            )
+            return agreement(
+                self.warehouse, self.searcher(corpus), human_set, synthetic_set, methods, measure=measure
+            )
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def evaluate(
@@ -374,17 +455,19 @@ class Workspace:
         steps = Direct(
             self.warehouse, lambda name: self.searcher(name, judge), self.testsets.load, self.report, progress
         )
-        return sequence.evaluate(
-            steps,
-            corpus,
-            testset,
-            methods,
-            measures,
-            depth=depth,
-            label=label,
-            compare=compare,
-            report=report,
-        )
+        testset_name = testset if isinstance(testset, str) else testset.name
+        with self.lease(corpus, testset_name):
+            return sequence.evaluate(
+                steps,
+                corpus,
+                testset,
+                methods,
+                measures,
+                depth=depth,
+                label=label,
+                compare=compare,
+                report=report,
+            )
 
     def run_method(
         self, engine: Searcher, plan: Plan, method: Method, progress: Callable[[int, int], None] | None = None

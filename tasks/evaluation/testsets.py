@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +277,30 @@ class TestSets:
     def names(self, corpus: str) -> list[str]:
         """Names of the test sets registered for ``corpus``."""
         return [t["name"] for t in list_testsets(self.root, corpus)]
+
+    def remove(self, corpus: str, name: str) -> Path:
+        """Delete a registered test set; returns the folder it was in.
+
+        The folder is first renamed under ``<root>/.trash/`` (one atomic step: the set is gone from every
+        listing and load), then deleted; trash a killed delete left behind is deleted on the next one.
+
+        Raises:
+            UnknownTestSetError: no test set ``name`` is registered for ``corpus``.
+        """
+        folder = self.root / corpus / name
+        if "/" in corpus + name or not (folder / "testset.json").is_file():
+            known = ", ".join(self.names(corpus)) if "/" not in corpus else ""
+            raise UnknownTestSetError(
+                f"test set {name!r} is not registered for corpus {corpus!r} under {self.root} "
+                f"(known: {known or 'none'})"
+            )
+        # Three levels down, so the `<corpus>/<name>/testset.json` glob of listings never sees it.
+        trash = self.root / ".trash" / f"{time.time_ns()}-{os.getpid()}" / corpus / name
+        trash.parent.mkdir(parents=True)
+        folder.rename(trash)
+        for leftover in (self.root / ".trash").iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        return folder
 
 
 def _detect(path: Path) -> TestSetFormat:
