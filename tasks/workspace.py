@@ -27,7 +27,15 @@ from storage.registry import check_name
 from storage.vector_space import VectorSpace
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
-from tasks.evaluation.compare import Comparison, compare_runs, eval_frames, list_runs, run_row, trec_lines
+from tasks.evaluation.compare import (
+    Comparison,
+    compare_runs,
+    eval_frames,
+    list_runs,
+    resolve_run_id,
+    run_row,
+    trec_lines,
+)
 from tasks.evaluation.provenance import fallback_stats, fallback_warning
 from tasks.evaluation.report import write_report
 from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_runs, run_method
@@ -402,16 +410,19 @@ class Workspace:
         return list_runs(self.warehouse, corpus, limit)
 
     def compare(self, run_a: str, run_b: str, measure: str = "nDCG@10", top: int = 5) -> Comparison:
-        """Paired comparison of two runs, the movers shown with their query texts."""
+        """Paired comparison of two runs (full ids or unique suffixes), movers with their query texts."""
+        run_a, run_b = resolve_run_id(self.warehouse, run_a), resolve_run_id(self.warehouse, run_b)
         texts = self._query_texts(run_row(self.warehouse, run_a))
         return compare_runs(self.warehouse, run_a, run_b, measure, top, texts)
 
     def export_trec(self, run_id: str) -> list[str]:
         """The run's ranking as TREC run lines."""
+        run_id = resolve_run_id(self.warehouse, run_id)
         return trec_lines(self.warehouse, run_id)
 
     def report(self, run_id: str, measure: str = "nDCG@10") -> Path:
         """The HTML report of the evaluation of ``run_id``, under ``<warehouse>/reports/<eval_id>/``."""
+        run_id = resolve_run_id(self.warehouse, run_id)
         runs, metrics, query_metrics = eval_frames(self.warehouse, run_id)
         first = runs.row(0, named=True)
         return write_report(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,6 +32,7 @@ err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, so they
 
 CorpusOpt = Annotated[str, typer.Option("--corpus", "-c", help="Corpus name (letters, digits, '-', '_').")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+NARROW = 120  # below this many columns, tables show run ids by their unique suffix and drop spare columns
 
 
 @app.callback()
@@ -79,21 +80,49 @@ def emit_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def listing(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool, empty: str) -> None:
-    """Rows as JSON, or as a table of ``columns`` (header -> key), or the hint ``empty`` if there are none."""
+def listing(
+    rows: list[dict[str, Any]],
+    columns: dict[str, str],
+    as_json: bool,
+    empty: str,
+    spare: Collection[str] = (),
+) -> None:
+    """Rows as JSON, or as a table of ``columns`` (header -> key), or the hint ``empty`` if there are none.
+
+    Headers in ``spare`` are left out on a narrow terminal.
+    """
     if as_json:
         emit_json(rows)
     elif rows:
-        show(list(columns), ([row[key] for key in columns.values()] for row in rows))
+        shown = {h: k for h, k in columns.items() if not (narrow() and h in spare)}
+        show(list(shown), ([row[key] for key in shown.values()] for row in rows))
     else:
         out.print(empty)
 
 
-def show(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """A table on stdout; long values wrap instead of being cut, so ids stay copyable."""
+def narrow() -> bool:
+    """Whether the terminal is narrower than ``NARROW`` columns (80 columns is)."""
+    return out.width < NARROW
+
+
+def run_label(run_id: str) -> str:
+    """A run id as tables show it: whole, or on a narrow terminal its random suffix (6 hex digits).
+
+    Every command that takes a run id accepts the suffix; ``--json`` always has the full id.
+    """
+    return run_id.rsplit("-", 1)[-1] if narrow() else run_id
+
+
+def show(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    whole: Collection[str] = ("run", "run_id", "corpus"),
+) -> None:
+    """A table on stdout; long values wrap instead of being cut, except columns in ``whole`` (ids to copy)."""
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in whole)
     for row in rows:
         table.add_row(*(cell(v) for v in row))
     out.print(table)
@@ -153,17 +182,18 @@ def show_results(corpus: str, testset: str, results: list[RunResult]) -> None:
     stderr: its scores are largely the fallback's.
     """
     measures = list(results[0].metrics)
+    extra = [] if narrow() else ["seconds"]  # retrieval time is in --json and the warehouse
     show(
-        ["run", "method", *measures, "fallback", "LLM errors", "seconds"],
+        ["run", "method", *measures, "fallback", "LLM errors", *extra],
         [
             [
-                r.run_id,
+                run_label(r.run_id),
                 r.method,
                 *(r.metrics[m] for m in measures),
                 f"{r.fallback_share:.0%}",
                 r.llm_errors,
                 r.retrieval_seconds,
-            ]
+            ][: len(measures) + 4 + len(extra)]
             for r in results
         ],
         title=f"{corpus} / {testset}: {results[0].n_queries} queries",

@@ -139,7 +139,8 @@ def corpora(as_json: JsonOpt = False) -> None:
         "updated": "updated_at",
         "incomplete (re-run the ingest)": "incomplete",
     }
-    listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`")
+    spare = ("documents version", "views version")  # left out on a narrow terminal; in --json
+    listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`", spare)
 
 
 @app.command()
