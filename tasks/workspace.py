@@ -47,8 +47,10 @@ from tasks.ingest.views import ViewsReport, build_views
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.llm.failover import parse_fallbacks
 from tasks.llm.judge import Judge, LLMJudge
-from tasks.methods.registry import Method
+from tasks.methods.feedback import Analyzer
+from tasks.methods.registry import Method, parse_method
 from tasks.methods.search import Ranking, Searcher
+from tasks.methods.snippets import snippet
 from tasks.settings import Settings, get_settings
 from tasks.synthetic.config import SynthesisConfig
 from tasks.synthetic.generate import SynthesisReport, document_vectors, sample_documents, setup, synthesize
@@ -61,13 +63,15 @@ _default_lock = threading.Lock()
 
 @dataclass
 class Hit:
-    """One search result with the document's title and text."""
+    """One search result with the document's title and text, and its snippet (see tasks.methods.snippets)."""
 
     rank: int
     doc_id: str
     score: float
     title: str
     text: str
+    snippet: str = ""
+    highlights: tuple[tuple[int, int], ...] = ()  # spans of the query terms in the snippet
 
 
 @dataclass
@@ -254,6 +258,11 @@ class Workspace:
         """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
         return self.searcher(corpus).search_batch(queries, method, k)
 
+    @cached_property
+    def analyzer(self) -> Analyzer:
+        """Words to stems, as the full-text index reads them (snippets match query terms with it)."""
+        return Analyzer()
+
     def find(self, corpus: str, query: str, method: str = "hybrid", k: int = 10) -> Found:
         """Top ``k`` documents for one query with their titles and texts, and its fallback if it took one."""
         engine = self.searcher(corpus)
@@ -265,10 +274,15 @@ class Workspace:
         trace = engine.last_trace["q"]
         share, errors = fallback_stats([trace])
         warn_share = self.settings.fallback_warn_share
-        hits = [
-            Hit(rank, doc_id, score, docs[doc_id]["title"], docs[doc_id]["text"])
-            for rank, (doc_id, score) in enumerate(ranking, start=1)
-        ]
+        vector = trace.vector
+        if vector is None and ranking and parse_method(method).name in ("dense", "hybrid"):
+            vector = engine.encode([query], queries=True)[0]
+        chunks = engine.chunks([doc_id for doc_id, _ in ranking])
+        hits = []
+        for rank, (doc_id, score) in enumerate(ranking, start=1):
+            doc = docs[doc_id]
+            found = snippet(query, chunks.get(doc_id, []), self.analyzer, vector, title=doc["title"] or "")
+            hits.append(Hit(rank, doc_id, score, doc["title"], doc["text"], found.text, found.spans))
         return Found(
             hits,
             trace.fallback,

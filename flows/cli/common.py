@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from tasks.settings import get_settings
 
@@ -119,12 +120,15 @@ def show(
     title: str | None = None,
     whole: Collection[str] = ("run", "run_id", "corpus"),
 ) -> None:
-    """A table on stdout; long values wrap instead of being cut, except columns in ``whole`` (ids to copy)."""
+    """A table on stdout; long values wrap instead of being cut, except columns in ``whole`` (ids to copy).
+
+    Values are shown through :func:`cell`, except Rich ``Text`` (already styled).
+    """
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column in whole)
     for row in rows:
-        table.add_row(*(cell(v) for v in row))
+        table.add_row(*(v if isinstance(v, Text) else cell(v) for v in row))
     out.print(table)
 
 
