@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
@@ -126,7 +126,10 @@ def show(
     """
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column in whole)
+        short = len(column) <= 10 and " " not in column  # a one-word header stays whole: "nDCG@10"
+        table.add_column(
+            column, overflow="fold", no_wrap=column in whole, min_width=len(column) if short else None
+        )
     for row in rows:
         table.add_row(*(v if isinstance(v, Text) else cell(v) for v in row))
     out.print(table)
@@ -186,20 +189,25 @@ def show_results(corpus: str, testset: str, results: list[RunResult]) -> None:
     stderr: its scores are largely the fallback's.
     """
     measures = list(results[0].metrics)
-    extra = [] if narrow() else ["seconds"]  # retrieval time is in --json and the warehouse
+
+    def measure(name: str) -> Callable[[RunResult], Any]:
+        return lambda r: r.metrics[name]
+
+    columns: dict[str, Callable[[RunResult], Any]] = {
+        "run": lambda r: run_label(r.run_id),
+        "method": lambda r: r.method,
+        **{m: measure(m) for m in measures},
+        "fallback": lambda r: f"{r.fallback_share:.0%}",
+        "LLM errors": lambda r: r.llm_errors,
+        "seconds": lambda r: r.retrieval_seconds,
+    }
+    if narrow():  # the retrieval time, and LLM errors when there were none, are in --json and the warehouse
+        del columns["seconds"]
+        if not any(r.llm_errors for r in results):
+            del columns["LLM errors"]
     show(
-        ["run", "method", *measures, "fallback", "LLM errors", *extra],
-        [
-            [
-                run_label(r.run_id),
-                r.method,
-                *(r.metrics[m] for m in measures),
-                f"{r.fallback_share:.0%}",
-                r.llm_errors,
-                r.retrieval_seconds,
-            ][: len(measures) + 4 + len(extra)]
-            for r in results
-        ],
+        list(columns),
+        [[value(r) for value in columns.values()] for r in results],
         title=f"{corpus} / {testset}: {results[0].n_queries} queries",
     )
     for message in fallback_warnings(results):

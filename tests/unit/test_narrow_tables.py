@@ -72,8 +72,12 @@ def test_eval_and_runs_tables_fit_80_columns(zsr):
     result = zsr("eval", "-c", "c", "-t", "t", "--methods", METHODS)
     ids = run_ids(zsr)
     assert len(ids) == 4
+    listed = zsr("runs").stdout
     assert_narrow(result.stdout, ids)
-    assert_narrow(zsr("runs").stdout, ids)
+    assert_narrow(listed, ids)
+    for text in (result.stdout, listed):  # the ids leave room for the rest: short values stay whole too
+        assert all(re.search(rf"│ {method} +│", text) for method in ("dense", "bm25", "hybrid")), text
+        assert all(re.search(rf"{m} ", text) for m in ("nDCG@10", "R@100")), text
 
 
 def test_compare_fits_80_columns(zsr):
