@@ -184,6 +184,31 @@ class Views:
                 sums[doc_id] = sums[doc_id] + vector if doc_id in sums else vector.copy()
         return {d: v / (np.linalg.norm(v) or 1.0) for d, v in sums.items()}
 
+    def chunks(
+        self, corpus: str, space: VectorSpace, doc_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, np.ndarray]]]:
+        """Each document's chunks, ``(text, vector)`` in document order (search snippets read them)."""
+        if not doc_ids or not self.exists(corpus, space):
+            return {}
+        table = self.table(corpus, space)
+        out: dict[str, list[tuple[int, str, np.ndarray]]] = {}
+        for part in batches(doc_ids):
+            found = (
+                table.search()
+                .where(f"kind = 'chunk' AND doc_id IN ({sql_list(part)})")
+                .select(["doc_id", "ordinal", "text", "vector"])
+                .limit(None)
+                .to_arrow()
+            )
+            vectors = arrow_to_vectors(found["vector"])
+            columns = (found[c].to_pylist() for c in ("doc_id", "ordinal", "text"))
+            for (doc_id, ordinal, text), vector in zip(zip(*columns, strict=True), vectors, strict=True):
+                out.setdefault(doc_id, []).append((ordinal, text, vector))
+        return {
+            d: [(text, vector) for _, text, vector in sorted(rows, key=lambda r: r[0])]
+            for d, rows in out.items()
+        }
+
     def sync(self, corpus: str, space: VectorSpace, kinds: Sequence[str], rows: pa.Table) -> tuple[int, int]:
         """Make ``rows`` the complete set of views of ``kinds``: add the missing, delete the rest.
 

@@ -28,7 +28,15 @@ from storage.registry import UnknownCorpusError, check_name
 from storage.vector_space import VectorSpace
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
-from tasks.evaluation.compare import Comparison, compare_runs, eval_frames, list_runs, run_row, trec_lines
+from tasks.evaluation.compare import (
+    Comparison,
+    compare_runs,
+    eval_frames,
+    list_runs,
+    resolve_run_id,
+    run_row,
+    trec_lines,
+)
 from tasks.evaluation.provenance import fallback_stats, fallback_warning
 from tasks.evaluation.report import write_report
 from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_runs, run_method
@@ -41,8 +49,10 @@ from tasks.leases import exclusive, lock_path, shared
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.llm.failover import parse_fallbacks
 from tasks.llm.judge import Judge, LLMJudge
-from tasks.methods.registry import Method
+from tasks.methods.feedback import Analyzer
+from tasks.methods.registry import Method, parse_method
 from tasks.methods.search import Ranking, Searcher
+from tasks.methods.snippets import snippet
 from tasks.settings import Settings, get_settings
 from tasks.synthetic.config import SynthesisConfig
 from tasks.synthetic.generate import SynthesisReport, document_vectors, sample_documents, setup, synthesize
@@ -55,13 +65,15 @@ _default_lock = threading.Lock()
 
 @dataclass
 class Hit:
-    """One search result with the document's title and text."""
+    """One search result with the document's title and text, and its snippet (see tasks.methods.snippets)."""
 
     rank: int
     doc_id: str
     score: float
     title: str
     text: str
+    snippet: str = ""
+    highlights: tuple[tuple[int, int], ...] = ()  # spans of the query terms in the snippet
 
 
 @dataclass
@@ -322,6 +334,11 @@ class Workspace:
         with self.lease(corpus):
             return self.searcher(corpus).search_batch(queries, method, k)
 
+    @cached_property
+    def analyzer(self) -> Analyzer:
+        """Words to stems, as the full-text index reads them (snippets match query terms with it)."""
+        return Analyzer()
+
     def find(self, corpus: str, query: str, method: str = "hybrid", k: int = 10) -> Found:
         """Top ``k`` documents for one query with their titles and texts, and its fallback if it took one."""
         with self.lease(corpus):
@@ -332,10 +349,15 @@ class Workspace:
         trace = engine.last_trace["q"]
         share, errors = fallback_stats([trace])
         warn_share = self.settings.fallback_warn_share
-        hits = [
-            Hit(rank, doc_id, score, docs[doc_id]["title"], docs[doc_id]["text"])
-            for rank, (doc_id, score) in enumerate(ranking, start=1)
-        ]
+        vector = trace.vector
+        if vector is None and ranking and parse_method(method).name in ("dense", "hybrid"):
+            vector = engine.encode([query], queries=True)[0]
+        chunks = engine.chunks([doc_id for doc_id, _ in ranking])
+        hits = []
+        for rank, (doc_id, score) in enumerate(ranking, start=1):
+            doc = docs[doc_id]
+            found = snippet(query, chunks.get(doc_id, []), self.analyzer, vector, title=doc["title"] or "")
+            hits.append(Hit(rank, doc_id, score, doc["title"], doc["text"], found.text, found.spans))
         return Found(
             hits,
             trace.fallback,
@@ -485,16 +507,19 @@ class Workspace:
         return list_runs(self.warehouse, corpus, limit)
 
     def compare(self, run_a: str, run_b: str, measure: str = "nDCG@10", top: int = 5) -> Comparison:
-        """Paired comparison of two runs, the movers shown with their query texts."""
+        """Paired comparison of two runs (full ids or unique suffixes), movers with their query texts."""
+        run_a, run_b = resolve_run_id(self.warehouse, run_a), resolve_run_id(self.warehouse, run_b)
         texts = self._query_texts(run_row(self.warehouse, run_a))
         return compare_runs(self.warehouse, run_a, run_b, measure, top, texts)
 
     def export_trec(self, run_id: str) -> list[str]:
         """The run's ranking as TREC run lines."""
+        run_id = resolve_run_id(self.warehouse, run_id)
         return trec_lines(self.warehouse, run_id)
 
     def report(self, run_id: str, measure: str = "nDCG@10") -> Path:
         """The HTML report of the evaluation of ``run_id``, under ``<warehouse>/reports/<eval_id>/``."""
+        run_id = resolve_run_id(self.warehouse, run_id)
         runs, metrics, query_metrics = eval_frames(self.warehouse, run_id)
         first = runs.row(0, named=True)
         return write_report(

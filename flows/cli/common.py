@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from tasks.settings import get_settings
 
@@ -32,6 +33,7 @@ err = Console(stderr=True, soft_wrap=True)  # messages stay whole lines, so they
 
 CorpusOpt = Annotated[str, typer.Option("--corpus", "-c", help="Corpus name (letters, digits, '-', '_').")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+NARROW = 120  # below this many columns, tables show run ids by their unique suffix and drop spare columns
 
 
 @app.callback()
@@ -80,23 +82,57 @@ def emit_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def listing(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool, empty: str) -> None:
-    """Rows as JSON, or as a table of ``columns`` (header -> key), or the hint ``empty`` if there are none."""
+def listing(
+    rows: list[dict[str, Any]],
+    columns: dict[str, str],
+    as_json: bool,
+    empty: str,
+    spare: Collection[str] = (),
+) -> None:
+    """Rows as JSON, or as a table of ``columns`` (header -> key), or the hint ``empty`` if there are none.
+
+    Headers in ``spare`` are left out on a narrow terminal.
+    """
     if as_json:
         emit_json(rows)
     elif rows:
-        show(list(columns), ([row[key] for key in columns.values()] for row in rows))
+        shown = {h: k for h, k in columns.items() if not (narrow() and h in spare)}
+        show(list(shown), ([row[key] for key in shown.values()] for row in rows))
     else:
         out.print(empty)
 
 
-def show(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """A table on stdout; long values wrap instead of being cut, so ids stay copyable."""
+def narrow() -> bool:
+    """Whether the terminal is narrower than ``NARROW`` columns (80 columns is)."""
+    return out.width < NARROW
+
+
+def run_label(run_id: str) -> str:
+    """A run id as tables show it: whole, or on a narrow terminal its random suffix (6 hex digits).
+
+    Every command that takes a run id accepts the suffix; ``--json`` always has the full id.
+    """
+    return run_id.rsplit("-", 1)[-1] if narrow() else run_id
+
+
+def show(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    whole: Collection[str] = ("run", "run_id", "corpus"),
+) -> None:
+    """A table on stdout; long values wrap instead of being cut, except columns in ``whole`` (ids to copy).
+
+    Values are shown through :func:`cell`, except Rich ``Text`` (already styled).
+    """
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        short = len(column) <= 10 and " " not in column  # a one-word header stays whole: "nDCG@10"
+        table.add_column(
+            column, overflow="fold", no_wrap=column in whole, min_width=len(column) if short else None
+        )
     for row in rows:
-        table.add_row(*(cell(v) for v in row))
+        table.add_row(*(v if isinstance(v, Text) else cell(v) for v in row))
     out.print(table)
 
 
@@ -154,19 +190,25 @@ def show_results(corpus: str, testset: str, results: list[RunResult]) -> None:
     stderr: its scores are largely the fallback's.
     """
     measures = list(results[0].metrics)
+
+    def measure(name: str) -> Callable[[RunResult], Any]:
+        return lambda r: r.metrics[name]
+
+    columns: dict[str, Callable[[RunResult], Any]] = {
+        "run": lambda r: run_label(r.run_id),
+        "method": lambda r: r.method,
+        **{m: measure(m) for m in measures},
+        "fallback": lambda r: f"{r.fallback_share:.0%}",
+        "LLM errors": lambda r: r.llm_errors,
+        "seconds": lambda r: r.retrieval_seconds,
+    }
+    if narrow():  # the retrieval time, and LLM errors when there were none, are in --json and the warehouse
+        del columns["seconds"]
+        if not any(r.llm_errors for r in results):
+            del columns["LLM errors"]
     show(
-        ["run", "method", *measures, "fallback", "LLM errors", "seconds"],
-        [
-            [
-                r.run_id,
-                r.method,
-                *(r.metrics[m] for m in measures),
-                f"{r.fallback_share:.0%}",
-                r.llm_errors,
-                r.retrieval_seconds,
-            ]
-            for r in results
-        ],
+        list(columns),
+        [[value(r) for value in columns.values()] for r in results],
         title=f"{corpus} / {testset}: {results[0].n_queries} queries",
     )
     for message in fallback_warnings(results):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.text import Text
 
 from flows.cli.common import (
     CorpusOpt,
@@ -26,6 +27,9 @@ from flows.cli.common import (
     workspace,
 )
 from tasks.ingest.formats import SourceFormat
+
+if TYPE_CHECKING:
+    from tasks.workspace import Hit
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo" / "cranfield"
 
@@ -116,15 +120,31 @@ def search(
     warn(found.warning)
     rows = [{**asdict(hit), "text": hit.text[:200]} for hit in found.hits]
     if as_json:
-        asked = {"corpus": corpus, "method": method, "query": query, "hits": rows}
+        hits = [
+            {k: v for k, v in row.items() if k != "highlights"} for row in rows
+        ]  # the snippet as plain text
+        asked = {"corpus": corpus, "method": method, "query": query, "hits": hits}
         emit_json(
             {**asked, "fallback": found.fallback, "llm_errors": found.llm_errors, "warning": found.warning}
         )
         return
     show(
-        ["rank", "doc_id", "score", "title"],
-        [[r["rank"], r["doc_id"], r["score"], r["title"] or r["text"][:80]] for r in rows],
+        ["rank", "doc_id", "score", "document"],
+        [[h.rank, h.doc_id, h.score, hit_text(h)] for h in found.hits],
     )
+
+
+def hit_text(hit: Hit) -> Text:
+    """The title in bold over the snippet, its query terms in bold (the title alone without a snippet)."""
+    text = Text(hit.title or "", style="bold")
+    if hit.snippet:
+        snippet = Text(hit.snippet)
+        for start, end in hit.highlights:
+            snippet.stylize("bold yellow", start, end)
+        text.append("\n" if hit.title else "").append_text(snippet)
+    elif not hit.title:
+        text.append(hit.text[:80])
+    return text
 
 
 @app.command()
@@ -139,7 +159,8 @@ def corpora(as_json: JsonOpt = False) -> None:
         "updated": "updated_at",
         "incomplete (re-run the ingest)": "incomplete",
     }
-    listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`")
+    spare = ("documents version", "views version")  # left out on a narrow terminal; in --json
+    listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`", spare)
 
 
 @app.command()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from flows.cli.common import (
     CorpusOpt,
@@ -16,9 +17,11 @@ from flows.cli.common import (
     emit_json,
     err,
     fallback_warnings,
+    narrow,
     out,
     query_progress,
     results_json,
+    run_label,
     show,
     show_results,
     user_errors,
@@ -64,6 +67,9 @@ def eval_(
         show_results(corpus, testset, results)
 
 
+RUN_COLUMNS = ("corpus", "testset", "method", "nDCG@10", "R@100")
+
+
 @app.command()
 def runs(
     corpus: Annotated[str | None, typer.Option("--corpus", "-c", help="Only this corpus.")] = None,
@@ -74,6 +80,15 @@ def runs(
     frame = workspace().runs(corpus, limit)
     if as_json:
         emit_json(frame.to_dicts())
+    elif frame.height and narrow():
+        # run ids by their suffix; the date, the mean latency and the query count are in --json
+        show(
+            ["run", "created", "corpus", "testset", "method", "nDCG@10", "R@100"],
+            [
+                [run_label(r["run_id"]), f"{r['created_at']:%m-%d %H:%M}", *(r[c] for c in RUN_COLUMNS)]
+                for r in frame.iter_rows(named=True)
+            ],
+        )
     elif frame.height:
         show(frame.columns, frame.iter_rows())
     else:
@@ -95,10 +110,9 @@ def compare(
         emit_json(asdict(result))
         return
     a, b = result.run_a, result.run_b
-    out.print(
-        f"A = {a['run_id']} [bold]{a['method']}[/]   B = {b['run_id']} [bold]{b['method']}[/]"
-        f"   ({a['corpus']}/{a['testset']})"
-    )
+    out.print(f"{a['corpus']}/{a['testset']}", highlight=False)
+    for name, run in (("A", a), ("B", b)):  # one line each, so a narrow terminal breaks no id
+        out.print(f"{name} = {run['run_id']} [bold]{escape(run['method'])}[/]", highlight=False)
     pairs = {**result.aggregates, **result.cost}
     show(
         ["measure", "A", "B", "B - A"],

@@ -17,6 +17,28 @@ class UnknownRunError(LookupError):
     """No published run has this id."""
 
 
+def resolve_run_id(warehouse: Warehouse, run_id: str) -> str:
+    """The full id of ``run_id``: itself, or the one run ending with it (narrow tables show the suffix).
+
+    An unknown or ambiguous suffix is an error naming the matches and ``zsr runs --json`` for the full ids.
+    """
+    matches = [
+        row["run_id"]
+        for row in warehouse.query(
+            "SELECT run_id FROM runs WHERE run_id = $1 OR (length($1) >= 6 AND ends_with(run_id, $1))"
+            " ORDER BY run_id = $1 DESC, run_id",
+            [run_id],
+        ).to_pylist()
+    ]
+    if matches and matches[0] == run_id:
+        return run_id
+    if len(matches) > 1:
+        raise UnknownRunError(
+            f"run id {run_id!r} is ambiguous ({', '.join(matches)}); give the full id (`zsr runs --json`)"
+        )
+    return matches[0] if matches else run_id
+
+
 def run_row(warehouse: Warehouse, run_id: str) -> dict[str, Any]:
     """The ``runs`` row of ``run_id``, or an error suggesting ``zsr runs``."""
     rows = warehouse.query("SELECT * FROM runs WHERE run_id = ?", [run_id]).to_pylist()

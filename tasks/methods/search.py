@@ -146,6 +146,10 @@ class Searcher:
         )
         return {r["doc_id"]: "\n".join(filter(None, (r["title"], r["text"]))) for r in rows}
 
+    def chunks(self, doc_ids: Sequence[str]) -> dict[str, list[tuple[str, np.ndarray]]]:
+        """Each document's chunks, ``(text, vector)`` in document order."""
+        return self.store.views.chunks(self.corpus, self.info.space, doc_ids)
+
     def search_terms(self, weighted: Sequence[Mapping[str, float]], k: int) -> list[Ranking]:
         """bm25 over weighted words, one ``{word: weight}`` a query (RM3's expanded queries)."""
         return [
