@@ -65,7 +65,7 @@ def retrieve_prf(
     return dense_from(retriever, ids, np.vstack(vectors), k)
 
 
-_WORD = re.compile(r"[^\W_]+")  # runs of letters and digits: the full-text index's simple tokenizer
+WORD = re.compile(r"[^\W_]+")  # runs of letters and digits: the full-text index's simple tokenizer
 
 
 class Analyzer:
@@ -84,7 +84,7 @@ class Analyzer:
     def terms(self, text: str) -> list[tuple[str, str]]:
         """``(stem, word)`` for each kept word, in order."""
         words = [
-            w for w in _WORD.findall(text.lower()) if len(w) > 1 and not w.isdigit() and w not in self.stop
+            w for w in WORD.findall(text.lower()) if len(w) > 1 and not w.isdigit() and w not in self.stop
         ]
         return list(zip(self.stemmer.stemWords(words), words, strict=True))
 

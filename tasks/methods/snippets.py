@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.methods.feedback import _WORD, Analyzer
+from tasks.methods.feedback import WORD, Analyzer
 
 ELLIPSIS = "…"
 
@@ -29,7 +29,7 @@ class Snippet:
 
 def term_spans(text: str, stems: set[str], analyzer: Analyzer) -> list[tuple[int, int]]:
     """Where the words of ``text`` whose stems are in ``stems`` are, in order."""
-    matches = [m for m in _WORD.finditer(text) if len(m.group()) > 1 and not m.group().isdigit()]
+    matches = [m for m in WORD.finditer(text) if len(m.group()) > 1 and not m.group().isdigit()]
     words = [m.group().lower() for m in matches]
     found = analyzer.stemmer.stemWords(words)
     return [
