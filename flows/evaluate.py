@@ -26,6 +26,7 @@ from tasks.evaluation.measures import DEFAULT_MEASURES
 from tasks.evaluation.runs import Evaluation, finite
 from tasks.methods.registry import REGISTRY
 from tasks.settings import get_settings
+from tasks.workspace import Workspace
 
 if TYPE_CHECKING:
     MethodName = str
@@ -69,17 +70,18 @@ def evaluate(
     if not methods or not measures:
         raise ValueError("choose at least one method and one metric")
     label = deployment_label()
-    result = runs.evaluate(
-        steps.ORCHESTRATED,
-        corpus,
-        testset,
-        methods,
-        measures,
-        depth=depth,
-        label=label,
-        compare=True,
-        report=report,
-    )
+    with Workspace.open().lease(corpus, testset):  # `zsr rm` refuses them while the flow runs
+        result = runs.evaluate(
+            steps.ORCHESTRATED,
+            corpus,
+            testset,
+            methods,
+            measures,
+            depth=depth,
+            label=label,
+            compare=True,
+            report=report,
+        )
     threshold = get_settings().fallback_warn_share
     for run in result.runs:
         log.info("run %s (%s): %s", run.run_id, run.method, _numbers(run.metrics))

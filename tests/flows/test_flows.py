@@ -158,9 +158,12 @@ def test_evaluate_publishes_runs_and_deltas(indexed: str, monkeypatch: pytest.Mo
 
     sequences: list[Any] = []  # the flow runs the one evaluation sequence, with the steps as tasks
     sequence = runs.evaluate
-    monkeypatch.setattr(
-        runs, "evaluate", lambda steps, *a, **kw: (sequences.append(steps), sequence(steps, *a, **kw))[1]
-    )
+
+    def spy(steps: Any, corpus: str, testset: str, *a: Any, **kw: Any) -> Any:
+        sequences.append((steps, leased("corpus", corpus), leased("testset", corpus, testset)))
+        return sequence(steps, corpus, testset, *a, **kw)
+
+    monkeypatch.setattr(runs, "evaluate", spy)
     first = evaluate(corpus=indexed, testset="human", methods=["dense", "bm25"], metrics=["nDCG@10", "R@100"])
     assert [r.method for r in first.runs] == ["dense", "bm25"] and first.previous == {}
     assert first.label == "adhoc" and first.eval_id.split("-")[2] == "adhoc"
@@ -193,7 +196,19 @@ def test_evaluate_publishes_runs_and_deltas(indexed: str, monkeypatch: pytest.Mo
     assert [(r["eval_id"], r["n"]) for r in counted] == [(first.eval_id, 2), (second.eval_id, 3)]
     tasks = {t.name.rsplit("-", 1)[0] for t in task_runs(state.state_details.flow_run_id)}
     assert {"open_searcher", "load_testset", "evaluate_method", "previous_runs", "write_report"} <= tasks
-    assert sequences == [steps.ORCHESTRATED, steps.ORCHESTRATED]
+    # ... holding its corpus and test set for the whole sequence, so `zsr rm` refuses them meanwhile
+    assert sequences == [(steps.ORCHESTRATED, True, True)] * 2
+
+
+def leased(kind: str, *names: str) -> bool:
+    """Whether a job holds the lease on a corpus or test set (a delete could not take it now)."""
+    from tasks.leases import InUseError, exclusive, lock_path
+
+    try:
+        with exclusive(lock_path(get_settings().home_dir / "locks", kind, *names), kind):
+            return False
+    except InUseError:
+        return True
 
 
 def test_evaluate_refuses_bad_input_before_any_work(indexed: str) -> None:
