@@ -23,7 +23,18 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stack:
 
 
 def spawn(*argv: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", SLEEP, *argv], start_new_session=True)
+    """A sleeping process whose command line carries ``argv``, once /proc shows it.
+
+    Popen can return while the kernel is still inside the child's exec: the new command line is not in
+    /proc yet (it reads empty), and the reaper, which goes by command lines, would not recognise the process.
+    """
+    process = subprocess.Popen([sys.executable, "-c", SLEEP, *argv], start_new_session=True)
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    for _ in range(500):
+        if argv[-1].encode() in cmdline.read_bytes():
+            return process
+        time.sleep(0.01)
+    raise AssertionError(f"process {process.pid} never showed its command line")
 
 
 def dead_pid() -> int:
