@@ -4,7 +4,7 @@ Schedule: deployment ``nightly-reindex``, cron ``0 2 * * *`` Europe/Paris (``dep
 concurrency limit 1 with ``CANCEL_NEW``: a run that starts while one is going is cancelled, never doubled.
 Side effects: those of ``reindex``, ``synthesize`` and ``evaluate`` (subflows, each with its own artifacts),
 plus the artifact ``<deployment>-<corpus>-comparison`` (paired comparison of every method with its run
-of the previous nightly evaluation).
+of the previous nightly evaluation). Storage upkeep (``zsr gc --apply``) runs right after the re-index.
 Idempotency key: per step (document content hashes, synthetic query ids, whole immutable runs), so a
 nightly run retried after a failure redoes only what is missing, except evaluation, which is re-run.
 """
@@ -65,6 +65,7 @@ def nightly(
     """
     log = get_run_logger()
     indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
+    steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
     testsets = steps.find_testsets(corpus)
     if not testsets:

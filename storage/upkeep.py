@@ -41,6 +41,7 @@ import lance
 
 from storage.documents import documents_table, expanded_table
 from storage.lance import Lance
+from storage.packs import FolderCompaction
 from storage.synthetic import synthetic_table
 from storage.views import corpus_of_views_table, views_table_of_key
 
@@ -64,6 +65,28 @@ class TableUpkeep:
     bytes_reclaimed: int  # measured when applied; dry run: the old versions' files alone
     unreproducible: list[str] = field(default_factory=list)  # runs whose recorded version is gone
     skipped: str | None = None  # why the table was left alone
+
+
+@dataclass
+class UpkeepReport:
+    """Everything upkeep found or did: LanceDB tables, warehouse folders, the LLM response cache."""
+
+    applied: bool
+    tables: list[TableUpkeep]
+    folders: list[FolderCompaction]
+    llm_cache: tuple[int, int] | None  # bytes before, after (None: no cache yet)
+
+    @property
+    def unreproducible(self) -> list[str]:
+        """Runs whose recorded versions are gone (upkeep deletes none; these were gone before)."""
+        return sorted({run for t in self.tables for run in t.unreproducible})
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        """Bytes freed (dry run: at least this many would be)."""
+        cache = self.llm_cache[0] - self.llm_cache[1] if self.llm_cache else 0
+        folders = sum(f.bytes - f.bytes_after for f in self.folders)
+        return sum(t.bytes_reclaimed for t in self.tables) + folders + cache
 
 
 def recorded_versions(runs: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, list[str]]]:
