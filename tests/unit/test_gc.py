@@ -175,3 +175,21 @@ def test_cli_gc_on_an_empty_home(tmp_path: Path):
         result = runner.invoke(app, ["gc", "--apply"])
     assert result.exit_code == 0, result.output
     assert "reclaimed" in result.output
+
+
+def test_data_files_of_runs_packed_first_are_not_taken_for_stale(ws):
+    """A compaction killed after packing ``runs`` leaves data files whose run is published only in a pack."""
+    import os
+
+    from storage.packs import compact_folder
+    from storage.warehouse import SCHEMAS, Warehouse
+
+    root = ws.warehouse.root
+    before = views(ws)
+    compact_folder(root / "runs", root / "_tmp", SCHEMAS["runs"], log_table=False, runs=None, apply=True)
+    assert not list((root / "runs").glob("[!_]*.parquet"))
+    for path in (root / "metrics").glob("[!_]*.parquet"):
+        os.utime(path, (0, 0))  # older than any writer could still be writing
+    Warehouse(root)  # cleans what dead writers left
+    assert list((root / "metrics").glob("[!_]*.parquet"))
+    assert views(ws) == before
