@@ -63,7 +63,9 @@ class ResponseCache:
         before = self._bytes()
         con = self._connect()
         if not apply:
-            page_size, free = (con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "freelist_count"))
+            page_size, free = (
+                con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "freelist_count")
+            )
             wal = self.path.with_name(self.path.name + "-wal")
             return before, before - page_size * free - (wal.stat().st_size if wal.exists() else 0)
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

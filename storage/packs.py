@@ -182,8 +182,7 @@ def _write_pack(
     log_table: bool,
     exclude: str | None = None,
 ) -> Path:
-    """One pack holding each unit of ``sources`` once (less run ``exclude``): written aside, made durable,
-    then renamed in.
+    """One pack of each unit of ``sources`` once (less run ``exclude``): staged, made durable, renamed in.
 
     Columns go in ``schema``'s order; ``_schema.parquet`` is read along, so every column binds even when
     no source has it (older run files lack newer columns, which read as null, as in the views).

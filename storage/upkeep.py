@@ -58,6 +58,7 @@ class TableUpkeep:
     corpus: str | None  # None: shared by every corpus
     versions: int  # on disk before
     versions_removed: int  # (would be) deleted
+    versions_after: int  # left on disk (dry run: as it would be, less the version compaction adds)
     kept: list[int]  # versions kept for recorded runs
     fragments: int  # in the latest version before
     fragments_after: int  # after compaction (dry run: as before)
@@ -137,7 +138,7 @@ def upkeep(
     # runs of tables no longer there (a corpus deleted since) lost their versions too
     gone = sorted({r for t, vs in recorded.items() if not db.exists(t) for runs in vs.values() for r in runs})
     if gone:
-        results.append(TableUpkeep("(dropped tables)", None, 0, 0, [], 0, 0, None, 0, gone, "dropped"))
+        results.append(TableUpkeep("(dropped tables)", None, 0, 0, 0, [], 0, 0, None, 0, gone, "dropped"))
     return results
 
 
@@ -154,6 +155,7 @@ def _one(
         corpus=corpus,
         versions=len(on_disk),
         versions_removed=0,
+        versions_after=len(on_disk),
         kept=keep,
         fragments=len(dataset.get_fragments()),
         fragments_after=len(dataset.get_fragments()),
@@ -172,23 +174,39 @@ def _one(
             )
             result.bytes_reclaimed = explained.stats.bytes_removed
         result.versions_removed = len(doomed)
+        result.versions_after = len(on_disk) - len(doomed)
         return result
     _retag(dataset, keep)
-    dataset.optimize.compact_files()
+    dataset.optimize.compact_files(target_rows_per_fragment=_largest(dataset))
     dataset = lance.dataset(dataset.uri)  # the compacted version is the latest now
     doomed = sorted({v["version"] for v in dataset.versions()} - set(keep) - {dataset.version})
     if doomed:
         # delete_unverified: no one holds the table (see the module docstring), so files of a transaction
         # that never committed are leftovers of a killed writer, not work in progress.
         stats = dataset.cleanup_old_versions(
-            older_than=timedelta(0), versions=doomed, delete_unverified=True, error_if_tagged_old_versions=False
+            older_than=timedelta(0),
+            versions=doomed,
+            delete_unverified=True,
+            error_if_tagged_old_versions=False,
         )
         result.versions_removed = stats.old_versions
+    result.versions_after = len(dataset.versions())
     result.fragments_after = len(dataset.get_fragments())
     after = _size(path)
     result.bytes_reclaimed = result.bytes - after if result.bytes is not None and after is not None else 0
     log.info("upkeep %s: %d versions deleted, %d kept for runs", name, result.versions_removed, len(keep))
     return result
+
+
+def _largest(dataset: lance.LanceDataset) -> int:
+    """Rows of the largest fragment: compaction merges the smaller ones and leaves it whole.
+
+    A recorded version pins the fragments it reads, so rewriting a big fragment only to merge a night's few
+    rows into it would keep two copies of it for as long as that run exists, a full copy more every night.
+    Merging only the smaller fragments costs the size of the nights' changes; a big fragment is still
+    rewritten once its deleted rows pass Lance's threshold (10%), which is when rewriting it pays.
+    """
+    return max((f.metadata.physical_rows for f in dataset.get_fragments()), default=0) or 1_048_576
 
 
 def _retag(dataset: lance.LanceDataset, keep: Collection[int]) -> None:

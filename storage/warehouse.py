@@ -296,8 +296,7 @@ class Warehouse:
         return [p for p in paths if p.exists()]
 
     def delete_run(self, run_id: str) -> list[Path]:
-        """Delete a run's files, or its rows in packs: ``runs`` first, then its data; returns the files
-        deleted or rewritten.
+        """Delete a run's files and its rows in packs, ``runs`` first; returns the files deleted or rewritten.
 
         Writers publish the ``runs`` file last and every view joins on ``runs``, so deleting it first takes
         the run out of every view at once; a delete killed after that leaves only unpublished data files,
@@ -392,7 +391,9 @@ class Warehouse:
         rows = {t: packs.view_source(root, t, t in LOG_TABLES) for t in SCHEMAS}
         data_views = "".join(_DATA_VIEW.format(table=t, rows=rows[t]) for t in DATA_TABLES)
         logs = {t: rows[t] for t in LOG_TABLES}
-        return _VIEWS.format(root=root, runs=rows["runs"], data_views=data_views, version=CATALOG_VERSION, **logs)
+        return _VIEWS.format(
+            root=root, runs=rows["runs"], data_views=data_views, version=CATALOG_VERSION, **logs
+        )
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """Like :meth:`connect`, for people's queries: only the warehouse's files, configuration locked.

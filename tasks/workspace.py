@@ -320,9 +320,10 @@ class Workspace:
         return {"run_id": run_id, "files": [str(p) for p in deleted]}
 
     def gc(self, apply: bool = False) -> UpkeepReport:
-        """Storage upkeep (``zsr gc``): compact tables, warehouse folders and the LLM cache, and delete table
-        versions no recorded run points at (see ``storage.upkeep``, ``storage.packs``); a dry run without
-        ``apply``.
+        """Storage upkeep (``zsr gc``), a dry run unless ``apply``: compact, and delete unrecorded versions.
+
+        Tables, warehouse folders and the LLM cache are compacted, and table versions no recorded run
+        points at are deleted (see ``storage.upkeep``, ``storage.packs``).
 
         Each corpus is leased exclusively while its tables are tidied; one a running job holds is skipped
         and reported, and so are the tables all corpora share.

@@ -26,7 +26,9 @@ def gc(
     with user_errors():
         report = workspace().gc(apply=apply)
     if as_json:
-        emit_json({**asdict(report), "unreproducible": report.unreproducible, "reclaimed": report.bytes_reclaimed})
+        emit_json(
+            {**asdict(report), "unreproducible": report.unreproducible, "reclaimed": report.bytes_reclaimed}
+        )
         return
     show(
         ["table", "versions", "deleted", "kept for runs", "fragments", "size", "reclaimed"],
@@ -47,12 +49,17 @@ def gc(
     )
     show(
         ["folder", "files", "merged", "size", "reclaimed"],
-        ([f.table, f.files, f.merged, _size(f.bytes), _size(f.bytes - f.bytes_after)] for f in report.folders),
+        (
+            [f.table, f.files, f.merged, _size(f.bytes), _size(f.bytes - f.bytes_after)]
+            for f in report.folders
+        ),
         title="warehouse",
     )
     if report.llm_cache is not None:
         before, after = report.llm_cache
-        out.print(f"LLM response cache: {_size(before)}, {_size(before - after)} reclaimable", highlight=False)
+        out.print(
+            f"LLM response cache: {_size(before)}, {_size(before - after)} reclaimable", highlight=False
+        )
     lost = report.unreproducible
     if lost:
         warn(

@@ -1,5 +1,8 @@
-"""Issue 13 item 1, storage upkeep: ``zsr gc`` keeps every recorded run's versions searchable, deletes the
-rest, changes nothing in a dry run, packs the warehouse without changing a row, and runs in the nightly flow."""
+"""Issue 13 item 1, storage upkeep: ``zsr gc`` keeps every recorded run's versions searchable.
+
+It deletes the other versions, changes nothing in a dry run, packs the warehouse without changing a row (nor
+leaving one behind a deleted run), and runs in the nightly flow.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from storage.views import views_table
 from tasks.ingest.index import reindex
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
-from tests.unit.test_rm import RUN_TABLES, rows_of, ws  # noqa: F401  (the fixture: corpora, test sets, runs)
+from tests.unit import test_rm
 
 runner = CliRunner()
+ws = test_rm.ws  # the fixture: corpora c and other, test sets, two runs
+RUN_TABLES, rows_of = test_rm.RUN_TABLES, test_rm.rows_of
 VIEWS = [*RUN_TABLES, "llm_calls", "leaderboard", "latest_runs", "run_deltas"]
 QUERIES = ["term3 wing", "boundary layer", "term7 heat flow"]
 
@@ -83,9 +88,9 @@ def test_gc_keeps_every_recorded_version_searchable_and_deletes_the_rest(ws):
             ws.evaluate("c", "t", ["bm25", "dense"])
     space = ws.store.registry.corpus("c").space
     runs = ws.sql("SELECT run_id, documents_version, views_version FROM runs WHERE corpus = 'c'")
-    recorded = {
-        (documents_table("c"), v) for v in runs["documents_version"].to_list()
-    } | {(views_table("c", space), v) for v in runs["views_version"].to_list()}
+    recorded = {(documents_table("c"), v) for v in runs["documents_version"].to_list()} | {
+        (views_table("c", space), v) for v in runs["views_version"].to_list()
+    }
     results = {(table, v): as_of(ws, table, v) for table, v in recorded}
     latest = {m: ws.search_many("c", dict(enumerate(QUERIES)), m) for m in ("bm25", "dense", "hybrid")}
     unrecorded = [
