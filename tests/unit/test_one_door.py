@@ -129,7 +129,7 @@ def test_synthesis_parameters_are_declared_once():
 
 
 def test_the_config_styles_are_the_prompt_styles_and_errors_are_one_line():
-    from tasks.synthetic.generate import PROMPTS
+    from tasks.synthetic.generators import PROMPTS
 
     assert set(get_args(Style)) == set(PROMPTS)
     with pytest.raises(ValueError, match=r"^unknown generator 'gpt'; use 'llm' or 'extractive'$"):
