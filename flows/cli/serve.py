@@ -389,13 +389,16 @@ def _die_with_parent() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie (exited, not yet reaped by its parent) holds nothing: gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return _stat(pid)[0] != "Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after ``pid (comm)``: state, ppid, pgrp, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def _cmdline(pid: int) -> str:
@@ -408,13 +411,13 @@ def _cmdline(pid: int) -> str:
 def _members(group: int) -> list[int]:
     """The live processes of a process group (from /proc; the group outlives its leader)."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = _stat(int(proc.name))
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == group:  # after "pid (comm)": state, ppid, pgrp
-            members.append(int(stat.parent.name))
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(proc.name))
     return members
 
 
