@@ -38,14 +38,14 @@ import asyncio
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flows.cli.common import JsonOpt, app, emit_json, listing, out, user_errors, warn
+from flows.cli.common import JsonOpt, app, emit_json, narrow, out, show, user_errors, warn
 from tasks.ingest.formats import SourceFormat
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ def add_schedule(
     client.create_deployment(  # an upsert by (flow, name): the schedules of an existing one are replaced
         flow_id=template.flow_id,
         name=name,
-        description=f"Corpus {corpus}, every night (`zsr schedule add`): {template.description or ''}".strip(),
+        description=f"Corpus {corpus} (`zsr schedule add`). {template.description or ''}".strip(),
         schedules=[
             DeploymentScheduleCreate(
                 schedule=CronSchedule(cron=cron, timezone=timezone),
@@ -238,7 +238,40 @@ def add_schedule(
     )
     deployment = _read(client, name)
     assert deployment is not None
+    drop_stale_runs(client, deployment)
     return deployment, existing is not None
+
+
+def drop_stale_runs(client: SyncPrefectClient, deployment: DeploymentResponse) -> list[str]:
+    """Delete the deployment's planned runs that no current schedule made; returns their ids.
+
+    The server deletes a deployment's planned runs when it is updated, but its scheduler plans a new
+    deployment within seconds and may insert the runs of the old schedule after that delete (seen when a
+    corpus was added again 5 s after the first ``add``): without this, the old cron would still fire.
+    """
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    planned = FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+    )
+    current = {item.id for item in deployment.schedules}
+    stale = [
+        run.id
+        for run in client.read_flow_runs(flow_run_filter=planned)
+        if run.auto_scheduled and run.created_by is not None and run.created_by.id not in current
+    ]
+    for run_id in stale:
+        with suppress(ObjectNotFound):  # started or deleted meanwhile
+            client.delete_flow_run(run_id)
+    return [str(run_id) for run_id in stale]
 
 
 def list_schedules(client: SyncPrefectClient) -> list[dict[str, Any]]:
@@ -302,7 +335,9 @@ def remove_schedule(client: SyncPrefectClient, url: str, corpus: str) -> list[di
             client.delete_deployment_schedule(template.id, item.id)
             removed.append(schedule_row(template, item))
     if not removed:
-        raise LookupError(f"no nightly schedule of corpus {corpus!r} on {url}; `zsr schedule list` shows them")
+        raise LookupError(
+            f"no nightly schedule of corpus {corpus!r} on {url}; `zsr schedule list` shows them"
+        )
     return removed
 
 
@@ -320,7 +355,9 @@ def add(
     cron: CronOpt = "0 2 * * *",
     timezone: Annotated[
         str | None,
-        typer.Option("--timezone", help="IANA time zone of the cron, e.g. Europe/Paris (default: this machine's)."),
+        typer.Option(
+            "--timezone", help="IANA time zone of the cron, e.g. Europe/Paris (default: this machine's)."
+        ),
     ] = None,
     fmt: Annotated[
         SourceFormat | None,
@@ -358,16 +395,38 @@ def list_(as_json: JsonOpt = False) -> None:
     with user_errors():
         with prefect_client(api_url()) as client:
             rows = list_schedules(client)
-    columns = {
-        "corpus": "corpus",
-        "cron": "cron",
-        "timezone": "timezone",
-        "source": "source",
-        "active": "active",
-        "next run": "next_run",
-        "deployment": "deployment",
-    }
-    listing(rows, columns, as_json, "no nightly schedule (`zsr schedule add`)", spare=("deployment",))
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        out.print("no nightly schedule on the server (`zsr schedule add`)", highlight=False)
+    elif narrow():  # 80 columns: cron over its time zone, leaving the source room to stay readable
+        show(
+            ["corpus", "cron, timezone", "source", "active", "next run"],
+            [
+                [r["corpus"], f"{r['cron']}\n{r['timezone']}", r["source"], _yes(r["active"]), r["next_run"]]
+                for r in rows
+            ],
+        )
+    else:
+        show(
+            ["corpus", "cron", "timezone", "source", "active", "next run", "deployment"],
+            [
+                [
+                    r["corpus"],
+                    r["cron"],
+                    r["timezone"],
+                    r["source"],
+                    _yes(r["active"]),
+                    r["next_run"],
+                    r["deployment"],
+                ]
+                for r in rows
+            ],
+        )
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 @schedule.command("rm")
