@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,8 +89,10 @@ def test_bad_corpus_name_is_refused_before_any_server_contact(server):
 
 def test_good_input_goes_to_the_server_and_no_server_is_one_line(server):
     """The same command with good input does reach the port: the checks above are not vacuous."""
+    started = time.monotonic()
     result = zsr("schedule", "add", "mycorpus", "--source", ".", "--cron", "0 2 * * *", url=server.url)
     assert server.connections >= 1
+    assert time.monotonic() - started < 15  # a port that answers no HTTP: one health check, no retries
     assert result.exit_code == 2, result.output
     assert result.output.strip() == f"error: no Prefect server at {server.url}: start one with `zsr serve`"
 
@@ -99,7 +102,9 @@ def test_no_server_exits_2_with_the_fix(command):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+    started = time.monotonic()
     result = zsr("schedule", *command, url=url)
+    assert time.monotonic() - started < 8  # at once, not after the client's retries
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert result.output.strip() == f"error: no Prefect server at {url}: start one with `zsr serve`"
 
