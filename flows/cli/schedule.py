@@ -26,6 +26,11 @@ job variable, say), add them again. A corpus the example schedules (``demo``) is
 deployments would run it at once. Runs of ``CORPUS-nightly`` carry that deployment's name as their label
 (eval ids, artifact keys, "previous run" comparisons), so each corpus compares with its own last night.
 
+Side effects: on the Prefect server only (deployments of the ``nightly`` flow, their schedules and planned
+runs), nothing under ``$ZSR_HOME``. Idempotency key: the deployment name ``CORPUS-nightly``. After an
+update ``add`` also deletes planned runs that no current schedule made: the server's scheduler plans a new
+deployment within seconds and can insert the runs of a schedule just replaced.
+
 Everything given is checked before the server is contacted: the corpus name, the cron (Prefect's own
 validator), the time zone (default: the machine's) and the source (it must exist; it is stored absolute,
 since the worker runs in the zsr checkout). The server is ``PREFECT_API_URL`` (the environment or the
