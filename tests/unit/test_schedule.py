@@ -203,3 +203,32 @@ class _Nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_planned_runs_of_a_replaced_schedule_are_dropped():
+    """What the scheduler planned from a schedule that ``add`` replaced goes; the rest stays."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    current, replaced = uuid4(), uuid4()
+
+    def run(auto: bool, made_by: Any) -> SimpleNamespace:
+        creator = None if made_by is None else SimpleNamespace(id=made_by, type="SCHEDULE")
+        return SimpleNamespace(id=uuid4(), auto_scheduled=auto, created_by=creator)
+
+    runs = [run(True, current), run(True, replaced), run(True, replaced), run(False, None), run(True, None)]
+
+    class Client:
+        def __init__(self) -> None:
+            self.deleted: list[Any] = []
+
+        def read_flow_runs(self, flow_run_filter: Any) -> list[SimpleNamespace]:
+            return runs
+
+        def delete_flow_run(self, run_id: Any) -> None:
+            self.deleted.append(run_id)
+
+    deployment = SimpleNamespace(id=uuid4(), schedules=[SimpleNamespace(id=current)])
+    client = Client()
+    dropped = schedule.drop_stale_runs(client, deployment)  # type: ignore[arg-type]
+    assert client.deleted == [runs[1].id, runs[2].id] and dropped == [str(r.id) for r in runs[1:3]]
