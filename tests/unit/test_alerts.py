@@ -86,3 +86,70 @@ def test_only_the_regressed_rows_in_their_order_and_the_summary_names_them() -> 
     text = summary("demo", found)
     assert text.startswith("2 regression(s) on demo; synthetic/dense: nDCG@10 0.7000 -> 0.4000")
     assert "human/bm25" in text and "hybrid" not in text
+
+
+NEW_BLOCK = "0b10c000-0000-4000-8000-000000000001"
+
+
+class FakeApi:
+    """Stack.api's signature over a dict of paths: records calls, answers what a fresh server would."""
+
+    def __init__(self, existing: bool) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.created: list[Any] = []
+        self.existing = existing
+
+    def __call__(self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = ()) -> Any:
+        import httpx
+
+        self.calls.append((method, path))
+        if method == "POST" and path in ("/automations/", "/block_documents/"):
+            self.created.append(json)
+        answers: dict[tuple[str, str], tuple[int, Any]] = {
+            ("POST", "/automations/filter"): (200, [{"id": "old-automation"}] if self.existing else []),
+            ("GET", "/block_types/slug/webhook/block_documents/name/zsr-regression-webhook"): (
+                (200, {"id": "old-block"}) if self.existing else (404, {"detail": "not found"})
+            ),
+            ("GET", "/block_types/slug/webhook"): (200, {"id": "webhook-type"}),
+            ("POST", "/block_schemas/filter"): (200, [{"id": "webhook-schema"}]),
+            ("POST", "/block_documents/"): (201, {"id": NEW_BLOCK}),
+        }
+        status, body = answers.get((method, path), (200, {}))
+        return httpx.Response(status, json=body)
+
+
+@pytest.mark.parametrize("webhook", [None, "http://127.0.0.1:9/hook"], ids=["event-feed", "webhook"])
+def test_serve_replaces_the_regression_automation_and_prefect_accepts_it(webhook: str | None) -> None:
+    from prefect.server.events.schemas.automations import AutomationCreate
+
+    from flows.cli.alerts import REGRESSION_AUTOMATION, replace_regression_alert
+
+    api = FakeApi(existing=True)
+    automation = replace_regression_alert(api, webhook)
+    assert ("DELETE", "/automations/old-automation") in api.calls  # idempotent: the old one goes first
+    assert ("DELETE", "/block_documents/old-block") in api.calls  # and a stale URL with it
+    assert api.calls.index(("DELETE", "/automations/old-automation")) < api.calls.index(
+        ("DELETE", "/block_documents/old-block")
+    )
+    checked = AutomationCreate.model_validate(automation)  # what the server validates (payload template too)
+    assert checked.name == REGRESSION_AUTOMATION and checked.enabled
+    trigger = checked.trigger
+    assert trigger.expect == {"zsr.evaluation.regressed"} and trigger.posture == "Reactive"
+    assert trigger.match.model_dump() == {"prefect.resource.id": "zsr.corpus.*"}
+    assert (trigger.threshold, trigger.within.total_seconds()) == (1, 0)
+    (action,) = checked.actions
+    if webhook is None:
+        assert action.type == "do-nothing" and len(api.created) == 1  # the automation, no block
+    else:
+        block, _ = api.created
+        assert block["data"]["url"] == webhook and block["block_schema_id"] == "webhook-schema"
+        assert action.type == "call-webhook" and str(action.block_document_id) == NEW_BLOCK
+        assert action.payload.startswith('{"text": {{ event.payload.summary | tojson }}')
+
+
+def test_serve_on_a_fresh_server_deletes_nothing() -> None:
+    from flows.cli.alerts import replace_regression_alert
+
+    api = FakeApi(existing=False)
+    replace_regression_alert(api, None)
+    assert not [call for call in api.calls if call[0] == "DELETE"]
