@@ -305,8 +305,10 @@ def events(name: str, resource_id: str, timeout: float = 60.0) -> list[Any]:
 
     query = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while not (found := client.read_events(filter=query).events) and time.monotonic() < deadline:
+    with get_client(sync_client=True) as client:  # limit: the client's default (100) is over the server's 50
+        while (
+            not (found := client.read_events(filter=query, limit=50).events) and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
     return found
 
@@ -315,6 +317,9 @@ def test_nightly_regression_ends_regressed_with_its_artifact_and_an_event(
     harness: None, tmp_path: Path
 ) -> None:
     """Plant: the second night's source loses every judged document, so the re-index deletes them."""
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    from flows.cli.alerts import PAYLOAD
     from flows.nightly import nightly
     from tasks.evaluation import alerts
 
@@ -348,6 +353,9 @@ def test_nightly_regression_ends_regressed_with_its_artifact_and_an_event(
     (regression,) = event.payload["regressions"]
     assert (regression["method"], regression["testset"], regression["run"]) == ("bm25", "human", row["run"])
     assert regression["previous"] == row["previous"] and regression["delta"] == -row["before"]
+    body = json.loads(render_user_template_sync(PAYLOAD, {"event": event}))  # what serve's webhook sends
+    assert body["text"] == held.message and body["corpus"] == "regress" and body["event_id"] == str(event.id)
+    assert body["regressions"] == event.payload["regressions"]
 
 
 @pytest.mark.parametrize("failures", [1, 5])
