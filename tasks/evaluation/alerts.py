@@ -17,10 +17,11 @@ queries (the many unchanged nDCG values) and, on the few queries of a small test
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from tasks.evaluation.runs import finite
 
 REGRESSED_EVENT = "zsr.evaluation.regressed"
 REGRESSED_STATE = "Regressed"  # name of the nightly run's final (failed) state
@@ -76,7 +77,7 @@ def find_regressions(
     for row in rows:
         if "previous" not in row:
             continue
-        p, before, after = (_finite(row.get(k)) for k in ("t_test_p", "before", "after"))
+        p, before, after = (finite(row.get(k)) for k in ("t_test_p", "before", "after"))
         if p is None or before is None or after is None:
             continue
         delta = after - before
@@ -101,10 +102,3 @@ def summary(corpus: str, regressions: list[Regression]) -> str:
     """One line per regression under a heading line naming the corpus (state messages, notifications)."""
     head = f"{len(regressions)} regression(s) on {corpus}"
     return "; ".join([head, *(r.line() for r in regressions)])
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    number = float(value)
-    return None if math.isnan(number) or math.isinf(number) else number
