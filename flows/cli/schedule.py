@@ -335,10 +335,11 @@ def remove_schedule(client: SyncPrefectClient, url: str, corpus: str) -> list[di
         client.delete_deployment(own.id)  # its scheduled runs go with it
         removed += [schedule_row(own, item) for item in own.schedules]
     template = _read(client, TEMPLATE)
-    for item in template.schedules if template else []:
-        if _corpus(template, item) == corpus:
-            client.delete_deployment_schedule(template.id, item.id)
-            removed.append(schedule_row(template, item))
+    if template is not None:
+        for item in template.schedules:
+            if _corpus(template, item) == corpus:
+                client.delete_deployment_schedule(template.id, item.id)
+                removed.append(schedule_row(template, item))
     if not removed:
         raise LookupError(
             f"no nightly schedule of corpus {corpus!r} on {url}; `zsr schedule list` shows them"
