@@ -189,7 +189,8 @@ def _one(
             delete_unverified=True,
             error_if_tagged_old_versions=False,
         )
-        result.versions_removed = stats.old_versions
+        log.debug("cleanup of %s: %s", name, stats)
+        result.versions_removed = len(doomed)
     result.versions_after = len(dataset.versions())
     result.fragments_after = len(dataset.get_fragments())
     after = _size(path)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli.common import JsonOpt, app, emit_json, out, show, user_errors, warn, workspace
+from flows.cli.common import JsonOpt, app, emit_json, narrow, out, show, user_errors, warn, workspace
 
 
 @app.command()
@@ -31,21 +31,20 @@ def gc(
         )
         return
     show(
-        ["table", "versions", "deleted", "kept for runs", "fragments", "size", "reclaimed"],
+        ["table", "versions", "kept", "fragments", "size", "reclaimed"],
         (
             [
                 t.table,
-                t.versions,
-                t.versions_removed,
-                len(t.kept),
-                f"{t.fragments} -> {t.fragments_after}",
+                f"{t.versions} -> {t.versions_after}",
+                len(t.kept),  # versions kept because recorded runs point at them
+                f"{t.fragments} -> {t.fragments_after}" if apply else t.fragments,
                 _size(t.bytes),
                 t.skipped or _size(t.bytes_reclaimed),
             ]
             for t in report.tables
         ),
-        title="LanceDB",
-        whole=("table",),
+        title="LanceDB (kept: versions recorded runs point at)",
+        whole=() if narrow() else ("table",),  # on 80 columns a long table name folds
     )
     show(
         ["folder", "files", "merged", "size", "reclaimed"],
