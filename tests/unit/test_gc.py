@@ -198,3 +198,15 @@ def test_data_files_of_runs_packed_first_are_not_taken_for_stale(ws):
     Warehouse(root)  # cleans what dead writers left
     assert list((root / "metrics").glob("[!_]*.parquet"))
     assert views(ws) == before
+
+
+def test_gc_leaves_alone_what_a_running_job_holds(ws):
+    reindex_changed(ws, 1)
+    held = [t for t in ws.store.lance.names() if t.startswith("c__") or t == "corpora"]
+    before = {t: versions(ws, t) for t in held}
+    with ws.lease("c"):  # as a running ingest, search or evaluation of c holds it
+        report = ws.gc(apply=True)
+    skipped = {t.table: t.skipped for t in report.tables}
+    assert {t: versions(ws, t) for t in held} == before
+    assert skipped[documents_table("c")] == "corpus 'c' is in use" and skipped["corpora"]
+    assert skipped[documents_table("other")] is None and len(versions(ws, documents_table("other"))) == 1
