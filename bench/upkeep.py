@@ -20,6 +20,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -114,10 +115,13 @@ def main() -> int:
             took = time.perf_counter() - start
             print(f"{name}: gc --apply {took:.1f} s, {kept} runs kept, {lost} unreproducible")
         for method in ("dense", "bm25"):
-            ranked = [side.search_many("demo", dict(enumerate(queries)), method) for side in sides.values()]
+            ranked = [
+                side.search_many("demo", {str(i): q for i, q in enumerate(queries)}, method)
+                for side in sides.values()
+            ]
             assert all(r == ranked[0] for r in ranked), f"{method} ranks differently after gc"
         print(f"{'measure':26}" + "".join(f"{name:>15}" for name in sides))
-        rows = {
+        rows: dict[str, Sequence[float]] = {
             "LanceDB bytes": [size(h / "lancedb") for h in homes.values()],
             "warehouse bytes": [size(h / "warehouse") for h in homes.values()],
             "warehouse files": [files(h / "warehouse") for h in homes.values()],
