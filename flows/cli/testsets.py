@@ -140,3 +140,40 @@ def testset_agreement(
         f"Kendall tau {cell(result.kendall_tau)} (p = {cell(result.p_value)}); "
         f"same best method: {'yes' if result.top1_agree else 'no'}"
     )
+
+
+@testset_app.command("limit")
+def testset_limit(
+    folder: Annotated[
+        Path, typer.Argument(metavar="OUT", help="New or empty folder to write the BEIR set into.")
+    ],
+    docs: Annotated[int, typer.Option(help="Documents: the core the queries need, then distractors.")],
+    queries: Annotated[int, typer.Option(help='Queries "Who likes X?", two relevant documents each.')],
+    attributes: Annotated[
+        Path | None, typer.Option(help="Attribute pool, one per line (default: zsr's own 630).")
+    ] = None,
+    per_doc: Annotated[
+        int | None, typer.Option(min=1, help="Attributes each document likes (default 45, as in LIMIT).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same set.")] = 42,
+    replace: Annotated[bool, typer.Option(help="Replace the BEIR set already in OUT.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a LIMIT-style stress set (Weller et al., 2025): people who like things, "Who likes X?"."""
+    from tasks.synthetic.limit import write_limit
+
+    with user_errors():
+        report = write_limit(folder, docs, queries, attributes, per_doc, seed, replace)
+    if as_json:
+        emit_json(asdict(report))
+        return
+    out.print(
+        f"wrote [bold]{report.out}[/]: {report.docs} documents ({report.core} core, {report.distractors} "
+        f"distractors), {report.queries} queries, {report.qrels} qrels; {report.per_doc} attributes per "
+        f"document from {report.pool} ({report.attributes}); core documents in {report.min_pairs}-"
+        f"{report.max_pairs} pairs; seed {report.seed}",
+        highlight=False,
+    )
+    out.print("use it (NAME: a corpus name of your choice):", highlight=False)
+    out.print(f"  zsr ingest {report.out} --corpus NAME", highlight=False, markup=False)
+    out.print(f"  zsr testset add NAME limit {report.out}", highlight=False, markup=False)
