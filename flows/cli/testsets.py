@@ -152,10 +152,12 @@ def testset_limit(
     attributes: Annotated[
         Path | None, typer.Option(help="Attribute pool, one per line (default: zsr's own 630).")
     ] = None,
-    per_doc: Annotated[
-        int | None, typer.Option(min=1, help="Attributes each document likes (default 45, as in LIMIT).")
+    # Not SynthesisConfig's per_doc and seed (tests/unit/test_one_door.py), hence other names in Python.
+    attributes_per_doc: Annotated[
+        int | None,
+        typer.Option("--per-doc", min=1, help="Attributes each document likes (default 45, as in LIMIT)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same set.")] = 42,
+    rng_seed: Annotated[int, typer.Option("--seed", help="The same seed writes the same set.")] = 42,
     replace: Annotated[bool, typer.Option(help="Replace the BEIR set already in OUT.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -163,7 +165,7 @@ def testset_limit(
     from tasks.synthetic.limit import write_limit
 
     with user_errors():
-        report = write_limit(folder, docs, queries, attributes, per_doc, seed, replace)
+        report = write_limit(folder, docs, queries, attributes, attributes_per_doc, rng_seed, replace)
     if as_json:
         emit_json(asdict(report))
         return
@@ -173,7 +175,8 @@ def testset_limit(
         f"document from {report.pool} ({report.attributes}); core documents in {report.min_pairs}-"
         f"{report.max_pairs} pairs; seed {report.seed}",
         highlight=False,
+        soft_wrap=True,
     )
-    out.print("use it (NAME: a corpus name of your choice):", highlight=False)
-    out.print(f"  zsr ingest {report.out} --corpus NAME", highlight=False, markup=False)
-    out.print(f"  zsr testset add NAME limit {report.out}", highlight=False, markup=False)
+    out.print("use it (NAME: a corpus name of your choice):", highlight=False, soft_wrap=True)
+    out.print(f"  zsr ingest {report.out} --corpus NAME", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"  zsr testset add NAME limit {report.out}", highlight=False, markup=False, soft_wrap=True)
