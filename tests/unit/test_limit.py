@@ -175,9 +175,9 @@ def test_the_built_in_pool_names_the_attributes_option(tmp_path):
 
 
 def test_attribute_file_repeats_name_the_lines(tmp_path):
-    path = pool_file(tmp_path, ["Tulips", "", "  Lakes ", "tulips"])
+    path = pool_file(tmp_path, ["Tulips", "", "  Lakes ", "TULIPS"])
     with pytest.raises(
-        ValueError, match=rf"^{path}:4: 'tulips' repeats line 1; each attribute must be listed"
+        ValueError, match=rf"^{path}:4: 'TULIPS' repeats line 1; each attribute must be listed"
     ):
         lim.read_attributes(path)
     assert lim.read_attributes(pool_file(tmp_path, ["Tulips", "", "  Sea   Otters "])) == [
