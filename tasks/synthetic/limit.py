@@ -6,7 +6,7 @@ Naim and Lee, 2025; https://github.com/google-deepmind/limit; data CC-BY-4.0 and
 
 - the *core* is the smallest number of documents c with C(c, 2) >= Q, and query i's two relevant documents
   are the i-th pair of ``itertools.combinations(range(c), 2)`` (the notebook's dense qrel matrix), so the
-  first core document is in c - 1 pairs and the last ones in fewer (LIMIT-small: 37 to 45 of 46 - 1);
+  first core document is in c - 1 pairs and the last ones in fewer (LIMIT-small: 37 to 45 pairs);
 - each query gets its own attribute from the shuffled pool, and both documents of its pair like it;
 - every document is then filled up to a fixed number of attributes (the notebook's ``min_items=45``) from
   the pool less the query attributes; documents outside the core (distractors) like fillers only;
@@ -14,8 +14,8 @@ Naim and Lee, 2025; https://github.com/google-deepmind/limit; data CC-BY-4.0 and
 
 So each query attribute is liked by exactly its two documents in the whole corpus: a lexical match solves
 the set, while one vector per document has to rank each of the Q pairs of a small core first. The first and
-last names and the attribute pool below are zsr's own (the notebook downloads name lists and ships its own
-pool of about 1,900 items); ``--attributes FILE`` supplies another pool, one attribute per line.
+last names and the attribute pool below are zsr's own (the notebook downloads name lists and ships its own,
+longer pool); ``--attributes FILE`` supplies another pool, one attribute per line.
 """
 
 from __future__ import annotations
