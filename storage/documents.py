@@ -13,6 +13,7 @@ import pyarrow as pa
 from lancedb.index import FTS
 
 from storage.lance import Lance, batches, sql_list
+from storage.metadata import Fields, conform, stored_fields
 
 DOCUMENTS_SCHEMA = pa.schema(
     [
@@ -20,7 +21,7 @@ DOCUMENTS_SCHEMA = pa.schema(
         pa.field("title", pa.string()),
         pa.field("text", pa.string()),
         pa.field("lexical", pa.string()),  # what BM25 indexes: title + text (+ expansions, later)
-        pa.field("metadata", pa.string()),  # canonical JSON
+        pa.field("metadata", pa.string()),  # canonical JSON; filterable keys also as meta__<key> columns
         pa.field("content_hash", pa.string()),
         pa.field("source", pa.string()),
         pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
@@ -55,9 +56,14 @@ class Documents:
         table = self.table(corpus).to_arrow().select(["doc_id", "content_hash"])
         return dict(zip(table["doc_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True))
 
+    def metadata_fields(self, corpus: str) -> Fields:
+        """The filterable metadata keys of ``corpus`` and their types (see :mod:`storage.metadata`)."""
+        return stored_fields(self.table(corpus).schema)
+
     def upsert(self, corpus: str, rows: pa.Table) -> None:
-        """Insert or replace documents by ``doc_id`` (one commit)."""
+        """Insert or replace documents by ``doc_id`` (one commit; new metadata columns are added first)."""
         table = self.table(corpus)
+        rows = conform(table, rows)
         table.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
     def delete(self, corpus: str, doc_ids: Sequence[str]) -> None:

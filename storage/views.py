@@ -18,13 +18,17 @@ import pyarrow as pa
 from lancedb.index import IvfHnswSq
 
 from storage.lance import Lance, arrow_to_vectors, batches, sql_list
+from storage.metadata import conform
 from storage.vector_space import VectorSpace, with_space
 
 log = logging.getLogger(__name__)
 
 
 def views_schema(dim: int) -> pa.Schema:
-    """Schema of a views table; ``text`` is exactly what was embedded (less the space's prefix)."""
+    """Schema of a views table; ``text`` is exactly what was embedded (less the space's prefix).
+
+    Views also carry their document's ``meta__<key>`` columns (:mod:`storage.metadata`), added by writers.
+    """
     return pa.schema(
         [
             pa.field("view_id", pa.string(), nullable=False),
@@ -104,9 +108,11 @@ class Views:
         """
         if rows.num_rows:
             self._create(corpus, space, rows.schema)
-            self._writable(corpus, space).merge_insert(
-                "view_id"
-            ).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            table = self._writable(corpus, space)
+            rows = conform(table, rows)
+            table.merge_insert("view_id").when_matched_update_all().when_not_matched_insert_all().execute(
+                rows
+            )
 
     def delete_stale(self, corpus: str, space: VectorSpace, current: Mapping[str, str]) -> int:
         """Delete the views of ``current``'s documents that do not carry their current hash.
@@ -217,6 +223,7 @@ class Views:
         """
         self._create(corpus, space, rows.schema)
         table = self._writable(corpus, space)
+        rows = conform(table, rows)
         found = (
             table.search()
             .where(f"kind IN ({sql_list(kinds)})")

@@ -112,11 +112,15 @@ def search(
         str, typer.Option("--method", "-m", help="dense, bm25, hybrid or e.g. 'hybrid(fusion=score)'.")
     ] = "hybrid",
     k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option(help="Keep documents whose metadata matches, e.g. \"year >= 1990 AND lang = 'en'\"."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a corpus and show the top K documents (and a warning when the method fell back)."""
     with user_errors():
-        found = workspace().find(corpus, query, method, k)
+        found = workspace().find(corpus, query, method, k, where=where)
     warn(found.warning)
     rows = [{**asdict(hit), "text": hit.text[:200]} for hit in found.hits]
     if as_json:

@@ -28,6 +28,7 @@ from storage.corpus_store import CorpusStore
 from storage.documents import DOCUMENTS_SCHEMA
 from storage.ids import canonical_json, content_hash
 from storage.lance import now, vectors_to_arrow
+from storage.metadata import Fields, infer_fields, with_metadata
 from storage.registry import CorpusInfo, check_name
 from storage.types import Document
 from storage.vector_space import Role, VectorSpace
@@ -178,6 +179,8 @@ def reindex(
         log.info("corpus %s is up to date (%d documents); nothing written", corpus, report.unchanged)
         return report
 
+    # Metadata types are checked before anything is written: a conflict names its record and the fix.
+    fields = infer_fields(todo, store.documents.metadata_fields(corpus))
     embedder = load_for(space, get_embedder)
     created = registered.created_at if registered else now()
     store.registry.register(CorpusInfo(corpus, space, embedder.dim, source, created, now()))
@@ -191,10 +194,14 @@ def reindex(
         hashes = {d.doc_id: d.content_hash for d in batch}
         views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
         # The unit of commit (module docstring): new views, then the row, then the old views go.
-        store.views.put(corpus, space, view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes))
+        metadata = {d.doc_id: d.metadata for d in batch}
+        new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes)
+        store.views.put(
+            corpus, space, with_metadata(new_views, [metadata[v[1]] for v in views_of_batch], fields)
+        )
         rows = [d for d in batch if stored.get(d.doc_id) != d.content_hash]
         if rows:
-            store.documents.upsert(corpus, _document_rows(rows))
+            store.documents.upsert(corpus, _document_rows(rows, fields))
         store.views.delete_stale(corpus, space, hashes)
         if progress:
             progress(start + len(batch), len(todo))
@@ -313,9 +320,9 @@ def view_rows(
     )
 
 
-def _document_rows(docs: Sequence[Document]) -> pa.Table:
+def _document_rows(docs: Sequence[Document], fields: Fields) -> pa.Table:
     stamp = now()
-    return pa.Table.from_pylist(
+    rows = pa.Table.from_pylist(
         [
             {
                 "doc_id": d.doc_id,
@@ -331,3 +338,4 @@ def _document_rows(docs: Sequence[Document]) -> pa.Table:
         ],
         schema=DOCUMENTS_SCHEMA,
     )
+    return with_metadata(rows, [d.metadata for d in docs], fields)

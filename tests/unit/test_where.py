@@ -1,0 +1,144 @@
+"""``--where``: metadata filters applied before the top k (dense, bm25, hybrid), clear errors for bad ones,
+and metadata keys that later ingests add or contradict (issue 13, item 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.metadata import FilterError
+from storage.types import BadInputError, Document
+from tasks.ingest.index import reindex
+from tasks.ingest.views import build_views
+from tasks.methods.search import Searcher
+
+VOCAB = ["wing", "flow", "heat", "shock", "boundary", "layer", "mach", "pressure"]
+
+
+def corpus_docs(n: int = 40) -> list[Document]:
+    """``n`` documents; one in eight is from 'nasa', and those say little about "wing flow" (rank low)."""
+    docs = []
+    for i in range(n):
+        nasa = i % 8 == 0
+        words = (
+            ["shock", "layer", "mach"] if nasa else ["wing", "flow", "wing", "flow", VOCAB[i % len(VOCAB)]]
+        )
+        metadata = {"year": 1960 + i, "source": "nasa" if nasa else "esa", "lang": "en", "tags": ["x"]}
+        docs.append(
+            Document(f"d{i:02d}", f"report {i}", " ".join([*words, "wing"]), metadata, f"src.jsonl:{i + 1}")
+        )
+    return docs
+
+
+@pytest.fixture
+def indexed(tmp_store, fake):
+    reindex(tmp_store, "c", corpus_docs(), fake.space, lambda: fake)
+    return tmp_store
+
+
+def searcher(store, fake, where: str | None) -> Searcher:
+    return Searcher(store, "c", lambda: fake, where=where)
+
+
+def nasa(doc_id: str) -> bool:
+    return int(doc_id[1:]) % 8 == 0
+
+
+@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid", "hybrid(fusion=score)"])
+def test_a_filter_keeps_only_matching_documents_and_k_of_them(indexed, fake, method):
+    unfiltered = searcher(indexed, fake, None).search("wing flow", method, 5)
+    assert not any(nasa(d) for d, _ in unfiltered)  # a filter applied after the top 5 would leave nothing
+    hits = searcher(indexed, fake, "source = 'nasa'").search("wing flow", method, 5)
+    assert len(hits) == 5 and all(nasa(d) for d, _ in hits), hits
+    hits = searcher(indexed, fake, "source = 'nasa' AND year >= 1980").search("wing flow", method, 10)
+    assert sorted(d for d, _ in hits) == ["d24", "d32"]  # fewer match than k: all of them, no more
+
+
+def test_filters_take_lances_syntax_over_keys(indexed, fake):
+    found = searcher(indexed, fake, "year BETWEEN 1961 AND 1963 OR lower(source) IN ('xyz')").search(
+        "wing", "bm25", 10
+    )
+    assert sorted(d for d, _ in found) == ["d01", "d02", "d03"]
+    assert searcher(indexed, fake, "\"lang\" = 'fr'").search("wing", "dense", 10) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (
+            "yeer > 1990",
+            r"unknown metadata key 'yeer' in --where; filterable: lang \(text\), source \(text\), "
+            r"year \(int\)$",
+        ),
+        ("Year > 1990", r"unknown metadata key 'Year' in --where \(did you mean 'year'\?\)"),
+        ("vector IS NOT NULL", "unknown metadata key 'vector'"),  # other columns are out of reach
+        ("doc_id = 'd01'", "unknown metadata key 'doc_id'"),
+        ("tags = 'x'", "unknown metadata key 'tags'"),  # lists stay in the JSON column
+        ("year IN (SELECT year FROM c__documents)", "unknown metadata key 'SELECT'"),
+        ("year > 1990; DROP TABLE x", "unexpected ';' at character 12"),
+        ("year > 1990 -- comment", "unknown metadata key 'comment'"),
+        (
+            "year >",
+            r"bad --where 'year >': syntax error \(Expected: an expression, found: EOF\); filterable:",
+        ),
+        (
+            "year > 'abc'",
+            r"type mismatch in --where .*: \"abc\" \(utf8\) is compared with a int64 key; "
+            r"filterable: lang \(text\)",
+        ),
+        ("source = 3", r"type mismatch .*3 \(int64\) is compared with a utf8 key"),
+        ("year", r"it is not a condition"),
+        ("sleep(10) = 1", "unknown function 'sleep'"),
+        ("  ", "--where is empty"),
+    ],
+)
+def test_bad_filters_fail_before_searching_with_a_clear_message(indexed, fake, where, message):
+    with pytest.raises(FilterError, match=message) as caught:
+        searcher(indexed, fake, where)
+    text = str(caught.value)
+    assert not [w for w in ("lance", "rust", ".rs", "datafusion", "meta__", "`", "\n") if w in text.lower()]
+    assert fake.as_queries == []  # nothing was searched
+
+
+def test_a_corpus_without_metadata_says_so(tmp_store, fake):
+    docs = [Document(f"d{i}", "", f"wing {i}", {}, f"f:{i}") for i in range(3)]
+    reindex(tmp_store, "c", docs, fake.space, lambda: fake)
+    with pytest.raises(FilterError, match="has no filterable metadata"):
+        searcher(tmp_store, fake, "year > 1")
+
+
+def test_a_later_ingest_adds_a_key_and_keeps_the_documents_before_it(indexed, fake):
+    old = corpus_docs()
+    new = [Document("n1", "new", "wing flow", {"year": 2001, "source": "esa", "pages": 12}, "more.jsonl:1")]
+    report = reindex(indexed, "c", [*old, *new], fake.space, lambda: fake)
+    assert (report.added, report.unchanged) == (1, 40)
+    assert len(searcher(indexed, fake, "year >= 1960").search("wing", "bm25", 100)) == 41
+    for method in ("dense", "bm25"):
+        assert [d for d, _ in searcher(indexed, fake, "pages > 10").search("wing", method, 10)] == ["n1"]
+        assert len(searcher(indexed, fake, "pages IS NULL").search("wing", method, 100)) == 40
+
+
+def test_a_type_conflict_names_the_record_and_the_fix_and_writes_nothing(indexed, fake):
+    before = indexed.versions("c")
+    bad = Document("d03", "report 3", "wing", {"year": "nineteen-sixty", "source": "esa"}, "src.jsonl:4")
+    with pytest.raises(
+        BadInputError,
+        match=r"src.jsonl:4 \(id 'd03'\): metadata key 'year' is text here "
+        r"\('nineteen-sixty'\) but is stored as int; fix: give 'year' int values",
+    ):
+        reindex(indexed, "c", [*corpus_docs()[:3], bad], fake.space, lambda: fake)
+    assert indexed.versions("c") == before
+
+
+def test_ints_and_floats_of_one_key_make_a_float_column(tmp_store, fake):
+    docs = [Document(f"d{i}", "", f"wing {i}", {"score": v}, f"f:{i}") for i, v in enumerate([1, 2.5, 3])]
+    reindex(tmp_store, "c", docs, fake.space, lambda: fake)
+    hits = searcher(tmp_store, fake, "score >= 2").search("wing", "bm25", 10)
+    assert sorted(d for d, _ in hits) == ["d1", "d2"]
+
+
+def test_title_query_and_expanded_views_carry_the_metadata(indexed, fake):
+    build_views(indexed, "c", lambda: fake)
+    hits = searcher(indexed, fake, "source = 'nasa'").search("report", "multiview", 5)
+    assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
+    hits = searcher(indexed, fake, "source = 'nasa'").search("wing flow", "d2q", 5)
+    assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
