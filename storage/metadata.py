@@ -113,6 +113,27 @@ def infer_fields(documents: Iterable[Document], stored: Fields) -> Fields:
     return fields
 
 
+def settled_fields(metadata: Iterable[Mapping[str, Any]]) -> tuple[Fields, list[str]]:
+    """The fields stored metadata gives, without refusing any: keys whose values disagree are left out.
+
+    For migrating stored documents (nothing can be refused there). Returns the fields and the keys left out
+    (in the JSON column only; a later ingest whose values agree makes them filterable).
+    """
+    seen: dict[str, set[pa.DataType | None]] = {}
+    for values in metadata:
+        for key, value in values.items():
+            if _KEY.match(key) and value is not None:
+                seen.setdefault(key, set()).add(_type_of(value))
+    fields: Fields = {}
+    for key, kinds in seen.items():
+        if kinds == {pa.int64(), pa.float64()}:
+            fields[key] = pa.float64()
+        elif len(kinds) == 1 and None not in kinds:
+            fields[key] = kinds.pop()  # type: ignore[assignment]
+    mixed = sorted(k for k, kinds in seen.items() if k not in fields and kinds != {None})
+    return fields, mixed
+
+
 def with_metadata(rows: pa.Table, metadata: Sequence[Mapping[str, Any]], fields: Fields) -> pa.Table:
     """``rows`` with one ``meta__<key>`` column per field, row i taking its values from ``metadata[i]``."""
     for key, kind in sorted(fields.items()):
