@@ -175,7 +175,7 @@ def methods(as_json: JsonOpt = False) -> None:
     rows: list[dict[str, Any]] = [
         {
             "method": name,
-            "description": entry.summary,
+            "description": entry.summary.replace("``", ""),  # docstring markup
             "params": {
                 p: {"default": f.default, "description": f.description}
                 for p, f in entry.params.model_fields.items()
