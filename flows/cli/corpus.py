@@ -127,7 +127,7 @@ def search(
         hits = [
             {k: v for k, v in row.items() if k != "highlights"} for row in rows
         ]  # the snippet as plain text
-        asked = {"corpus": corpus, "method": method, "query": query, "hits": hits}
+        asked = {"corpus": corpus, "method": method, "query": query, "where": where, "hits": hits}
         emit_json(
             {**asked, "fallback": found.fallback, "llm_errors": found.llm_errors, "warning": found.warning}
         )

@@ -3,13 +3,19 @@ and metadata keys that later ingests add or contradict (issue 13, item 3)."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from typer.testing import CliRunner
+
+import tasks.workspace
 from storage.metadata import FilterError
 from storage.types import BadInputError, Document
 from tasks.ingest.index import reindex
 from tasks.ingest.views import build_views
 from tasks.methods.search import Searcher
+from tests.conftest import zsr_home_at
+from tests.fakes import FakeEmbedder
 
 VOCAB = ["wing", "flow", "heat", "shock", "boundary", "layer", "mach", "pressure"]
 
@@ -142,3 +148,34 @@ def test_title_query_and_expanded_views_carry_the_metadata(indexed, fake):
     assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
     hits = searcher(indexed, fake, "source = 'nasa'").search("wing flow", "d2q", 5)
     assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
+
+
+def test_zsr_search_where_on_the_command_line(tmp_path, monkeypatch):
+    from flows.cli import app
+    from flows.cli.common import err, out
+
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
+    monkeypatch.setattr(out, "width", 80)
+    monkeypatch.setattr(err, "width", 80)
+    source = tmp_path / "docs.jsonl"
+    records = [{"_id": d.doc_id, "title": d.title, "text": d.text, **d.metadata} for d in corpus_docs()]
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def zsr(*args: str):
+        with zsr_home_at(tmp_path / "home"):
+            return CliRunner().invoke(app, list(args))
+
+    assert zsr("ingest", str(source), "-c", "c").exit_code == 0
+    found = zsr("search", "wing flow", "-c", "c", "-k", "4", "--where", "source = 'nasa'", "--json")
+    assert found.exit_code == 0, found.output
+    answer = json.loads(found.stdout)
+    assert answer["where"] == "source = 'nasa'" and len(answer["hits"]) == 4
+    assert all(nasa(h["doc_id"]) for h in answer["hits"])
+    assert set(answer["hits"][0]) == {"rank", "doc_id", "score", "title", "text", "snippet"}  # as before
+    shown = zsr("search", "wing flow", "-c", "c", "--where", "year > 1995 AND lang = 'en'")
+    assert shown.exit_code == 0 and "d36" in shown.stdout and "d35" not in shown.stdout, shown.output
+    bad = zsr("search", "wing", "-c", "c", "--where", "yeer > 1990")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == (
+        "error: unknown metadata key 'yeer' in --where; filterable: lang (text), source (text), year (int)"
+    )
