@@ -70,6 +70,8 @@ class Search:
         """
         query = self.views.table(corpus, space).search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
+        if where:  # a narrow filter may leave the usual ANN partitions short of limit rows: probe on
+            query = query.maximum_nprobes(0)
         result = (
             query.distance_type("cosine")
             .where(f"kind IN ({sql_list(kinds)})" + (f" AND ({where})" if where else ""), prefilter=True)

@@ -59,6 +59,14 @@ def test_a_filter_keeps_only_matching_documents_and_k_of_them(indexed, fake, met
     assert sorted(d for d, _ in hits) == ["d24", "d32"]  # fewer match than k: all of them, no more
 
 
+def test_a_narrow_filter_still_gives_k_hits_through_the_ann_index(tmp_store, fake):
+    docs = [*corpus_docs(), *corpus_docs(400)[40:]]  # 400 documents, 50 of them nasa
+    reindex(tmp_store, "c", docs, fake.space, lambda: fake, ann_min_rows=100)
+    assert any(i.columns == ["vector"] for i in tmp_store.views.table("c", fake.space).list_indices())
+    hits = searcher(tmp_store, fake, "source = 'nasa' AND year < 2000").search("wing flow", "dense", 5)
+    assert len(hits) == 5 and all(nasa(d) and int(d[1:]) < 40 for d, _ in hits), hits
+
+
 def test_filters_take_lances_syntax_over_keys(indexed, fake):
     found = searcher(indexed, fake, "year BETWEEN 1961 AND 1963 OR lower(source) IN ('xyz')").search(
         "wing", "bm25", 10
