@@ -187,3 +187,33 @@ def test_zsr_search_where_on_the_command_line(tmp_path, monkeypatch):
     assert bad.stderr.strip() == (
         "error: unknown metadata key 'yeer' in --where; filterable: lang (text), source (text), year (int)"
     )
+
+
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
+    """The corpus and the filters of the README's "Filtering on metadata" section, read from README.md."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from flows.cli import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Filtering on metadata") :]
+    section = section[: section.index("\n### ", 5)]
+    corpus = re.search(r"^```jsonl\n(.*?)^```", section, re.S | re.M).group(1)
+    commands = re.search(r"^```bash\n(.*?)^```", section, re.S | re.M).group(1)
+    (tmp_path / "reports.jsonl").write_text(corpus)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
+    answers = []
+    with zsr_home_at(tmp_path / "home"):
+        for line in commands.splitlines():
+            if line.startswith("zsr "):
+                args = shlex.split(line.split("  #")[0])[1:]
+                answers.append(CliRunner().invoke(app, args))
+    ingest, nasa_only, either, typo = answers
+    assert ingest.exit_code == 0 and nasa_only.exit_code == 0 and either.exit_code == 0, ingest.output
+    assert "r1" in nasa_only.stdout and not re.search(r"\br[234]\b", nasa_only.stdout)
+    assert sorted(h["doc_id"] for h in json.loads(either.stdout)["hits"]) == ["r1", "r2", "r3"]
+    assert typo.exit_code == 2
+    assert f"# {typo.stderr.strip()}" in commands  # the error line as the README shows it
