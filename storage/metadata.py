@@ -11,7 +11,8 @@ whose values are lists or objects, or whose names are not plain, are kept there 
 Schema evolution: a later ingest bringing a new key adds its column (null for the documents stored before)
 to each table it writes; a key's type is fixed by its first values, and a record whose value has another
 type is refused before anything is written, naming the record and the fix (an integer where the column
-holds floats is stored as a float).
+holds floats is stored as a float). A key no stored document has any more loses its column at the end of
+the ingest that removed it, so the filterable keys are those some document has.
 """
 
 from __future__ import annotations
@@ -143,18 +144,34 @@ def with_metadata(rows: pa.Table, metadata: Sequence[Mapping[str, Any]], fields:
     return rows
 
 
-def conform(table: lancedb.table.Table, rows: pa.Table) -> pa.Table:
-    """Make ``table`` and ``rows`` agree on metadata columns before ``rows`` are merged into ``table``.
+def add_columns(table: lancedb.table.Table, fields: Fields) -> bool:
+    """Add to ``table`` the columns of ``fields`` it lacks, null for its rows (one commit; data kept).
 
-    Columns ``rows`` bring that ``table`` lacks are added to it (null for its rows: one commit, data kept);
-    columns ``table`` has that ``rows`` lack are added to ``rows`` as nulls. Types were checked by
-    :func:`infer_fields` before anything was written.
+    Returns whether any was added (nothing is written when none is missing).
     """
     have = stored_fields(table.schema)
-    new = [pa.field(column(k), t) for k, t in stored_fields(rows.schema).items() if k not in have]
+    new = [pa.field(column(k), t) for k, t in sorted(fields.items()) if k not in have]
     if new:
         table.add_columns(pa.schema(new))
-    for key, kind in have.items():
+    return bool(new)
+
+
+def drop_columns(table: lancedb.table.Table, keys: Sequence[str]) -> bool:
+    """Drop the columns of ``keys`` that ``table`` has (one commit, if any); whether any was dropped."""
+    present = [column(k) for k in keys if column(k) in table.schema.names]
+    if present:
+        table.drop_columns(present)
+    return bool(present)
+
+
+def conform(table: lancedb.table.Table, rows: pa.Table) -> pa.Table:
+    """``rows`` with a null column for each metadata column of ``table`` they lack, ready to merge into it.
+
+    Writers add new columns first (:func:`add_columns`, a commit of its own); any that ``rows`` still bring
+    are added here, so a write never fails on a column.
+    """
+    add_columns(table, stored_fields(rows.schema))
+    for key, kind in stored_fields(table.schema).items():
         if column(key) not in rows.schema.names:
             rows = rows.append_column(pa.field(column(key), kind), pa.nulls(rows.num_rows, kind))
     return rows

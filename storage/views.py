@@ -18,7 +18,7 @@ import pyarrow as pa
 from lancedb.index import IvfHnswSq
 
 from storage.lance import Lance, arrow_to_vectors, batches, sql_list
-from storage.metadata import conform
+from storage.metadata import Fields, add_columns, conform, drop_columns, stored_fields
 from storage.vector_space import VectorSpace, with_space
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,21 @@ class Views:
                 f"corpus {corpus!r} has no views in vector space {space.key} ({name} is missing)"
             )
         return self.lance.db.open_table(name)
+
+    def metadata_fields(self, corpus: str, space: VectorSpace) -> Fields:
+        """The metadata columns of the views of ``corpus`` in ``space`` (none where it has no views)."""
+        return stored_fields(self.table(corpus, space).schema) if self.exists(corpus, space) else {}
+
+    def add_metadata_columns(self, corpus: str, space: VectorSpace, fields: Fields) -> bool:
+        """Add the columns of new metadata keys to an existing views table (one commit, if any).
+
+        A table not created yet gets them with its first rows.
+        """
+        return self.exists(corpus, space) and add_columns(self.table(corpus, space), fields)
+
+    def drop_metadata_columns(self, corpus: str, space: VectorSpace, keys: Sequence[str]) -> bool:
+        """Drop the columns of metadata ``keys`` no document has any more (one commit, if any)."""
+        return self.exists(corpus, space) and drop_columns(self.table(corpus, space), keys)
 
     def _create(self, corpus: str, space: VectorSpace, schema: pa.Schema) -> None:
         """Create the views table of ``corpus`` in ``space`` with ``schema``, unless it exists."""

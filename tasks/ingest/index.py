@@ -171,6 +171,7 @@ def reindex(
         not todo
         and not gone
         and not orphans
+        and not _unused_metadata(store, corpus, space)
         and (not stored or store.documents.has_fts(corpus))
         and not (registered and store.views.vector_index_lags(corpus, space, ann_min_rows))
     ):
@@ -180,10 +181,15 @@ def reindex(
         return report
 
     # Metadata types are checked before anything is written: a conflict names its record and the fix.
-    fields = infer_fields(todo, store.documents.metadata_fields(corpus))
+    # (The views' columns count too: a run killed between its views and its rows leaves them there alone.)
+    views_fields = store.views.metadata_fields(corpus, space)
+    fields = infer_fields(todo, {**views_fields, **store.documents.metadata_fields(corpus)})
     embedder = load_for(space, get_embedder)
     created = registered.created_at if registered else now()
     store.registry.register(CorpusInfo(corpus, space, embedder.dim, source, created, now()))
+    # New metadata keys get their columns first, each table's in one commit (null for stored rows).
+    store.views.add_metadata_columns(corpus, space, fields)
+    store.documents.add_metadata_columns(corpus, fields)
     for start in range(0, len(todo), batch_docs):
         batch = todo[start : start + batch_docs]
         chunks = chunk_documents(batch, embedder, overlap)
@@ -209,12 +215,25 @@ def reindex(
         store.views.delete(corpus, space, [*gone, *orphans])  # views first: none outlives its row
     if gone:
         store.documents.delete(corpus, gone)
+    unused = _unused_metadata(store, corpus, space)
+    if unused:  # views first, as for rows: a kill in between leaves the documents' column to find again
+        store.views.drop_metadata_columns(corpus, space, unused)
+        store.documents.drop_metadata_columns(corpus, unused)
     store.documents.rebuild_fts(corpus)
     store.views.ensure_vector_index(corpus, space, ann_min_rows)
     report.versions = store.versions(corpus)
     report.seconds = time.perf_counter() - started
     log.info("indexed %s: %s", corpus, report)
     return report
+
+
+def _unused_metadata(store: CorpusStore, corpus: str, space: VectorSpace) -> list[str]:
+    """Metadata keys with a column (documents or views) that no stored document has: they are dropped.
+
+    So the filterable keys are those some document has, and a run killed after adding a key's columns,
+    then followed by a source without the key, ends with the tables a run of that source alone gives.
+    """
+    return store.documents.unused_metadata(corpus, also=store.views.metadata_fields(corpus, space))
 
 
 def load_for(space: VectorSpace, get_embedder: Callable[[], Embedder]) -> Embedder:

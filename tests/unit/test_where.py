@@ -129,6 +129,10 @@ def test_a_later_ingest_adds_a_key_and_keeps_the_documents_before_it(indexed, fa
     for method in ("dense", "bm25"):
         assert [d for d, _ in searcher(indexed, fake, "pages > 10").search("wing", method, 10)] == ["n1"]
         assert len(searcher(indexed, fake, "pages IS NULL").search("wing", method, 100)) == 40
+    reindex(indexed, "c", old, fake.space, lambda: fake)  # n1 is gone, and with it the only 'pages'
+    with pytest.raises(FilterError, match="unknown metadata key 'pages'"):
+        searcher(indexed, fake, "pages > 10")
+    assert "meta__pages" not in indexed.views.table("c", fake.space).schema.names
 
 
 def test_a_type_conflict_names_the_record_and_the_fix_and_writes_nothing(indexed, fake):
