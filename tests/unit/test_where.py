@@ -50,11 +50,15 @@ def nasa(doc_id: str) -> bool:
 
 
 @pytest.mark.parametrize("method", ["dense", "bm25", "hybrid", "hybrid(fusion=score)"])
-def test_a_filter_keeps_only_matching_documents_and_k_of_them(indexed, fake, method):
+def test_a_filter_keeps_only_matching_documents_and_k_of_them(indexed, fake, method, monkeypatch):
     unfiltered = searcher(indexed, fake, None).search("wing flow", method, 5)
     assert not any(nasa(d) for d, _ in unfiltered)  # a filter applied after the top 5 would leave nothing
+    calls = []
+    dense = indexed.search.dense
+    monkeypatch.setattr(indexed.search, "dense", lambda *a, **kw: calls.append(a) or dense(*a, **kw))
     hits = searcher(indexed, fake, "source = 'nasa'").search("wing flow", method, 5)
     assert len(hits) == 5 and all(nasa(d) for d, _ in hits), hits
+    assert len(calls) == (0 if method == "bm25" else 1)  # ranked among matching rows: no widened retry
     hits = searcher(indexed, fake, "source = 'nasa' AND year >= 1980").search("wing flow", method, 10)
     assert sorted(d for d, _ in hits) == ["d24", "d32"]  # fewer match than k: all of them, no more
 
@@ -154,8 +158,11 @@ def test_ints_and_floats_of_one_key_make_a_float_column(tmp_store, fake):
     assert sorted(d for d, _ in hits) == ["d1", "d2"]
 
 
-def test_title_query_and_expanded_views_carry_the_metadata(indexed, fake):
+def test_title_views_and_the_expanded_index_carry_the_metadata(indexed, fake):
     build_views(indexed, "c", lambda: fake)
+    engine = searcher(indexed, fake, "source = 'nasa'")
+    titles = engine.search_vectors(engine.encode(["report"], queries=True), 5, ("title",))[0]
+    assert len(titles) == 5 and all(nasa(d) for d, _ in titles), titles
     hits = searcher(indexed, fake, "source = 'nasa'").search("report", "multiview", 5)
     assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
     hits = searcher(indexed, fake, "source = 'nasa'").search("wing flow", "d2q", 5)
