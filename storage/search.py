@@ -125,8 +125,8 @@ class Search:
         table = self.lance.db.open_table(name)
         found = table.search(text, query_type="fts")
         if where:
-            missing = [c for c in self.documents.table(corpus).schema.names if c.startswith(column(""))]
-            if any(c not in table.schema.names for c in missing):
+            named = [c for c in self.documents.table(corpus).schema.names if f"`{c}`" in where]
+            if any(c.startswith(column("")) and c not in table.schema.names for c in named):
                 raise FilterError(
                     f"the expanded index of {corpus!r} predates some of its metadata keys; run "
                     f"`zsr synthesize --corpus {corpus}` (or refresh its views) before filtering d2q"

@@ -167,6 +167,11 @@ def test_title_views_and_the_expanded_index_carry_the_metadata(indexed, fake):
     assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
     hits = searcher(indexed, fake, "source = 'nasa'").search("wing flow", "d2q", 5)
     assert len(hits) == 5 and all(nasa(d) for d, _ in hits)
+    new = Document("n1", "new", "wing flow", {"pages": 12}, "more.jsonl:1")
+    reindex(indexed, "c", [*corpus_docs(), new], fake.space, lambda: fake)  # the expanded index lags
+    with pytest.raises(FilterError, match=r"predates some of its metadata keys; run `zsr synthesize"):
+        searcher(indexed, fake, "pages > 1").search("wing", "d2q", 5)
+    assert len(searcher(indexed, fake, "source = 'nasa'").search("wing flow", "d2q", 5)) == 5
 
 
 def test_zsr_search_where_on_the_command_line(tmp_path, monkeypatch):
