@@ -51,6 +51,10 @@ class Documents:
         """The documents table of ``corpus``, created empty on first use."""
         return self.lance.open_or_create(documents_table(corpus), DOCUMENTS_SCHEMA)
 
+    def exists(self, corpus: str) -> bool:
+        """Whether the documents table of ``corpus`` exists (reading it through :meth:`table` creates it)."""
+        return self.lance.exists(documents_table(corpus))
+
     def hashes(self, corpus: str) -> dict[str, str]:
         """``doc_id -> content_hash`` of every stored document (the re-index diff's left side)."""
         table = self.table(corpus).to_arrow().select(["doc_id", "content_hash"])

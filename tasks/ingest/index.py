@@ -137,6 +137,8 @@ def reindex(
     registered = store.registry.get(corpus)  # first: a registry of an older format is refused unwritten
     if registered:
         _check_space(registered, space)  # a corpus moves to another space only as a whole, later
+    if not store.documents.exists(corpus):  # a first ingest refused for its metadata leaves no table
+        infer_fields(documents, {})
     stored = store.documents.hashes(corpus)
     views = store.views.hashes(corpus, space)
     broken = {doc_id for doc_id, h in stored.items() if not _whole(views.get(doc_id, set()), h)}

@@ -151,6 +151,17 @@ def test_a_type_conflict_names_the_record_and_the_fix_and_writes_nothing(indexed
     assert indexed.versions("c") == before
 
 
+def test_a_first_ingest_refused_for_its_metadata_creates_nothing(tmp_store, fake):
+    docs = [Document("a", "", "wing", {"year": 1990}, "f:1"), Document("b", "", "flow", {"year": "x"}, "f:2")]
+    with pytest.raises(
+        BadInputError,
+        match=r"f:2 \(id 'b'\): metadata key 'year' is text here \('x'\) but was "
+        r"given by f:1 as int",
+    ):
+        reindex(tmp_store, "c", docs, fake.space, lambda: fake)
+    assert tmp_store.lance.names() == []
+
+
 def test_ints_and_floats_of_one_key_make_a_float_column(tmp_store, fake):
     docs = [Document(f"d{i}", "", f"wing {i}", {"score": v}, f"f:{i}") for i, v in enumerate([1, 2.5, 3])]
     reindex(tmp_store, "c", docs, fake.space, lambda: fake)
