@@ -29,6 +29,7 @@ from storage.types import BadInputError, Document, Problem
 PREFIX = "meta__"
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NAMES = {pa.bool_(): "bool", pa.int64(): "int", pa.float64(): "float", pa.string(): "text"}
+_ARROW = {"boolean": "bool", "int64": "int", "float64": "float", "utf8": "text"}  # as DataFusion names them
 
 Fields = dict[str, pa.DataType]  # filterable key -> its column's type
 
@@ -268,10 +269,10 @@ def _explain(message: str, where: str, fields: Fields) -> str:
         r"Received literal (\w+)\((.*?)\) and could not convert to literal of type .(\w+).", message
     )
     if literal:
-        given, value, wanted = literal.groups()
+        given, wanted = (_ARROW.get(g.lower(), g.lower()) for g in (literal.group(1), literal.group(3)))
         return (
-            f"type mismatch in --where {where!r}: {value} ({given.lower()}) is compared with a "
-            f"{wanted.lower()} key; filterable: {describe(fields)}"
+            f"type mismatch in --where {where!r}: {literal.group(2)} is {given}, compared with a key of type "
+            f"{wanted}; filterable: {describe(fields)}"
         )
     parsed = re.search(r"sql parser error: (.*?)\)?(?:, /|$)", message, re.S)
     if parsed:
