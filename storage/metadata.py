@@ -245,6 +245,13 @@ def rewrite_where(where: str, fields: Fields) -> str:
             f"unexpected {where[position]!r} at character {position + 1} of --where {where!r} "
             "(strings take single quotes: source = 'nasa')"
         )
+    depth = 0
+    for token in tokens:  # balanced, so the filter stays one term when search ANDs it with its own
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        if depth < 0:
+            break
+    if depth:
+        raise FilterError(f"unbalanced parentheses in --where {where!r}")
     if not tokens:
         raise FilterError('--where is empty; give a condition such as "year >= 1990"')
     return " ".join(tokens)

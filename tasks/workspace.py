@@ -340,7 +340,7 @@ class Workspace:
             FilterError: a bad ``where`` (a ``ValueError`` naming the bad part and the filterable keys).
         """
         with self.lease(corpus):
-            return self.searcher(corpus, where=where).search(query, method, k)
+            return self.searcher(corpus, None, where).search(query, method, k)
 
     def search_many(
         self,
@@ -353,7 +353,7 @@ class Workspace:
     ) -> dict[str, Ranking]:
         """Top ``k`` for many queries at once (dense queries are encoded in one batch); ``where`` as above."""
         with self.lease(corpus):
-            return self.searcher(corpus, where=where).search_batch(queries, method, k)
+            return self.searcher(corpus, None, where).search_batch(queries, method, k)
 
     @cached_property
     def analyzer(self) -> Analyzer:
@@ -368,7 +368,7 @@ class Workspace:
         ``where`` keeps documents whose metadata matches (``zsr search --where``), before the top ``k``.
         """
         with self.lease(corpus):
-            engine = self.searcher(corpus, where=where)
+            engine = self.searcher(corpus, None, where)
             ranking = engine.search(query, method, k)
             fetched = self.store.documents.fetch(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
         docs = {d["doc_id"]: d for d in fetched}
