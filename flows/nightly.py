@@ -4,7 +4,9 @@ Schedule: deployment ``nightly-reindex``, cron ``0 2 * * *`` Europe/Paris (``dep
 concurrency limit 1 with ``CANCEL_NEW``: a run that starts while one is going is cancelled, never doubled.
 Side effects: those of ``reindex``, ``synthesize`` and ``evaluate`` (subflows, each with its own artifacts),
 plus the artifact ``<deployment>-<corpus>-comparison`` (paired comparison of every method with its run
-of the previous nightly evaluation).
+of the previous nightly evaluation). A significant drop (``tasks/evaluation/alerts.py``; thresholds
+``ZSR_REGRESSION_P`` and ``ZSR_REGRESSION_MIN_DROP``) also emits the event ``zsr.evaluation.regressed``
+(resource ``zsr.corpus.<corpus>``) and ends the run in the failed state ``Regressed``, artifact written.
 Idempotency key: per step (document content hashes, synthetic query ids, whole immutable runs), so a
 nightly run retried after a failure redoes only what is missing, except evaluation, which is re-run.
 """
@@ -15,7 +17,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from flows import steps
 from flows.evaluate import (
@@ -28,8 +32,10 @@ from flows.evaluate import (
 )
 from flows.reindex import reindex
 from flows.synthesize import synthesize
+from tasks.evaluation import alerts
 from tasks.evaluation.runs import finite
 from tasks.ingest.formats import SourceFormat
+from tasks.settings import get_settings
 from tasks.synthetic.config import SynthesisConfig
 
 NIGHTLY_SYNTHESIS = SynthesisConfig(generator="extractive")  # no LLM, cheap: queries for new documents
@@ -50,7 +56,7 @@ def nightly(
     methods: list[MethodName] = DEFAULT_METHODS,
     metrics: list[MetricName] = DEFAULT_METRICS,
     measure: MetricName = "nDCG@10",
-) -> dict[str, Any]:
+) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
     Args:
@@ -62,6 +68,10 @@ def nightly(
         methods: Methods evaluated on every registered test set.
         metrics: Measures of each evaluation.
         measure: Per-query measure of the comparison with the previous nightly run.
+
+    Returns:
+        What each step did and the comparison rows; the same in the data of a failed state named
+        ``Regressed`` when a method dropped significantly on ``measure`` (after the comparison artifact).
     """
     log = get_run_logger()
     indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
@@ -97,9 +107,13 @@ def nightly(
                 }
             )
     label = deployment_label()
+    settings = get_settings()
+    regressed = alerts.find_regressions(rows, measure, settings.regression_p, settings.regression_min_drop)
+    key = steps.slug(label, corpus, "comparison")
     create_markdown_artifact(
-        comparison_markdown(corpus, measure, label, rows),
-        key=steps.slug(label, corpus, "comparison"),
+        comparison_markdown(corpus, measure, label, rows)
+        + regressions_markdown(regressed, settings.regression_p, settings.regression_min_drop),
+        key=key,
         description=f"Nightly {corpus}: {measure} against the previous {label} run",
     )
     changed = sum(indexed["index"][k] for k in ("added", "changed", "deleted"))
@@ -110,7 +124,46 @@ def nightly(
         synthesized["synthesis"]["generated"],
         len(evaluations),
     )
-    return {"index": indexed, "synthesis": synthesized, "evaluations": evaluations, "comparison": rows}
+    result = {"index": indexed, "synthesis": synthesized, "evaluations": evaluations, "comparison": rows}
+    if regressed:
+        return alert(corpus, measure, label, key, regressed, result)
+    return result
+
+
+def alert(
+    corpus: str,
+    measure: str,
+    label: str,
+    key: str,
+    regressed: list[alerts.Regression],
+    result: dict[str, Any],
+) -> State[Any]:
+    """Log and emit the regressions, and end the run as ``Regressed``: a failed state holding ``result``.
+
+    A returned state, not a raised error: Prefect takes a state the flow returns as the run's final state
+    as it is (name, message, data), where an exception always ends as ``Failed`` with the result lost.
+    The event is what ``zsr serve``'s automation reacts to (``flows/cli/alerts.py``).
+    """
+    settings = get_settings()
+    message = alerts.summary(corpus, regressed)
+    get_run_logger().error("%s (comparison artifact %s)", message, key)
+    emit_event(
+        event=alerts.REGRESSED_EVENT,
+        resource={
+            "prefect.resource.id": alerts.corpus_resource(corpus),
+            "prefect.resource.name": corpus,
+            "zsr.deployment": label,
+            "zsr.measure": measure,
+        },
+        payload={
+            "summary": message,
+            "artifact_key": key,
+            "p_max": settings.regression_p,
+            "min_drop": settings.regression_min_drop,
+            "regressions": [r.as_dict() for r in regressed],
+        },
+    )
+    return Failed(name=alerts.REGRESSED_STATE, message=message, data=result)
 
 
 def comparison_markdown(corpus: str, measure: str, label: str, rows: list[dict[str, Any]]) -> str:
@@ -132,6 +185,14 @@ def comparison_markdown(corpus: str, measure: str, label: str, rows: list[dict[s
             f"{_p(r['t_test_p'])} | {_p(r['wilcoxon_p'])} | `{r['run']}` |"
         )
     return "\n".join(lines)
+
+
+def regressions_markdown(regressed: list[alerts.Regression], p_max: float, min_drop: float) -> str:
+    """The lines under the table naming each regression (empty when there is none)."""
+    if not regressed:
+        return ""
+    rule = f"paired t-test p < {p_max:g} and a drop of at least {min_drop:g}"
+    return "\n".join(["", "", f"**Regressed** ({rule}):", "", *(f"- {r.line()}" for r in regressed)])
 
 
 def _p(value: float | None) -> str:

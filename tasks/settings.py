@@ -76,6 +76,23 @@ class Settings(BaseSettings):
         le=1,
         description="Warn beside a method's scores when more than this share of its queries fell back.",
     )
+    regression_p: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="A nightly drop is significant when its paired t-test p is below this "
+        "(tasks/evaluation/alerts.py says why the t-test).",
+    )
+    regression_min_drop: float = Field(
+        default=0.01,
+        ge=0,
+        description="A nightly drop smaller than this (absolute, on the nightly's measure) is no regression.",
+    )
+    regression_webhook: str | None = Field(
+        default=None,
+        description="URL `zsr serve`'s regression automation calls (POST, JSON); unset: no call, the "
+        "automation's firing is recorded in the event feed and the nightly run logs the regressions.",
+    )
 
     @field_validator("llm_fallbacks", mode="before")
     @classmethod

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +77,32 @@ def make_testset(corpus: str = "c", name: str = "t"):
     queries = {f"q{i}": f"term{i} wing" for i in range(6)}
     qrels = {f"q{i}": {f"d{i}": 2, f"d{(i + 1) % 12}": 1} for i in range(6)}
     return TestSet(corpus, name, queries, qrels, "hash", "memory", "2026-01-01T00:00:00+00:00", "human")
+
+
+def write_beir(testset: Any, folder: Path) -> Path:
+    """``testset`` (queries and graded qrels) as a BEIR folder, the layout users register."""
+    (folder / "qrels").mkdir(parents=True)
+    lines = [json.dumps({"_id": q, "text": t}) for q, t in testset.queries.items()]
+    (folder / "queries.jsonl").write_text("\n".join(lines) + "\n")
+    grades = [f"{q}\t{d}\t{g}" for q, docs in testset.qrels.items() for d, g in docs.items()]
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(grades) + "\n")
+    return folder
+
+
+@contextmanager
+def fake_workspace(tmp_path: Path, monkeypatch: Any, corpora: Sequence[str] = ("c",)) -> Iterator[Any]:
+    """A workspace in a fresh ZSR_HOME whose model is the fake embedder: each of ``corpora`` holds twelve
+    :func:`make_docs` documents and test set ``t`` (:func:`make_testset`)."""
+    import tasks.workspace
+    from tasks.ingest.index import reindex
+    from tests.conftest import zsr_home_at
+
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
+    with zsr_home_at(tmp_path / "home"):
+        ws = tasks.workspace.Workspace.open()
+        fake = FakeEmbedder()
+        beir = write_beir(make_testset(), tmp_path / "beir")
+        for corpus in corpora:
+            reindex(ws.store, corpus, make_docs(12), fake.space, lambda: fake)
+            ws.testsets.register(corpus, "t", beir)
+        yield ws

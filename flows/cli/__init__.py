@@ -10,7 +10,7 @@ and the handling of user errors.
 from __future__ import annotations
 
 # Imported for their commands; `zsr --help` lists the commands in the order they are registered.
-from flows.cli import corpus, evaluation, home, rm, synthesis, testsets  # noqa: F401
+from flows.cli import corpus, evaluation, home, rm, schedule, synthesis, testsets  # noqa: F401
 from flows.cli.common import app
 from flows.cli.serve import serve
 

@@ -2,10 +2,11 @@
 
 Order of start: server (SQLite under ``$PREFECT_HOME`` unless ``--database``), wait for ``/api/health``,
 process work pool, the ``llm`` tag concurrency limit, an automation that marks runs whose heartbeats stop
-``Crashed``, ``prefect deploy --all`` from ``deployments/prefect.yaml``, then a worker. A worker that dies
-is started again. On Ctrl-C or SIGTERM the worker stops first, then the server; whatever has not exited
-after the grace period is killed with its whole process group. Telemetry is off for every process started
-here. Nothing else in zsr needs the server: every ``zsr`` command works without it.
+``Crashed``, the regression automation (``flows/cli/alerts.py``), ``prefect deploy --all`` from
+``deployments/prefect.yaml``, then a worker. A worker that dies is started again. On Ctrl-C or SIGTERM
+the worker stops first, then the server; whatever has not exited after the grace period is killed with
+its whole process group. Telemetry is off for every process started here. Nothing else in zsr needs the
+server: every ``zsr`` command works without it.
 
 If serve itself is killed (SIGKILL, OOM), its children must not hold the port and the pool: the kernel
 sends each of them SIGTERM when serve dies (Linux's parent-death signal), and serve records its children's
@@ -32,6 +33,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from flows.cli.alerts import replace_regression_alert
 from tasks.settings import get_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -226,7 +228,7 @@ class Stack:
         raise ServeError(f"{method} {path} failed: {problem}; see {self._log('server')}")
 
     def setup(self) -> None:
-        """Create what is missing (process pool, ``llm`` limit, zombie automation), apply the deployments."""
+        """Create what is missing (pool, ``llm`` limit, zombie and regression automations), deploy."""
         if self.api("GET", f"/work_pools/{self.pool}", ok=(404,)).status_code == 404:
             self._run("setup", "work-pool", "create", self.pool, "--type", "process")
         self.api("POST", "/concurrency_limits/", {"tag": LLM_TAG, "concurrency_limit": self.llm_limit})
@@ -235,6 +237,7 @@ class Stack:
             self.api("DELETE", f"/automations/{old['id']}")
         if self.zombie_after:
             self.api("POST", "/automations/", zombie_automation(self.zombie_after))
+        replace_regression_alert(self.api, get_settings().regression_webhook)
         self._run("deploy", "deploy", "--all", "--prefect-file", str(self.prefect_file))
 
     def start_worker(self) -> None:
@@ -389,13 +392,16 @@ def _die_with_parent() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie (exited, not yet reaped by its parent) holds nothing: gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return _stat(pid)[0] != "Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after ``pid (comm)``: state, ppid, pgrp, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def _cmdline(pid: int) -> str:
@@ -408,13 +414,13 @@ def _cmdline(pid: int) -> str:
 def _members(group: int) -> list[int]:
     """The live processes of a process group (from /proc; the group outlives its leader)."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = _stat(int(proc.name))
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == group:  # after "pid (comm)": state, ppid, pgrp
-            members.append(int(stat.parent.name))
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(proc.name))
     return members
 
 

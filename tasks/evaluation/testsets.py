@@ -243,28 +243,10 @@ class TestSets:
         self.root, self._store = root, store
 
     def register(
-        self,
-        corpus: str,
-        name: str,
-        path: Path,
-        *,
-        fmt: TestSetFormat | None = None,
-        split: str = "test",
-        queries: Path | None = None,
-        replace: bool = False,
+        self, corpus: str, name: str, path: Path, **options: Any
     ) -> tuple[TestSet, ValidationReport]:
-        """:func:`register` into this folder."""
-        return register(
-            self.root,
-            self._store(),
-            corpus,
-            name,
-            path,
-            fmt=fmt,
-            split=split,
-            queries=queries,
-            replace=replace,
-        )
+        """:func:`register` into this folder (``options``: its keyword arguments)."""
+        return register(self.root, self._store(), corpus, name, path, **options)
 
     def load(self, corpus: str, name: str) -> TestSet:
         """:func:`load` from this folder."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 GeneratorName = Literal["llm", "extractive"]
-# The styles of tasks.synthetic.generate.PROMPTS (a test holds the two equal).
+# The styles of tasks.synthetic.generators.PROMPTS (a test holds the two equal).
 Style = Literal["question", "keywords", "claim", "title"]
 
 

@@ -9,14 +9,10 @@ Every query is stored with its raw output, and every filter decision with its sc
 
 from __future__ import annotations
 
-import json
 import logging
-import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -24,54 +20,13 @@ import pyarrow as pa
 from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
 from storage.synthetic import SYNTHETIC_SCHEMA
-from tasks.llm.client import LLMClient, LLMError, Request
+from tasks.llm.client import LLMClient, LLMError
 from tasks.synthetic.config import SynthesisConfig
+from tasks.synthetic.generators import WORD, ExtractiveGenerator, Generator, LLMGenerator, parse_query
 
 log = logging.getLogger(__name__)
 
-PASSAGE_CHARS = 1500  # small local models have short windows; the opening of a document says most
 PENDING = "pending"  # generated, not yet through the corpus-wide filters
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A versioned prompt; change the text, bump the version (it is part of every query id)."""
-
-    style: str
-    version: str
-    template: str  # with {passage}
-
-
-PROMPTS = {
-    p.style: p
-    for p in (
-        Prompt(
-            "question",
-            "question-v1",
-            "{passage}\n\nRead the passage and write one question it answers. Reply with the question only.",
-        ),
-        Prompt(
-            "keywords",
-            "keywords-v1",
-            "{passage}\n\nRead the passage and write a short keyword search query "
-            "(2 to 6 words) for which it is a good result. Reply with the query only.",
-        ),
-        Prompt(
-            "claim",
-            "claim-v1",
-            "{passage}\n\nRead the passage and write one factual claim, a single "
-            "sentence, that it supports. Reply with the claim only.",
-        ),
-        Prompt(
-            "title",
-            "title-v1",
-            "{passage}\n\nRead the passage and write a short title for it. Reply with the title only.",
-        ),
-    )
-}
-_REFUSAL = re.compile(r"^(i'?m sorry|i cannot|i can'?t|as an ai|sorry,|i am unable|i'?m unable)", re.I)
-_LEAD = re.compile(r"^\s*(?:\d+[.)]|[-*•])?\s*(?:query|question|claim|title|keywords?)?\s*:?\s*", re.I)
-_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -104,91 +59,6 @@ class SynthesisReport:
     tokens_out: int = 0
 
 
-class Generator(Protocol):
-    """Writes one raw query text per (document, sample) request."""
-
-    name: str
-    prompt_version: str
-    copies_from_document: bool  # by design (extractive): the copy filter does not apply
-
-    def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
-        """Raw outputs, one per (doc, sample) pair, or the error of a request that failed for good."""
-        ...
-
-
-class LLMGenerator:
-    """Promptagator-style: zero-shot or up to 8 user-supplied examples, N samples at a temperature."""
-
-    def __init__(
-        self,
-        llm: LLMClient,
-        style: str = "question",
-        temperature: float = 0.7,
-        examples: Sequence[dict[str, str]] = (),
-        max_tokens: int = 48,
-    ) -> None:
-        if style not in PROMPTS:
-            raise ValueError(f"unknown style {style!r}; choose one of {', '.join(PROMPTS)}")
-        self.llm, self.prompt, self.temperature = llm, PROMPTS[style], temperature
-        self.examples, self.max_tokens = list(examples)[:8], max_tokens
-        self.name = llm.config.model
-        self.copies_from_document = False
-        shots = content_hash(json.dumps(self.examples, sort_keys=True))[:8] if self.examples else ""
-        self.prompt_version = self.prompt.version + (f"+shots-{shots}" if shots else "")
-        self.last: list = []
-
-    def messages(self, passage: str) -> list[dict[str, str]]:
-        """The chat: each example as a user/assistant turn, then the document."""
-        turns = []
-        for ex in self.examples:
-            turns += [
-                {
-                    "role": "user",
-                    "content": self.prompt.template.format(passage=ex["passage"][:PASSAGE_CHARS]),
-                },
-                {"role": "assistant", "content": ex["query"]},
-            ]
-        return [
-            *turns,
-            {"role": "user", "content": self.prompt.template.format(passage=passage[:PASSAGE_CHARS])},
-        ]
-
-    def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
-        """One request per (doc, sample): the sample index is the seed, so samples differ and cache apart."""
-        requests = [
-            Request(
-                self.messages(f"{d['title']}\n{d['text']}".strip()),
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                seed=s,
-                context={"doc_id": d["doc_id"], "sample": s},
-            )
-            for d, s in zip(docs, samples, strict=True)
-        ]
-        self.last = self.llm.complete_many(requests, purpose=f"synthesize:{self.prompt.style}")
-        return [r if isinstance(r, LLMError) else r.text for r in self.last]
-
-
-class ExtractiveGenerator:
-    """No LLM: a sentence taken from the document (Inverse Cloze Task style).
-
-    Cheap and offline, but biased toward lexical overlap with its source: label results that use it.
-    """
-
-    name = "extractive"
-    prompt_version = "ict-sentence-v1"
-    copies_from_document = True
-
-    def generate(self, docs: Sequence[dict[str, Any]], samples: Sequence[int]) -> list[str | LLMError]:
-        """A sentence of 4-20 words per request, chosen by a seed derived from (doc, sample)."""
-        out: list[str | LLMError] = []
-        for doc, sample in zip(docs, samples, strict=True):
-            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", doc["text"]) if s.strip()]
-            fitting = [s for s in sentences if 4 <= len(_WORD.findall(s)) <= 20] or sentences or [doc["text"]]
-            out.append(random.Random(f"{doc['doc_id']}:{sample}").choice(fitting))
-        return out
-
-
 def setup(config: SynthesisConfig, llm: Callable[[], LLMClient]) -> tuple[Generator, Filters]:
     """The generator and the filters ``config`` asks for; the LLM client is built for the llm generator only.
 
@@ -204,30 +74,6 @@ def setup(config: SynthesisConfig, llm: Callable[[], LLMClient]) -> tuple[Genera
     return generator, Filters(
         roundtrip_k=config.roundtrip_k or None, roundtrip_method=config.roundtrip_method
     )
-
-
-def parse_query(raw: str) -> tuple[str, str | None]:
-    """The query in a model's output, and why none could be taken (``None`` when fine).
-
-    Accepts JSON (``{"query": ...}``), numbered or bulleted lines, ``Query:`` prefixes and quotes; takes
-    the first non-empty line.
-    """
-    text = raw.strip()
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-            text = next(
-                (str(value[k]) for k in ("query", "question", "claim", "title", "text") if k in value), ""
-            )
-        except (json.JSONDecodeError, TypeError):
-            text = text.strip("{}")
-    line = next((ln for ln in text.splitlines() if ln.strip()), "")
-    line = _LEAD.sub("", line, count=1).strip().strip("\"'`“”").strip()
-    if not line:
-        return "", "empty output"
-    if _REFUSAL.match(line):
-        return line, "refusal"
-    return line, None
 
 
 def sample_documents(doc_ids: Sequence[str], vectors: np.ndarray, n: int, seed: int = 0) -> list[str]:
@@ -261,7 +107,7 @@ def document_vectors(store: CorpusStore, corpus: str) -> tuple[list[str], np.nda
 
 def copy_score(query: str, passage: str) -> float:
     """Share of the query's words that form one contiguous run in the passage (1.0: copied verbatim)."""
-    q, p = [w.lower() for w in _WORD.findall(query)], [w.lower() for w in _WORD.findall(passage)]
+    q, p = [w.lower() for w in WORD.findall(query)], [w.lower() for w in WORD.findall(passage)]
     if not q:
         return 0.0
     best, prev = 0, [0] * (len(p) + 1)
@@ -378,7 +224,7 @@ def synthesize(
 
 def _row(qid: str, doc: dict, sample: int, raw: str, style: str, gen: Generator, filters: Filters) -> dict:
     text, reason = parse_query(raw)
-    n_words = len(_WORD.findall(text))
+    n_words = len(WORD.findall(text))
     copied = copy_score(text, f"{doc['title']} {doc['text']}")
     if reason is None and not filters.min_words <= n_words <= filters.max_words:
         reason = f"length: {n_words} words, outside {filters.min_words}-{filters.max_words}"
@@ -416,7 +262,7 @@ def _final_filters(store: CorpusStore, corpus: str, filters: Filters, search: Ca
     for r in sorted(table, key=lambda r: (r["doc_id"], r["sample"], r["query_id"])):
         if r["reason"] not in (PENDING, None):
             continue
-        words = {w.lower() for w in _WORD.findall(r["text"])}
+        words = {w.lower() for w in WORD.findall(r["text"])}
         earlier = seen.setdefault(r["doc_id"], [])
         for other_id, other in earlier:
             jaccard = len(words & other) / max(len(words | other), 1)

@@ -31,7 +31,8 @@ from tasks.evaluation.runs import evaluate_methods, new_id
 from tasks.evaluation.testsets import TestSet, register
 from tasks.llm.judge import Judge, Judgement
 from tasks.methods.search import Searcher
-from tasks.synthetic.generate import Filters, Generator, document_vectors, sample_documents, synthesize
+from tasks.synthetic.generate import Filters, document_vectors, sample_documents, synthesize
+from tasks.synthetic.generators import Generator
 
 log = logging.getLogger(__name__)
 

@@ -298,6 +298,66 @@ def test_nightly_reindexes_synthesizes_evaluates_and_compares(harness: None, tmp
     assert flow_run(state.state_details.flow_run_id).name.startswith("nightly-nightly-")
 
 
+def events(name: str, resource_id: str, timeout: float = 60.0) -> list[Any]:
+    """Events of that name about that resource, as the server holds them (they arrive a moment later)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    query = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[resource_id]))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:  # limit: the client's default (100) is over the server's 50
+        while (
+            not (found := client.read_events(filter=query, limit=50).events) and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+    return found
+
+
+def test_nightly_regression_ends_regressed_with_its_artifact_and_an_event(
+    harness: None, tmp_path: Path
+) -> None:
+    """Plant: the second night's source loses every judged document, so the re-index deletes them."""
+    from prefect.server.utilities.user_templates import render_user_template_sync
+
+    from flows.cli.alerts import PAYLOAD
+    from flows.nightly import nightly
+    from tasks.evaluation import alerts
+
+    source = write_slice(tmp_path / "regress", queries=4, extra_docs=6)
+    Workspace.open().ingest(source, "regress", fmt="beir")
+    Workspace.open().testsets.register("regress", "human", source, replace=True)
+    params: dict[str, Any] = {"corpus": "regress", "source": str(source), "methods": ["bm25"]}
+    params["metrics"] = ["nDCG@10"]
+    assert nightly(**params)["comparison"][0]["run"]  # the baseline: first evaluation, nothing to compare
+    judged = {line.split("\t")[1] for line in (source / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    docs = (source / "corpus.jsonl").read_text().splitlines()
+    (source / "corpus.jsonl").write_text(
+        "".join(d + "\n" for d in docs if json.loads(d)["_id"] not in judged)
+    )
+
+    state = nightly(**params, return_state=True)
+    run_id = state.state_details.flow_run_id
+    assert state.is_failed() and state.name == alerts.REGRESSED_STATE, state
+    held = flow_run(run_id).state
+    assert (held.type.value, held.name) == ("FAILED", "Regressed") and "human/bm25: nDCG@10" in held.message
+    result = state.result(raise_on_failure=False)  # the run's result stays readable in its failed state
+    (row,) = result["comparison"]
+    assert row["after"] == 0.0 < row["before"] and row["t_test_p"] < 0.05
+    markdown = artifacts("adhoc-regress-comparison")[0].data
+    assert "| human | bm25 |" in markdown and "**Regressed**" in markdown and "- human/bm25:" in markdown
+
+    (event,) = events(alerts.REGRESSED_EVENT, alerts.corpus_resource("regress"))
+    assert event.resource["zsr.measure"] == "nDCG@10" and event.resource["zsr.deployment"] == "adhoc"
+    assert f"prefect.flow-run.{run_id}" in {r.id for r in event.related}  # Prefect adds the run's context
+    assert event.payload["artifact_key"] == "adhoc-regress-comparison"
+    (regression,) = event.payload["regressions"]
+    assert (regression["method"], regression["testset"], regression["run"]) == ("bm25", "human", row["run"])
+    assert regression["previous"] == row["previous"] and regression["delta"] == -row["before"]
+    body = json.loads(render_user_template_sync(PAYLOAD, {"event": event}))  # what serve's webhook sends
+    assert body["text"] == held.message and body["corpus"] == "regress" and body["event_id"] == str(event.id)
+    assert body["regressions"] == event.payload["regressions"]
+
+
 @pytest.mark.parametrize("failures", [1, 5])
 def test_transient_error_is_retried_with_zsr_jitter(failures: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real wrapper whose library call fails: Prefect retries it by zsr's condition and jitter."""

@@ -6,21 +6,26 @@ server holds it and as its scheduler plans runs from it. Faults: a flow run that
 run whose machine dies with it (worker and flow run frozen, then killed: the zombie automation marks it
 Crashed once its heartbeats stop), a flow run process killed (crash), the worker killed mid-run (serve
 starts a new one), a second nightly run while one runs (cancelled by the deployment's limit), and a
-DuckDB session holding the warehouse catalog during a scheduled run. The tests share one stack and run in
-file order (the last but one checks on the run lost early on); each waits with a deadline.
+DuckDB session holding the warehouse catalog during a scheduled run. The regression automation: a
+``zsr.evaluation.regressed`` event makes it call a webhook served here on 127.0.0.1. The tests share one
+stack and run in file order (the last but one checks on the run lost early on); each waits with a deadline.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -93,13 +98,13 @@ class Patient(httpx.HTTPTransport):
 class Served:
     """``python -m flows.cli.serve`` in a subprocess, and the REST calls the tests make against it."""
 
-    def __init__(self, home: Path, pool: str, *options: str) -> None:
+    def __init__(self, home: Path, pool: str, *options: str, env: dict[str, str] | None = None) -> None:
         """Start serve; :meth:`ready` waits for it (the test can prepare data meanwhile)."""
         self.port, self.pool, self.home = free_port(), pool, home
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.ui = f"http://127.0.0.1:{self.port}"
         self.output = home / "serve.out"
-        env = {**os.environ, "ZSR_HOME": str(home), "PREFECT_HOME": str(home / "prefect")}
+        env = {**os.environ, **(env or {}), "ZSR_HOME": str(home), "PREFECT_HOME": str(home / "prefect")}
         env["PREFECT_WORKER_QUERY_SECONDS"] = "1"  # pick runs up at once (default: every 10 s)
         env.pop("PREFECT_API_URL", None)
         with self.output.open("wb") as out:
@@ -244,11 +249,47 @@ def warehouse_runs(home: Path) -> list[dict[str, Any]]:
     )
 
 
+class Hook:
+    """A webhook receiver on 127.0.0.1: the bodies POSTed to ``url``, in order of arrival."""
+
+    def __init__(self) -> None:
+        received: list[tuple[str, bytes]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append((self.headers.get("Content-Type", ""), self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/zsr-alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, timeout: float) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while not self.received and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return self.received
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def hook() -> Iterator[Hook]:
+    receiver = Hook()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, hook: Hook) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("served") / "home"
     home.mkdir()
-    stack = Served(home, "zsr-itest", "--grace", "15", "--zombie-after", str(ZOMBIE_AFTER))
+    options = ["--grace", "15", "--zombie-after", str(ZOMBIE_AFTER)]
+    stack = Served(home, "zsr-itest", *options, env={"ZSR_REGRESSION_WEBHOOK": hook.url})
     try:
         prepare_home(home)  # while the server starts
         yield stack.ready()
@@ -291,6 +332,38 @@ def test_evaluate_triggered_like_the_ui(served: Served) -> None:
     report = summary.split("(file://", 1)[1].split(")", 1)[0]
     assert Path(report).is_file() and "nan" not in summary.lower()
     assert artifacts[f"{key}-progress"]["data"] == 100.0
+
+
+def test_a_regression_event_calls_the_webhook(served: Served, hook: Hook) -> None:
+    """The automation serve made from ZSR_REGRESSION_WEBHOOK; the event posted as the nightly emits it."""
+    from flows.cli.alerts import REGRESSION_AUTOMATION, WEBHOOK_BLOCK
+    from tasks.evaluation.alerts import REGRESSED_EVENT, corpus_resource
+
+    named = {"automations": {"name": {"any_": [REGRESSION_AUTOMATION]}}}
+    (automation,) = served.http.post("/automations/filter", json=named).json()
+    trigger = automation["trigger"]
+    assert (trigger["posture"], trigger["expect"], trigger["threshold"]) == ("Reactive", [REGRESSED_EVENT], 1)
+    assert trigger["match"] == {"prefect.resource.id": "zsr.corpus.*"} and automation["enabled"]
+    (action,) = automation["actions"]
+    assert action["type"] == "call-webhook"
+    block = served.http.get(f"/block_documents/{action['block_document_id']}?include_secrets=true").json()
+    assert block["name"] == WEBHOOK_BLOCK and block["data"]["url"] == hook.url
+
+    summary = f"1 regression(s) on {CORPUS}; human/bm25: nDCG@10 0.8000 -> 0.1000 (-0.7000, t-test p 0.003)"
+    event = {
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": REGRESSED_EVENT,
+        "resource": {"prefect.resource.id": corpus_resource(CORPUS), "prefect.resource.name": CORPUS},
+        "payload": {"summary": summary, "artifact_key": "x-comparison", "regressions": [{"method": "bm25"}]},
+    }
+    assert served.http.post("/events", json=[event]).status_code == 204
+    received = hook.wait(timeout=90)
+    assert received, f"the webhook was not called within 90 s\n{served.log()}"
+    (content_type, body), *_ = received
+    sent = json.loads(body)
+    assert content_type == "application/json" and sent["text"] == summary and sent["corpus"] == CORPUS
+    assert sent["event_id"] == event["id"] and sent["regressions"] == [{"method": "bm25"}]
 
 
 def exists_at_two(day: date, zone: ZoneInfo) -> bool:

@@ -22,7 +22,8 @@ from tasks.ingest.sources import read_source
 from tasks.ingest.views import build_views
 from tasks.methods.search import Searcher
 from tasks.settings import get_settings
-from tasks.synthetic.generate import ExtractiveGenerator, Filters, synthesize
+from tasks.synthetic.generate import Filters, synthesize
+from tasks.synthetic.generators import ExtractiveGenerator
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, make_docs
 from tests.kill_target import instrument

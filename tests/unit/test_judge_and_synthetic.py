@@ -20,7 +20,7 @@ from tasks.ingest.index import reindex
 from tasks.llm.client import Completion, LLMClient, LLMConfig
 from tasks.llm.judge import LLMJudge, NoisyOracleJudge, OracleJudge
 from tasks.methods.search import Searcher
-from tasks.synthetic.generate import ExtractiveGenerator
+from tasks.synthetic.generators import ExtractiveGenerator
 from tests import fake_llm
 from tests.fakes import make_docs, make_testset
 from tests.records import run_result

@@ -20,7 +20,7 @@ from tasks.evaluation.testsets import register
 from tasks.ingest.index import reindex
 from tasks.llm.client import LLMClient
 from tests.conftest import zsr_home_at
-from tests.fakes import FakeEmbedder, make_docs, make_testset
+from tests.fakes import FakeEmbedder, make_docs, make_testset, write_beir
 from tests.llm_server import ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,14 +32,7 @@ def build_home(home: Path) -> Path:
     fake = FakeEmbedder()
     store = CorpusStore(str(home / "lancedb"))
     reindex(store, "c", make_docs(12), fake.space, lambda: fake)
-    testset = make_testset()
-    beir = home / "beir"
-    (beir / "qrels").mkdir(parents=True)
-    (beir / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in testset.queries.items())
-    )
-    lines = [f"{q}\t{d}\t{g}" for q, docs in testset.qrels.items() for d, g in docs.items()]
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    beir = write_beir(make_testset(), home / "beir")
     register(home / "testsets", store, "c", "t", beir, fmt="beir")
     return home
 

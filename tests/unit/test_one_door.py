@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
-import json
 from pathlib import Path
 from typing import Any, get_args
 
@@ -16,10 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks.evaluation import runs
-from tasks.ingest.index import reindex
 from tasks.synthetic.config import Style, SynthesisConfig
-from tests.conftest import zsr_home_at
-from tests.fakes import FakeEmbedder, make_docs, make_testset
+from tests.fakes import fake_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = set(SynthesisConfig.model_fields)
@@ -60,20 +57,7 @@ def test_runs_are_published_and_sequenced_in_one_place():
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A ZSR_HOME with corpus ``c`` (fake embedder) and its test set ``t``; yields the workspace."""
-    import tasks.workspace
-
-    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
-    with zsr_home_at(tmp_path / "home"):
-        ws = tasks.workspace.Workspace.open()
-        fake = FakeEmbedder()
-        reindex(ws.store, "c", make_docs(12), fake.space, lambda: fake)
-        testset, beir = make_testset(), tmp_path / "beir"
-        (beir / "qrels").mkdir(parents=True)
-        lines = [json.dumps({"_id": q, "text": t}) for q, t in testset.queries.items()]
-        (beir / "queries.jsonl").write_text("\n".join(lines) + "\n")
-        grades = [f"{q}\t{d}\t{g}" for q, docs in testset.qrels.items() for d, g in docs.items()]
-        (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(grades) + "\n")
-        ws.testsets.register("c", "t", beir)
+    with fake_workspace(tmp_path, monkeypatch) as ws:
         yield ws
 
 
@@ -145,7 +129,7 @@ def test_synthesis_parameters_are_declared_once():
 
 
 def test_the_config_styles_are_the_prompt_styles_and_errors_are_one_line():
-    from tasks.synthetic.generate import PROMPTS
+    from tasks.synthetic.generators import PROMPTS
 
     assert set(get_args(Style)) == set(PROMPTS)
     with pytest.raises(ValueError, match=r"^unknown generator 'gpt'; use 'llm' or 'extractive'$"):

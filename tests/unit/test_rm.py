@@ -15,9 +15,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from storage.warehouse import DATA_TABLES
-from tasks.ingest.index import reindex
-from tests.conftest import zsr_home_at
-from tests.fakes import FakeEmbedder, make_docs, make_testset
+from tests.fakes import fake_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TABLES = ["runs", *DATA_TABLES]  # runs, metrics, query_metrics, queries, rankings
@@ -31,23 +29,8 @@ def zsr(*args: str, stdin: str | None = None) -> Any:
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Corpora ``c`` (test set ``t``, two runs, a synthetic-queries table) and ``other`` (test set ``t``)."""
-    import tasks.workspace
-
-    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
-    with zsr_home_at(tmp_path / "home"):
-        ws = tasks.workspace.Workspace.open()
-        fake = FakeEmbedder()
-        for corpus in ("c", "other"):
-            reindex(ws.store, corpus, make_docs(12), fake.space, lambda: fake)
+    with fake_workspace(tmp_path, monkeypatch, corpora=("c", "other")) as ws:
         ws.store.synthetic.table("c")
-        testset, beir = make_testset(), tmp_path / "beir"
-        (beir / "qrels").mkdir(parents=True)
-        lines = [json.dumps({"_id": q, "text": t}) for q, t in testset.queries.items()]
-        (beir / "queries.jsonl").write_text("\n".join(lines) + "\n")
-        grades = [f"{q}\t{d}\t{g}" for q, docs in testset.qrels.items() for d, g in docs.items()]
-        (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(grades) + "\n")
-        ws.testsets.register("c", "t", beir)
-        ws.testsets.register("other", "t", beir)
         ws.evaluate("c", "t", ["bm25", "dense"])
         yield ws
 

@@ -114,3 +114,15 @@ def test_fallback_warn_share_setting(env):
     assert env(fallback_warn_share="0.5").fallback_warn_share == 0.5
     with pytest.raises(ValueError, match="fallback_warn_share"):
         env(fallback_warn_share="1.5")
+
+
+def test_regression_alert_settings(env):
+    settings = env()
+    assert (settings.regression_p, settings.regression_min_drop) == (0.05, 0.01)
+    assert settings.regression_webhook is None
+    hook = "http://127.0.0.1:9/hook"
+    settings = env(regression_p="0.01", regression_min_drop="0.02", regression_webhook=hook)
+    assert (settings.regression_p, settings.regression_min_drop) == (0.01, 0.02)
+    assert settings.regression_webhook == hook
+    with pytest.raises(ValueError, match="regression_p"):
+        env(regression_p="0")

@@ -10,15 +10,8 @@ from storage.llm_cache import ResponseCache
 from tasks.ingest.index import reindex
 from tasks.llm.client import LLMClient, LLMConfig, LLMError
 from tasks.methods.search import Searcher
-from tasks.synthetic.generate import (
-    ExtractiveGenerator,
-    Filters,
-    LLMGenerator,
-    copy_score,
-    parse_query,
-    sample_documents,
-    synthesize,
-)
+from tasks.synthetic.generate import Filters, copy_score, sample_documents, synthesize
+from tasks.synthetic.generators import ExtractiveGenerator, LLMGenerator, parse_query
 from tests import fake_llm
 from tests.fakes import make_docs
 

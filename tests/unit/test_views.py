@@ -13,7 +13,8 @@ from tasks.llm.client import LLMClient, LLMConfig
 from tasks.methods.first_stage import MultiviewParams, combine
 from tasks.methods.registry import parse_method
 from tasks.methods.search import Searcher
-from tasks.synthetic.generate import ExtractiveGenerator, Filters, LLMGenerator, synthesize
+from tasks.synthetic.generate import Filters, synthesize
+from tasks.synthetic.generators import ExtractiveGenerator, LLMGenerator
 from tests import fake_llm
 from tests.fakes import make_docs
 
