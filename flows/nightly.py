@@ -4,7 +4,8 @@ Schedule: deployment ``nightly-reindex``, cron ``0 2 * * *`` Europe/Paris (``dep
 concurrency limit 1 with ``CANCEL_NEW``: a run that starts while one is going is cancelled, never doubled.
 Side effects: those of ``reindex``, ``synthesize`` and ``evaluate`` (subflows, each with its own artifacts),
 plus the artifact ``<deployment>-<corpus>-comparison`` (paired comparison of every method with its run
-of the previous nightly evaluation). A significant drop (``tasks/evaluation/alerts.py``; thresholds
+of the previous nightly evaluation). Storage upkeep (``zsr gc --apply``) runs right after the re-index.
+A significant drop (``tasks/evaluation/alerts.py``; thresholds
 ``ZSR_REGRESSION_P`` and ``ZSR_REGRESSION_MIN_DROP``) also emits the event ``zsr.evaluation.regressed``
 (resource ``zsr.corpus.<corpus>``) and ends the run in the failed state ``Regressed``, artifact written.
 Idempotency key: per step (document content hashes, synthetic query ids, whole immutable runs), so a
@@ -75,6 +76,7 @@ def nightly(
     """
     log = get_run_logger()
     indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
+    steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
     testsets = steps.find_testsets(corpus)
     if not testsets:

@@ -109,6 +109,13 @@ def refresh_views(corpus: str) -> dict[str, Any]:
     return asdict(Workspace.open().refresh_views(corpus))
 
 
+@task(**_retrying(retries=1, timeout_seconds=3600, cache_policy=NO_CACHE))
+def collect_garbage() -> dict[str, Any]:
+    """Storage upkeep (``zsr gc --apply``): compact, and delete table versions no recorded run points at."""
+    report = Workspace.open().gc(apply=True)
+    return {**asdict(report), "unreproducible": report.unreproducible, "reclaimed": report.bytes_reclaimed}
+
+
 # -- synthetic queries -------------------------------------------------------------------------------------
 @task(**_retrying(retries=2, timeout_seconds=6 * 3600, cache_policy=NO_CACHE, tags=[LLM_TAG]))
 def generate_queries(corpus: str, synthesis: SynthesisConfig) -> dict[str, Any]:

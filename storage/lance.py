@@ -68,6 +68,18 @@ class Lance:
         return self.db.open_table(name).count_rows() if self.exists(name) else 0
 
 
+def fold(table: lancedb.table.Table) -> None:
+    """Compact ``table`` and fold new rows into its indexes: LanceDB's ``optimize()`` less its cleanup.
+
+    ``optimize()`` also deletes every version older than 7 days, recorded runs' versions included, and
+    fails outright once such a version is tagged; deleting versions is :mod:`storage.upkeep`'s job alone.
+    """
+    dataset = table.to_lance()
+    dataset.optimize.compact_files()
+    dataset.optimize.optimize_indices()
+    table.checkout_latest()
+
+
 def sql_list(values: Iterable[str]) -> str:
     """A SQL ``IN`` list of string literals (single quotes doubled, so ids with quotes are safe)."""
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)

@@ -54,5 +54,27 @@ class ResponseCache:
         """Forget a response (one its caller could not use), so the request is asked again."""
         self._connect().execute("DELETE FROM responses WHERE key = ?", (key,))
 
+    def compact(self, apply: bool) -> tuple[int, int]:
+        """Bytes of the cache's files before and after ``VACUUM`` (dry run: after, as estimated).
+
+        Every stored answer is kept (a SQLite file has no old versions; only free pages and the
+        write-ahead log are reclaimed). SQLite locks the file meanwhile, so callers wait and go on.
+        """
+        before = self._bytes()
+        con = self._connect()
+        if not apply:
+            page_size, free = (
+                con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "freelist_count")
+            )
+            wal = self.path.with_name(self.path.name + "-wal")
+            return before, before - page_size * free - (wal.stat().st_size if wal.exists() else 0)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.execute("VACUUM")
+        return before, self._bytes()
+
+    def _bytes(self) -> int:
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        return sum(f.stat().st_size for f in files if f.exists())
+
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT count(*) FROM responses").fetchone()[0])

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import IvfHnswSq
 
-from storage.lance import Lance, arrow_to_vectors, batches, sql_list
+from storage.lance import Lance, arrow_to_vectors, batches, fold, sql_list
 from storage.metadata import Fields, add_columns, conform, drop_columns, stored_fields
 from storage.vector_space import VectorSpace, with_space
 
@@ -47,7 +47,12 @@ def views_schema(dim: int) -> pa.Schema:
 
 def views_table(corpus: str, space: VectorSpace) -> str:
     """Name of the views table of ``corpus`` in ``space``."""
-    return f"{corpus}__views__{space.key}"
+    return views_table_of_key(corpus, space.key)
+
+
+def views_table_of_key(corpus: str, key: str) -> str:
+    """Name of the views table of ``corpus`` in the space of ``key`` (as runs record it)."""
+    return f"{corpus}__views__{key}"
 
 
 _VIEWS_TABLE = re.compile(r"^(.+)__views__[0-9a-f]{16}$")
@@ -278,8 +283,8 @@ class Views:
             log.info("building an ANN index over the views of %s", corpus)
             table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
         elif work == "optimize":
-            # New rows are searched exactly until folded into the index; optimize() folds them in.
-            table.optimize()
+            # New rows are searched exactly until folded into the index.
+            fold(table)
         return table.count_rows() >= min_rows
 
 

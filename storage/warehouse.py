@@ -10,13 +10,15 @@ Layout under the warehouse root::
     llm_calls/<batch>.parquet        one row per LLM call (any purpose), appended in batches
     judgements/<batch>.parquet       one row per judged (query, document) pair of a synthetic test set
     agreements/<batch>.parquet       one row per comparison of method rankings on two test sets
+    <folder>/_pack-<gen>.parquet     many of the files above merged by compaction (:mod:`storage.packs`)
     catalog.duckdb                   views over the files above, and comparison macros
 
 Writers never open ``catalog.duckdb``: they only add Parquet files, each written to a temporary name and
 renamed into place, with the ``runs`` row last. Every view joins on ``runs``, so a run becomes visible at
 once when its ``runs`` file lands, and an evaluation killed midway leaves nothing visible. A notebook can
 therefore hold the catalog open (even read-write) while flows keep writing, and sees new runs on its next
-query, because the views read the folders anew each time.
+query, because the views read the folders anew each time. Compaction merges files into packs without a
+reader ever seeing a row twice or a run half: :mod:`storage.packs` says how.
 
 People's SQL (``zsr sql``) runs on :meth:`Warehouse.reader`: read statements only, files readable only under
 the warehouse root, configuration locked, so no query can write, delete or read elsewhere. A notebook that
@@ -41,13 +43,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import packs
 from storage.ids import content_hash
 
 log = logging.getLogger(__name__)
 
 CATALOG = "catalog.duckdb"
 # Bump when the view definitions change: an out-of-date catalog is rebuilt (atomically) on next open.
-CATALOG_VERSION = 5
+CATALOG_VERSION = 6
 # Written in an older storage format so the standalone `duckdb` CLI (PyPI duckdb-cli, 1.5) can open it too.
 STORAGE_COMPATIBILITY = "v1.2.0"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a file name, never a path or `_schema`
@@ -206,15 +209,11 @@ LOG_TABLES = ["llm_calls", "judgements", "agreements"]
 DATA_TABLES = [t for t in SCHEMAS if t != "runs" and t not in LOG_TABLES]
 
 _VIEWS = """
-CREATE OR REPLACE VIEW runs AS
-    SELECT * FROM read_parquet('{root}/runs/*.parquet', union_by_name = true);
+CREATE OR REPLACE VIEW runs AS {runs};
 {data_views}
-CREATE OR REPLACE VIEW llm_calls AS
-    SELECT * FROM read_parquet('{root}/llm_calls/*.parquet', union_by_name = true);
-CREATE OR REPLACE VIEW judgements AS
-    SELECT * FROM read_parquet('{root}/judgements/*.parquet', union_by_name = true);
-CREATE OR REPLACE VIEW agreements AS
-    SELECT * FROM read_parquet('{root}/agreements/*.parquet', union_by_name = true);
+CREATE OR REPLACE VIEW llm_calls AS {llm_calls};
+CREATE OR REPLACE VIEW judgements AS {judgements};
+CREATE OR REPLACE VIEW agreements AS {agreements};
 CREATE OR REPLACE VIEW leaderboard AS
     WITH ranked AS (
         SELECT r.*, row_number() OVER (
@@ -251,8 +250,7 @@ CREATE OR REPLACE MACRO win_tie_loss(run_a, run_b) AS TABLE
 CREATE OR REPLACE TABLE catalog_info AS SELECT {version} AS version, '{root}' AS root, '' AS fingerprint;
 """
 _DATA_VIEW = """CREATE OR REPLACE VIEW {table} AS
-    SELECT t.* FROM read_parquet('{root}/{table}/*.parquet', union_by_name = true) t
-    SEMI JOIN runs USING (run_id);
+    SELECT t.* FROM ({rows}) t SEMI JOIN runs USING (run_id);
 """
 
 
@@ -266,10 +264,11 @@ class Warehouse:
         for table, schema in SCHEMAS.items():
             folder = self.root / table
             folder.mkdir(parents=True, exist_ok=True)
-            # A zero-row file keeps every glob non-empty, so views work before the first run.
-            empty = folder / "_schema.parquet"
-            if not empty.exists():
-                self._write_atomic(schema.empty_table(), empty)
+            # A zero-row file keeps every glob non-empty, so views work before the first run; it carries
+            # the columns of packs, so the views bind before the first compaction (storage.packs).
+            empty, full = folder / "_schema.parquet", packs.hidden(schema, table in LOG_TABLES)
+            if not empty.exists() or pq.read_schema(empty).names != full.names:
+                self._write_atomic(full.empty_table(), empty)
         self._clean_stale()
         self.ensure_catalog()
 
@@ -297,18 +296,41 @@ class Warehouse:
         return [p for p in paths if p.exists()]
 
     def delete_run(self, run_id: str) -> list[Path]:
-        """Delete a run's files: its ``runs`` file first, then its data files; returns those deleted.
+        """Delete a run's files and its rows in packs, ``runs`` first; returns the files deleted or rewritten.
 
         Writers publish the ``runs`` file last and every view joins on ``runs``, so deleting it first takes
         the run out of every view at once; a delete killed after that leaves only unpublished data files,
         which a re-run of the delete (or :meth:`_clean_stale`, after an hour) removes. Log tables
         (``llm_calls``, ``judgements``, ``agreements``) are history of events, not of the run, and stay.
         """
+        small = {p.parent.name: p for p in self.run_files(run_id)}
         deleted = []
-        for path in self.run_files(run_id):
-            path.unlink(missing_ok=True)
-            deleted.append(path)
+        with packs.pack_lock(self.root):
+            for table in ["runs", *DATA_TABLES]:
+                if table in small:
+                    small[table].unlink(missing_ok=True)
+                    deleted.append(small[table])
+                deleted += packs.remove_from_packs(self.root / table, self._tmp, SCHEMAS[table], run_id)
         return deleted
+
+    def compact(self, apply: bool) -> list[packs.FolderCompaction]:
+        """Merge each folder's small files into a pack (only with ``apply``; see :mod:`storage.packs`).
+
+        Only published runs are packed: a run being written is left to its writer.
+        """
+        with packs.pack_lock(self.root):
+            runs = packs.published(self.root / "runs")
+            return [
+                packs.compact_folder(
+                    self.root / table,
+                    self._tmp,
+                    schema,
+                    log_table=table in LOG_TABLES,
+                    runs=None if table in LOG_TABLES else runs,
+                    apply=apply,
+                )
+                for table, schema in SCHEMAS.items()
+            ]
 
     def _write_atomic(self, rows: pa.Table, target: Path) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -323,11 +345,10 @@ class Warehouse:
     def _clean_stale(self) -> None:
         """Remove what writers that died left behind: temporary files, and data files of unpublished runs."""
         cutoff = time.time() - _STALE_SECONDS
-        published = {p.stem for p in (self.root / "runs").glob("*.parquet")}
-        leftovers = list(self._tmp.glob("*")) if self._tmp.exists() else []
+        published = packs.published(self.root / "runs")
+        leftovers = [p for p in self._tmp.glob("*") if p.suffix != ".lock"] if self._tmp.exists() else []
         for table in DATA_TABLES:
-            files = (self.root / table).glob("*.parquet")
-            leftovers += [p for p in files if p.stem not in published and p.stem != "_schema"]
+            leftovers += [p for p in packs.small_files(self.root / table) if p.stem not in published]
         for path in leftovers:
             if path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
@@ -367,8 +388,12 @@ class Warehouse:
 
     def _script(self) -> str:
         root = str(self.root).replace("'", "''")
-        data_views = "".join(_DATA_VIEW.format(table=t, root=root) for t in DATA_TABLES)
-        return _VIEWS.format(root=root, data_views=data_views, version=CATALOG_VERSION)
+        rows = {t: packs.view_source(root, t, t in LOG_TABLES) for t in SCHEMAS}
+        data_views = "".join(_DATA_VIEW.format(table=t, rows=rows[t]) for t in DATA_TABLES)
+        logs = {t: rows[t] for t in LOG_TABLES}
+        return _VIEWS.format(
+            root=root, runs=rows["runs"], data_views=data_views, version=CATALOG_VERSION, **logs
+        )
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """Like :meth:`connect`, for people's queries: only the warehouse's files, configuration locked.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -25,6 +25,7 @@ from storage.home import Home, MigrationReport, check_format
 from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
 from storage.registry import UnknownCorpusError, check_name
+from storage.upkeep import UpkeepReport, owner, recorded_versions, upkeep
 from storage.vector_space import VectorSpace
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
@@ -45,7 +46,7 @@ from tasks.ingest.embed import Embedder, installed_space, load_embedder, vector_
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
-from tasks.leases import exclusive, lock_path, shared
+from tasks.leases import InUseError, exclusive, lock_path, shared
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.llm.failover import parse_fallbacks
 from tasks.llm.judge import Judge, LLMJudge
@@ -320,6 +321,35 @@ class Workspace:
             newest = ", ".join(self.runs(limit=10)["run_id"].to_list()) or "none"
             raise LookupError(f"run {run_id!r} does not exist (newest: {newest}; `zsr runs` lists them)")
         return {"run_id": run_id, "files": [str(p) for p in deleted]}
+
+    def gc(self, apply: bool = False) -> UpkeepReport:
+        """Storage upkeep (``zsr gc``), a dry run unless ``apply``: compact, and delete unrecorded versions.
+
+        Tables, warehouse folders and the LLM cache are compacted, and table versions no recorded run
+        points at are deleted (see ``storage.upkeep``, ``storage.packs``).
+
+        Each corpus is leased exclusively while its tables are tidied; one a running job holds is skipped
+        and reported, and so are the tables all corpora share.
+        """
+        runs = self.warehouse.query(
+            "SELECT run_id, corpus, vector_space, documents_version, views_version FROM runs"
+        ).to_pylist()
+        corpora = {owner(table) for table in self.store.lance.names()} - {None}
+        in_use: set[str] = set()
+        with ExitStack() as held:
+            for corpus in sorted(c for c in corpora if c is not None):
+                try:
+                    held.enter_context(exclusive(self._lock("corpus", corpus), f"corpus {corpus!r}"))
+                except InUseError:
+                    in_use.add(corpus)
+            tables = upkeep(self.store.lance, recorded_versions(runs), in_use=in_use, apply=apply)
+        cache = self.settings.llm_cache_path
+        return UpkeepReport(
+            apply,
+            tables,
+            self.warehouse.compact(apply),
+            ResponseCache(cache).compact(apply) if cache.exists() else None,
+        )
 
     def _lock(self, kind: str, *names: str) -> Path:
         return lock_path(self.settings.home_dir / "locks", kind, *names)
