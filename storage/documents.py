@@ -5,7 +5,7 @@ Documents do not depend on the vector space: every space of a corpus shares them
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lancedb
@@ -13,6 +13,7 @@ import pyarrow as pa
 from lancedb.index import FTS
 
 from storage.lance import Lance, batches, sql_list
+from storage.metadata import Fields, add_columns, column, conform, drop_columns, stored_fields
 
 DOCUMENTS_SCHEMA = pa.schema(
     [
@@ -20,7 +21,7 @@ DOCUMENTS_SCHEMA = pa.schema(
         pa.field("title", pa.string()),
         pa.field("text", pa.string()),
         pa.field("lexical", pa.string()),  # what BM25 indexes: title + text (+ expansions, later)
-        pa.field("metadata", pa.string()),  # canonical JSON
+        pa.field("metadata", pa.string()),  # canonical JSON; filterable keys also as meta__<key> columns
         pa.field("content_hash", pa.string()),
         pa.field("source", pa.string()),
         pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
@@ -50,14 +51,41 @@ class Documents:
         """The documents table of ``corpus``, created empty on first use."""
         return self.lance.open_or_create(documents_table(corpus), DOCUMENTS_SCHEMA)
 
+    def exists(self, corpus: str) -> bool:
+        """Whether the documents table of ``corpus`` exists (reading it through :meth:`table` creates it)."""
+        return self.lance.exists(documents_table(corpus))
+
     def hashes(self, corpus: str) -> dict[str, str]:
         """``doc_id -> content_hash`` of every stored document (the re-index diff's left side)."""
         table = self.table(corpus).to_arrow().select(["doc_id", "content_hash"])
         return dict(zip(table["doc_id"].to_pylist(), table["content_hash"].to_pylist(), strict=True))
 
-    def upsert(self, corpus: str, rows: pa.Table) -> None:
-        """Insert or replace documents by ``doc_id`` (one commit)."""
+    def metadata_fields(self, corpus: str) -> Fields:
+        """The filterable metadata keys of ``corpus`` and their types (see :mod:`storage.metadata`)."""
+        return stored_fields(self.table(corpus).schema)
+
+    def add_metadata_columns(self, corpus: str, fields: Fields) -> bool:
+        """Add the columns of new metadata keys, null for the stored documents (one commit, if any)."""
+        return add_columns(self.table(corpus), fields)
+
+    def unused_metadata(self, corpus: str, also: Iterable[str] = ()) -> list[str]:
+        """Metadata keys with a column here, or in ``also``, that no stored document has a value for."""
         table = self.table(corpus)
+        keys = set(stored_fields(table.schema)) | set(also)
+        return [
+            key
+            for key in sorted(keys)
+            if column(key) not in table.schema.names or table.count_rows(f"`{column(key)}` IS NOT NULL") == 0
+        ]
+
+    def drop_metadata_columns(self, corpus: str, keys: Sequence[str]) -> bool:
+        """Drop the columns of ``keys`` (one commit, if any): see :meth:`unused_metadata`."""
+        return drop_columns(self.table(corpus), keys)
+
+    def upsert(self, corpus: str, rows: pa.Table) -> None:
+        """Insert or replace documents by ``doc_id`` (one commit, once :meth:`add_metadata_columns` ran)."""
+        table = self.table(corpus)
+        rows = conform(table, rows)
         table.merge_insert("doc_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
 
     def delete(self, corpus: str, doc_ids: Sequence[str]) -> None:

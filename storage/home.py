@@ -10,6 +10,8 @@ Versions:
 2. Vector spaces (:mod:`storage.vector_space`): the registry row holds the corpus's active space; views live
    in ``<corpus>__views__<space key>``, cached vectors in ``embedcache__<space key>__<role>``. The warehouse
    and test sets are as in format 1; runs written before format 2 carry no space key.
+3. Typed metadata (:mod:`storage.metadata`): documents, views and expanded tables carry a ``meta__<key>``
+   column per filterable metadata key (for ``zsr search --where``), beside the ``metadata`` JSON column.
 
 A change to any schema bumps :data:`FORMAT_VERSION`, adds its step to :mod:`storage.migrations` and to
 :func:`migrate`, and a test that migrates a home built by the previous version.
@@ -25,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.lance import Lance
-from storage.migrations import Progress, SpaceOf, v1_layout, v1_to_v2
+from storage.migrations import Progress, SpaceOf, v1_layout, v1_to_v2, v2_to_v3
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 RECORD = "format.json"
 
 
@@ -114,6 +116,8 @@ def migrate(home: Home, *, space_of: SpaceOf, progress: Progress | None = None) 
         return report
     if found == 1:
         report.actions += v1_to_v2(lance, space_of, progress)
+    if found in (1, 2):
+        report.actions += v2_to_v3(lance, progress)
     _record(home)
     log.info("home %s is at format %d: %s", home.root, FORMAT_VERSION, report)
     return report

@@ -8,17 +8,20 @@ ran through.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
 import pyarrow as pa
 
+from storage.documents import documents_table, expanded_table
 from storage.embedding_cache import cache_table
 from storage.ids import content_hash
 from storage.lance import Lance
+from storage.metadata import PREFIX, settled_fields, with_metadata
 from storage.registry import REGISTRY, REGISTRY_SCHEMA
 from storage.vector_space import VectorSpace, with_space
-from storage.views import Views, views_table
+from storage.views import Views, corpus_of_views_table, views_table
 
 # Format 1 names: a corpus's only views table, and a cache table per (model, prefix).
 _V1_VIEWS = "__views"
@@ -116,3 +119,50 @@ def _index_views(lance: Lance, corpus: str, space: VectorSpace) -> bool:
     return (
         indexed and views.vector_index_lags(corpus, space, 0) and views.ensure_vector_index(corpus, space, 0)
     )
+
+
+def v2_to_v3(lance: Lance, progress: Progress | None = None) -> list[str]:
+    """Give each corpus typed metadata columns (``meta__<key>``, :mod:`storage.metadata`) for ``--where``.
+
+    1. Each documents table gets a column per filterable key of its ``metadata`` JSON, filled from it (one
+       Lance merge by ``doc_id``: one commit, indexes kept). A key whose stored values disagree in type is
+       left in the JSON only, and said so.
+    2. Each views table (every vector space) and the expanded table of the corpus get the same columns,
+       copied from the documents table by ``doc_id`` (one merge each).
+
+    A table that has its columns already is skipped, so a run killed anywhere and run again ends the same.
+    The format record (written by :func:`storage.home.migrate` after this) is the switch. Returns what was
+    done, in order.
+    """
+    actions: list[str] = []
+
+    def done(action: str) -> None:
+        actions.append(action)
+        if progress:
+            progress(action)
+
+    names = set(lance.names())
+    suffix = documents_table("")
+    for corpus in sorted(n.removesuffix(suffix) for n in names if n.endswith(suffix)):
+        documents = lance.db.open_table(documents_table(corpus))
+        stored = documents.to_arrow().select(["doc_id", "metadata"])
+        metadata = [json.loads(m or "{}") for m in stored["metadata"].to_pylist()]
+        fields, mixed = settled_fields(metadata)
+        if mixed:
+            done(f"left {', '.join(mixed)} of {corpus} unfilterable: their stored values differ in type")
+        if not fields:
+            continue
+        columns = with_metadata(stored.select(["doc_id"]), metadata, fields)
+        targets = [
+            documents_table(corpus),
+            *sorted(n for n in names if corpus_of_views_table(n) == corpus),
+            *([expanded_table(corpus)] if expanded_table(corpus) in names else []),
+        ]
+        for name in targets:
+            table = lance.db.open_table(name)
+            missing = [c for c in columns.column_names[1:] if c not in table.schema.names]
+            if missing:
+                table.to_lance().merge(columns.select(["doc_id", *missing]), left_on="doc_id")
+                keys = ", ".join(c.removeprefix(PREFIX) for c in missing)
+                done(f"added the metadata columns of {keys} to {name}")
+    return actions

@@ -3,6 +3,10 @@
 Dense search reads the views table of one vector space; BM25 reads the documents table (or the expanded one,
 for document expansion). Scores are returned as the indexes give them; ranking by document and breaking ties
 is the caller's job (:mod:`tasks.methods.search`).
+
+A metadata filter (:meth:`Search.compile_where`) is a prefilter on the table searched: every row ranked
+carries its document's metadata columns, so Lance ranks only matching rows and ``limit`` of them come back
+whenever that many match.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from lancedb.query import BooleanQuery, LanceVectorQueryBuilder, MatchQuery, Occ
 
 from storage.documents import Documents, expanded_table
 from storage.lance import Lance, sql_list
+from storage.metadata import FilterError, check_where, column, rewrite_where
 from storage.vector_space import VectorSpace
 from storage.views import Views
 
@@ -28,6 +33,28 @@ class Search:
         self.documents = documents
         self.views = views
 
+    def compile_where(self, corpus: str, space: VectorSpace, where: str) -> str:
+        """The user's filter over metadata keys, checked and rewritten over the tables' columns.
+
+        Checked before any search: against the documents table (types) and the views table of ``space``.
+
+        Raises:
+            FilterError: an unknown key, a syntax error or a value of the wrong type; the message names it
+                and lists the filterable keys.
+        """
+        fields = self.documents.metadata_fields(corpus)
+        if not fields:
+            raise FilterError(
+                f"corpus {corpus!r} has no filterable metadata for --where {where!r}: none of its documents "
+                "has a scalar metadata field (ingest JSONL/CSV/Parquet records with extra fields, e.g. "
+                '{"_id": ..., "text": ..., "year": 1990})'
+            )
+        compiled = rewrite_where(where, fields)
+        check_where(self.documents.table(corpus), where, compiled, fields)
+        if self.views.exists(corpus, space):
+            check_where(self.views.table(corpus, space), where, compiled, fields)
+        return compiled
+
     def dense(
         self,
         corpus: str,
@@ -35,13 +62,19 @@ class Search:
         vectors: np.ndarray,
         limit: int,
         kinds: Sequence[str] = ("chunk",),
+        where: str | None = None,
     ) -> list[Hits]:
-        """Nearest views of ``kinds`` for each query vector: per query, ``(doc_id, cosine)`` best first."""
+        """Nearest views of ``kinds`` for each query vector: per query, ``(doc_id, cosine)`` best first.
+
+        ``where``: a filter from :meth:`compile_where`, applied before ranking.
+        """
         query = self.views.table(corpus, space).search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
+        if where:  # a narrow filter may leave the usual ANN partitions short of limit rows: probe on
+            query = query.maximum_nprobes(0)
         result = (
             query.distance_type("cosine")
-            .where(f"kind IN ({sql_list(kinds)})", prefilter=True)
+            .where(f"kind IN ({sql_list(kinds)})" + (f" AND ({where})" if where else ""), prefilter=True)
             .select(["doc_id", "_distance"])  # named, so Lance need not add it (and warn)
             .limit(limit)
             .to_arrow()
@@ -60,11 +93,11 @@ class Search:
             ranked.sort(key=lambda h: -h[1])
         return hits
 
-    def fts(self, corpus: str, text: str | Mapping[str, float], limit: int) -> Hits:
+    def fts(self, corpus: str, text: str | Mapping[str, float], limit: int, where: str | None = None) -> Hits:
         """BM25 hits as ``(doc_id, score)``, best first, for a query text or for weighted words.
 
         Weighted words score as the sum of weight x BM25 of each (a boolean OR of boosted matches), each
-        word analysed like the index (stemmed, stop words dropped).
+        word analysed like the index (stemmed, stop words dropped). ``where``: as in :meth:`dense`.
         """
         query: str | BooleanQuery = (
             text
@@ -72,11 +105,13 @@ class Search:
             # mypy cannot see the defaults of lancedb's pydantic dataclasses
             else BooleanQuery([(Occur.SHOULD, MatchQuery(w, "lexical", boost=b)) for w, b in text.items()])  # type: ignore[call-arg]
         )
-        table = self.documents.table(corpus)
-        rows = table.search(query, query_type="fts").select(["doc_id", "_score"]).limit(limit).to_list()
+        found = self.documents.table(corpus).search(query, query_type="fts")
+        if where:
+            found = found.where(where, prefilter=True)
+        rows = found.select(["doc_id", "_score"]).limit(limit).to_list()
         return [(r["doc_id"], float(r["_score"])) for r in rows]
 
-    def fts_expanded(self, corpus: str, text: str, limit: int) -> Hits:
+    def fts_expanded(self, corpus: str, text: str, limit: int, where: str | None = None) -> Hits:
         """BM25 hits over the expanded index (documents + their kept synthetic queries).
 
         Raises:
@@ -87,11 +122,15 @@ class Search:
             raise LookupError(
                 f"corpus {corpus!r} has no expanded index yet; run `zsr synthesize --corpus {corpus}`"
             )
-        rows = (
-            self.lance.db.open_table(name)
-            .search(text, query_type="fts")
-            .select(["doc_id", "_score"])
-            .limit(limit)
-            .to_list()
-        )
+        table = self.lance.db.open_table(name)
+        found = table.search(text, query_type="fts")
+        if where:
+            named = [c for c in self.documents.table(corpus).schema.names if f"`{c}`" in where]
+            if any(c.startswith(column("")) and c not in table.schema.names for c in named):
+                raise FilterError(
+                    f"the expanded index of {corpus!r} predates some of its metadata keys; run "
+                    f"`zsr synthesize --corpus {corpus}` (or refresh its views) before filtering d2q"
+                )
+            found = found.where(where, prefilter=True)
+        rows = found.select(["doc_id", "_score"]).limit(limit).to_list()
         return [(r["doc_id"], float(r["_score"])) for r in rows]

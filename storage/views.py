@@ -18,13 +18,17 @@ import pyarrow as pa
 from lancedb.index import IvfHnswSq
 
 from storage.lance import Lance, arrow_to_vectors, batches, fold, sql_list
+from storage.metadata import Fields, add_columns, conform, drop_columns, stored_fields
 from storage.vector_space import VectorSpace, with_space
 
 log = logging.getLogger(__name__)
 
 
 def views_schema(dim: int) -> pa.Schema:
-    """Schema of a views table; ``text`` is exactly what was embedded (less the space's prefix)."""
+    """Schema of a views table; ``text`` is exactly what was embedded (less the space's prefix).
+
+    Views also carry their document's ``meta__<key>`` columns (:mod:`storage.metadata`), added by writers.
+    """
     return pa.schema(
         [
             pa.field("view_id", pa.string(), nullable=False),
@@ -83,6 +87,21 @@ class Views:
             )
         return self.lance.db.open_table(name)
 
+    def metadata_fields(self, corpus: str, space: VectorSpace) -> Fields:
+        """The metadata columns of the views of ``corpus`` in ``space`` (none where it has no views)."""
+        return stored_fields(self.table(corpus, space).schema) if self.exists(corpus, space) else {}
+
+    def add_metadata_columns(self, corpus: str, space: VectorSpace, fields: Fields) -> bool:
+        """Add the columns of new metadata keys to an existing views table (one commit, if any).
+
+        A table not created yet gets them with its first rows.
+        """
+        return self.exists(corpus, space) and add_columns(self.table(corpus, space), fields)
+
+    def drop_metadata_columns(self, corpus: str, space: VectorSpace, keys: Sequence[str]) -> bool:
+        """Drop the columns of metadata ``keys`` no document has any more (one commit, if any)."""
+        return self.exists(corpus, space) and drop_columns(self.table(corpus, space), keys)
+
     def _create(self, corpus: str, space: VectorSpace, schema: pa.Schema) -> None:
         """Create the views table of ``corpus`` in ``space`` with ``schema``, unless it exists."""
         self.lance.open_or_create(views_table(corpus, space), with_space(schema, space))
@@ -109,9 +128,11 @@ class Views:
         """
         if rows.num_rows:
             self._create(corpus, space, rows.schema)
-            self._writable(corpus, space).merge_insert(
-                "view_id"
-            ).when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            table = self._writable(corpus, space)
+            rows = conform(table, rows)
+            table.merge_insert("view_id").when_matched_update_all().when_not_matched_insert_all().execute(
+                rows
+            )
 
     def delete_stale(self, corpus: str, space: VectorSpace, current: Mapping[str, str]) -> int:
         """Delete the views of ``current``'s documents that do not carry their current hash.
@@ -222,6 +243,7 @@ class Views:
         """
         self._create(corpus, space, rows.schema)
         table = self._writable(corpus, space)
+        rows = conform(table, rows)
         found = (
             table.search()
             .where(f"kind IN ({sql_list(kinds)})")

@@ -169,13 +169,16 @@ class Workspace:
             config, ResponseCache(settings.llm_cache_path), partial(self.warehouse.append, "llm_calls")
         )
 
-    def searcher(self, corpus: str, judge: Judge | None = None) -> Searcher:
+    def searcher(self, corpus: str, judge: Judge | None = None, where: str | None = None) -> Searcher:
         """A :class:`Searcher` over ``corpus``, with the model the corpus was indexed with.
 
         A new one each time (it reads the corpus's counts, which an ingest or a synthesis changes), over the
-        model and LLM client this process already holds. ``judge`` defaults to ReDE-RF's LLM judge.
+        model and LLM client this process already holds. ``judge`` defaults to ReDE-RF's LLM judge;
+        ``where`` filters on document metadata (see :class:`Searcher`).
         """
-        return Searcher(self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm)
+        return Searcher(
+            self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm, where=where
+        )
 
     def _embedder(self, corpus: str) -> Callable[[], Embedder]:
         return embedder_factory(self.store.registry.corpus(corpus).space, self.settings)
@@ -352,27 +355,50 @@ class Workspace:
         return lock_path(self.settings.home_dir / "locks", kind, *names)
 
     # -- search --------------------------------------------------------------------------------------------
-    def search(self, corpus: str, query: str, method: str | Method = "dense", k: int = 10) -> Ranking:
-        """Top ``k`` ``(doc_id, score)`` for one query."""
+    def search(
+        self,
+        corpus: str,
+        query: str,
+        method: str | Method = "dense",
+        k: int = 10,
+        *,
+        where: str | None = None,
+    ) -> Ranking:
+        """Top ``k`` ``(doc_id, score)`` for one query; ``where`` filters on metadata (``"year > 1990"``).
+
+        Raises:
+            FilterError: a bad ``where`` (a ``ValueError`` naming the bad part and the filterable keys).
+        """
         with self.lease(corpus):
-            return self.searcher(corpus).search(query, method, k)
+            return self.searcher(corpus, None, where).search(query, method, k)
 
     def search_many(
-        self, corpus: str, queries: Mapping[str, str], method: str | Method = "dense", k: int = 10
+        self,
+        corpus: str,
+        queries: Mapping[str, str],
+        method: str | Method = "dense",
+        k: int = 10,
+        *,
+        where: str | None = None,
     ) -> dict[str, Ranking]:
-        """Top ``k`` for many queries at once (dense queries are encoded in one batch)."""
+        """Top ``k`` for many queries at once (dense queries are encoded in one batch); ``where`` as above."""
         with self.lease(corpus):
-            return self.searcher(corpus).search_batch(queries, method, k)
+            return self.searcher(corpus, None, where).search_batch(queries, method, k)
 
     @cached_property
     def analyzer(self) -> Analyzer:
         """Words to stems, as the full-text index reads them (snippets match query terms with it)."""
         return Analyzer()
 
-    def find(self, corpus: str, query: str, method: str = "hybrid", k: int = 10) -> Found:
-        """Top ``k`` documents for one query with their titles and texts, and its fallback if it took one."""
+    def find(
+        self, corpus: str, query: str, method: str = "hybrid", k: int = 10, *, where: str | None = None
+    ) -> Found:
+        """Top ``k`` documents for one query with their titles and texts, and its fallback if it took one.
+
+        ``where`` keeps documents whose metadata matches (``zsr search --where``), before the top ``k``.
+        """
         with self.lease(corpus):
-            engine = self.searcher(corpus)
+            engine = self.searcher(corpus, None, where)
             ranking = engine.search(query, method, k)
             fetched = self.store.documents.fetch(corpus, [h[0] for h in ranking], ["doc_id", "title", "text"])
         docs = {d["doc_id"]: d for d in fetched}

@@ -136,6 +136,32 @@ def show(
     out.print(table)
 
 
+def show_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Rows of any query: a table when its columns fit the terminal, else one block per row.
+
+    A column needs about the width of its header or its widest value, up to :data:`_SQUEEZED` (a narrower
+    one folds its values over lines); when the columns need more than the terminal has, each row is shown
+    as ``column  value`` lines (psql's expanded display), so nothing is cut and every value reads whole.
+    """
+    needed = sum(
+        min(max([len(column), *(len(cell(row[i])) for row in rows)]), _SQUEEZED) + 3
+        for i, column in enumerate(columns)
+    )
+    if needed <= out.width:
+        show(columns, rows)
+        return
+    for number, row in enumerate(rows, start=1):
+        table = Table(title=f"row {number} of {len(rows)}", show_header=False, title_justify="left")
+        table.add_column(no_wrap=True, style="bold")
+        table.add_column(overflow="fold")
+        for column, value in zip(columns, row, strict=True):
+            table.add_row(column, cell(value))
+        out.print(table)
+
+
+_SQUEEZED = 12  # the width below which a column folds most values
+
+
 def cell(value: Any) -> str:
     """A value as tables show it: ``-`` when missing or NaN, floats to 3 places, times to the second."""
     if value is None or (isinstance(value, float) and value != value):

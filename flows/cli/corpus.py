@@ -112,18 +112,22 @@ def search(
         str, typer.Option("--method", "-m", help="dense, bm25, hybrid or e.g. 'hybrid(fusion=score)'.")
     ] = "hybrid",
     k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option(help="Keep documents whose metadata matches, e.g. \"year >= 1990 AND lang = 'en'\"."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a corpus and show the top K documents (and a warning when the method fell back)."""
     with user_errors():
-        found = workspace().find(corpus, query, method, k)
+        found = workspace().find(corpus, query, method, k, where=where)
     warn(found.warning)
     rows = [{**asdict(hit), "text": hit.text[:200]} for hit in found.hits]
     if as_json:
         hits = [
             {k: v for k, v in row.items() if k != "highlights"} for row in rows
         ]  # the snippet as plain text
-        asked = {"corpus": corpus, "method": method, "query": query, "hits": hits}
+        asked = {"corpus": corpus, "method": method, "query": query, "where": where, "hits": hits}
         emit_json(
             {**asked, "fallback": found.fallback, "llm_errors": found.llm_errors, "warning": found.warning}
         )
@@ -171,7 +175,7 @@ def methods(as_json: JsonOpt = False) -> None:
     rows: list[dict[str, Any]] = [
         {
             "method": name,
-            "description": entry.summary,
+            "description": entry.summary.replace("``", ""),  # docstring markup
             "params": {
                 p: {"default": f.default, "description": f.description}
                 for p, f in entry.params.model_fields.items()

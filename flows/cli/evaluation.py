@@ -24,6 +24,7 @@ from flows.cli.common import (
     run_label,
     show,
     show_results,
+    show_rows,
     user_errors,
     warn,
     workspace,
@@ -181,7 +182,7 @@ def _print_frame(frame: pl.DataFrame, as_json: bool) -> None:
     if as_json:
         emit_json(frame.to_dicts())
     else:
-        show(frame.columns, frame.iter_rows())
+        show_rows(frame.columns, list(frame.iter_rows()))
 
 
 @app.command()

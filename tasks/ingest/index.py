@@ -28,6 +28,7 @@ from storage.corpus_store import CorpusStore
 from storage.documents import DOCUMENTS_SCHEMA
 from storage.ids import canonical_json, content_hash
 from storage.lance import now, vectors_to_arrow
+from storage.metadata import Fields, infer_fields, with_metadata
 from storage.registry import CorpusInfo, check_name
 from storage.types import Document
 from storage.vector_space import Role, VectorSpace
@@ -136,6 +137,8 @@ def reindex(
     registered = store.registry.get(corpus)  # first: a registry of an older format is refused unwritten
     if registered:
         _check_space(registered, space)  # a corpus moves to another space only as a whole, later
+    if not store.documents.exists(corpus):  # a first ingest refused for its metadata leaves no table
+        infer_fields(documents, {})
     stored = store.documents.hashes(corpus)
     views = store.views.hashes(corpus, space)
     broken = {doc_id for doc_id, h in stored.items() if not _whole(views.get(doc_id, set()), h)}
@@ -170,6 +173,7 @@ def reindex(
         not todo
         and not gone
         and not orphans
+        and not _unused_metadata(store, corpus, space)
         and (not stored or store.documents.has_fts(corpus))
         and not (registered and store.views.vector_index_lags(corpus, space, ann_min_rows))
     ):
@@ -178,9 +182,16 @@ def reindex(
         log.info("corpus %s is up to date (%d documents); nothing written", corpus, report.unchanged)
         return report
 
+    # Metadata types are checked before anything is written: a conflict names its record and the fix.
+    # (The views' columns count too: a run killed between its views and its rows leaves them there alone.)
+    views_fields = store.views.metadata_fields(corpus, space)
+    fields = infer_fields(todo, {**views_fields, **store.documents.metadata_fields(corpus)})
     embedder = load_for(space, get_embedder)
     created = registered.created_at if registered else now()
     store.registry.register(CorpusInfo(corpus, space, embedder.dim, source, created, now()))
+    # New metadata keys get their columns first, each table's in one commit (null for stored rows).
+    store.views.add_metadata_columns(corpus, space, fields)
+    store.documents.add_metadata_columns(corpus, fields)
     for start in range(0, len(todo), batch_docs):
         batch = todo[start : start + batch_docs]
         chunks = chunk_documents(batch, embedder, overlap)
@@ -191,10 +202,14 @@ def reindex(
         hashes = {d.doc_id: d.content_hash for d in batch}
         views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
         # The unit of commit (module docstring): new views, then the row, then the old views go.
-        store.views.put(corpus, space, view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes))
+        metadata = {d.doc_id: d.metadata for d in batch}
+        new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes)
+        store.views.put(
+            corpus, space, with_metadata(new_views, [metadata[v[1]] for v in views_of_batch], fields)
+        )
         rows = [d for d in batch if stored.get(d.doc_id) != d.content_hash]
         if rows:
-            store.documents.upsert(corpus, _document_rows(rows))
+            store.documents.upsert(corpus, _document_rows(rows, fields))
         store.views.delete_stale(corpus, space, hashes)
         if progress:
             progress(start + len(batch), len(todo))
@@ -202,12 +217,25 @@ def reindex(
         store.views.delete(corpus, space, [*gone, *orphans])  # views first: none outlives its row
     if gone:
         store.documents.delete(corpus, gone)
+    unused = _unused_metadata(store, corpus, space)
+    if unused:  # views first, as for rows: a kill in between leaves the documents' column to find again
+        store.views.drop_metadata_columns(corpus, space, unused)
+        store.documents.drop_metadata_columns(corpus, unused)
     store.documents.rebuild_fts(corpus)
     store.views.ensure_vector_index(corpus, space, ann_min_rows)
     report.versions = store.versions(corpus)
     report.seconds = time.perf_counter() - started
     log.info("indexed %s: %s", corpus, report)
     return report
+
+
+def _unused_metadata(store: CorpusStore, corpus: str, space: VectorSpace) -> list[str]:
+    """Metadata keys with a column (documents or views) that no stored document has: they are dropped.
+
+    So the filterable keys are those some document has, and a run killed after adding a key's columns,
+    then followed by a source without the key, ends with the tables a run of that source alone gives.
+    """
+    return store.documents.unused_metadata(corpus, also=store.views.metadata_fields(corpus, space))
 
 
 def load_for(space: VectorSpace, get_embedder: Callable[[], Embedder]) -> Embedder:
@@ -313,9 +341,9 @@ def view_rows(
     )
 
 
-def _document_rows(docs: Sequence[Document]) -> pa.Table:
+def _document_rows(docs: Sequence[Document], fields: Fields) -> pa.Table:
     stamp = now()
-    return pa.Table.from_pylist(
+    rows = pa.Table.from_pylist(
         [
             {
                 "doc_id": d.doc_id,
@@ -331,3 +359,4 @@ def _document_rows(docs: Sequence[Document]) -> pa.Table:
         ],
         schema=DOCUMENTS_SCHEMA,
     )
+    return with_metadata(rows, [d.metadata for d in docs], fields)

@@ -10,6 +10,7 @@ hash, and re-indexing has already dropped its old views).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
+from storage.metadata import with_metadata
 from tasks.ingest.chunking import join_title
 from tasks.ingest.embed import Embedder
 from tasks.ingest.index import embed_cached, load_for, view_rows
@@ -54,9 +56,11 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
     """Bring title and query views, and the expanded BM25 index, in line with the corpus."""
     report = ViewsReport(corpus)
     space = store.registry.corpus(corpus).space
-    columns = ["doc_id", "title", "text", "content_hash"]
+    columns = ["doc_id", "title", "text", "content_hash", "metadata"]
     docs = store.documents.table(corpus).to_arrow().select(columns).to_pylist()
     doc_hashes = {d["doc_id"]: d["content_hash"] for d in docs}  # each view is tagged with its version
+    metadata = {d["doc_id"]: json.loads(d["metadata"] or "{}") for d in docs}  # copied onto each view
+    fields = store.documents.metadata_fields(corpus)
     queries = kept_queries(store, corpus)
     embedder = load_for(space, get_embedder)
     titles = [
@@ -73,9 +77,9 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
         vectors, encoded = embed_cached(
             store, embedder, {content_hash(v[4]): v[4] for v in views}, queries=as_query
         )
-        added, deleted = store.views.sync(
-            corpus, space, [kind], view_rows(views, vectors, space.model, embedder.dim, doc_hashes)
-        )
+        rows = view_rows(views, vectors, space.model, embedder.dim, doc_hashes)
+        rows = with_metadata(rows, [metadata[v[1]] for v in views], fields)
+        added, deleted = store.views.sync(corpus, space, [kind], rows)
         report.encoded += encoded
         report.added += added
         report.deleted += deleted
@@ -89,7 +93,12 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
         }
         for d in docs
     ]
-    store.documents.write_expansion(corpus, pa.Table.from_pylist(expanded))
+    expanded_rows = pa.Table.from_pylist(
+        expanded, pa.schema([("doc_id", pa.string()), ("lexical", pa.string())])
+    )
+    store.documents.write_expansion(
+        corpus, with_metadata(expanded_rows, [metadata[d["doc_id"]] for d in docs], fields)
+    )
     report.expanded_documents = sum(d["doc_id"] in queries for d in docs)
     log.info("views of %s: %s", corpus, report)
     return report

@@ -36,6 +36,11 @@ class Searcher:
     methods that use them; without a judge, ``rede-rf`` and ``rerank`` judge with ReDE-RF's single-token LLM
     judge. Build an LLM judge over ``searcher.llm`` so its calls are counted per query. After each search,
     ``last_trace`` holds each query's :class:`~tasks.methods.base.QueryTrace` (cost, fallback, vector).
+
+    ``where`` filters every search on document metadata (``year >= 1990 AND source = 'nasa'``, Lance's
+    filter syntax over the corpus's metadata keys). It is checked here, before any search, and applied to
+    each dense and bm25 search before its top k (see :mod:`storage.search`), so every method built on
+    them (hybrid, multiview, HyDE, RM3, ...) ranks only matching documents.
     """
 
     def __init__(
@@ -47,7 +52,13 @@ class Searcher:
         llm: Completer | None = None,
         judge: Judge | None = None,
         llm_factory: Callable[[], Completer] | None = None,
+        where: str | None = None,
     ) -> None:
+        """Open the corpus, and check ``where`` against its metadata.
+
+        Raises:
+            FilterError: ``where`` names an unknown key, has a syntax error or a value of the wrong type.
+        """
         self.store = store
         self.corpus = corpus
         self.info = store.registry.corpus(corpus)
@@ -59,6 +70,7 @@ class Searcher:
         counts = store.counts(corpus)
         self._views_per_doc = counts["views"] / max(counts["documents"], 1)
         self._n_views = counts["views"]
+        self.where = store.search.compile_where(corpus, self.info.space, where) if where else None
 
     @property
     def llm(self) -> Meter:
@@ -122,7 +134,9 @@ class Searcher:
         out: list[Ranking] = [[] for _ in vectors]
         pending = list(range(len(vectors)))
         while pending:
-            hits = self.store.search.dense(self.corpus, self.info.space, vectors[pending], limit, kinds)
+            hits = self.store.search.dense(
+                self.corpus, self.info.space, vectors[pending], limit, kinds, self.where
+            )
             retry = []
             for q, chunk_hits in zip(pending, hits, strict=True):
                 best: dict[str, float] = {}
@@ -153,7 +167,8 @@ class Searcher:
     def search_terms(self, weighted: Sequence[Mapping[str, float]], k: int) -> list[Ranking]:
         """bm25 over weighted words, one ``{word: weight}`` a query (RM3's expanded queries)."""
         return [
-            rank(dict(self.store.search.fts(self.corpus, terms, k)), k) if terms else [] for terms in weighted
+            rank(dict(self.store.search.fts(self.corpus, terms, k, self.where)), k) if terms else []
+            for terms in weighted
         ]
 
     def search_text(self, texts: list[str], k: int, *, expanded: bool = False) -> list[Ranking]:
@@ -162,5 +177,5 @@ class Searcher:
         out = []
         for text in texts:
             query = fts_query(text)
-            out.append(rank(dict(search(self.corpus, query, k)), k) if query else [])
+            out.append(rank(dict(search(self.corpus, query, k, self.where)), k) if query else [])
         return out

@@ -99,3 +99,25 @@ def test_demo_table_fits_80_columns(zsr, built):
     assert len(ids) == 3
     assert_narrow(result.stdout, ids)
     assert re.search(r"report: \S+", result.stdout)  # the report path is not cut
+
+
+def test_methods_fits_80_columns(zsr):
+    shown = zsr("methods").stdout
+    assert_narrow(shown, [])
+    assert "…" not in shown  # descriptions and parameters wrap between words, never cut
+    for name in ("dense", "multiview", "rede-rf", "dense_weight=1.0,", "query_weight=0.3,"):
+        assert re.search(rf"[│ ]{re.escape(name)}[ │]", shown), f"{name} not whole:\n{shown}"
+    assert "``" not in shown  # docstring markup
+
+
+def test_sql_fits_80_columns(zsr):
+    zsr("eval", "-c", "c", "-t", "t", "--methods", METHODS)
+    runs = json.loads(zsr("sql", "SELECT * FROM runs", "--json").stdout)
+    wide = zsr("sql", "SELECT * FROM runs").stdout  # some 20 columns: one block of lines per run
+    assert_narrow(wide, [r["run_id"] for r in runs])
+    for run in runs:
+        for column in ("run_id", "eval_id", "git_sha", "method", "vector_space"):
+            assert re.search(rf"│ {column} +│ {re.escape(str(run[column]))} +│", wide), f"{column}:\n{wide}"
+    narrow = zsr("sql", "SELECT method, n_queries FROM runs ORDER BY method").stdout  # fits: a table
+    assert_narrow(narrow, [])
+    assert re.search(r"┃ method +┃ n_queries ┃", narrow) and narrow.count("│ 6 ") == 4, narrow
