@@ -229,7 +229,9 @@ def test_expand_repeats_the_query_for_bm25(store, fake, provider, tmp_path, monk
     provider.rule = lambda messages, params: "Lift of a wing at mach five."
     searched = []
     real = store.search.fts
-    monkeypatch.setattr(store.search, "fts", lambda c, text, k: searched.append(text) or real(c, text, k))
+    monkeypatch.setattr(
+        store.search, "fts", lambda c, text, k, *where: searched.append(text) or real(c, text, k, *where)
+    )
     searcher = Searcher(store, "c", lambda: fake, llm=client(tmp_path))
     searcher.search(QUERY, "expand", k=5)
     assert searched == [fts_query(" ".join([QUERY] * 5 + ["Lift of a wing at mach five."]))]
