@@ -3,8 +3,9 @@
 One module per command group, each registering its commands on the shared :data:`app` when imported:
 ``corpus`` (ingest, search, corpora, methods, demo), ``evaluation`` (eval, runs, compare, sql, export,
 report), ``synthesis`` (synthesize), ``testsets`` (the ``testset`` group), ``home`` (migrate), ``gc``
-(storage upkeep) and ``rm`` (deletes). ``common`` holds the app and what the commands share: consoles,
-options, tables, progress bars and the handling of user errors.
+(storage upkeep), ``rm`` (deletes) and ``schedule`` (nightly schedules on a running Prefect server).
+``common`` holds the app and what the commands share: consoles, options, tables, progress bars and the
+handling of user errors.
 """
 
 from __future__ import annotations
