@@ -1,11 +1,13 @@
 """Which fusion `hybrid` uses by default: RRF against weighted min-max score fusion, decided on the evidence.
 
 Usage: python bench/fusion.py [--data DIR] [--datasets cranfield,cisi,limit-small] [--queries N]
+           [--settings LABEL,...] [--home DIR]
 Ingests each collection once into a temporary ZSR_HOME (bench/quality.py's `load`; every setting then
 searches the same index, nothing is embedded twice), evaluates bm25, dense and each hybrid setting below
 through `zsr eval`'s path over every judged query (the first N with --queries), prints nDCG@10 and R@100 in
-one table, then applies the README's decision rule ("Fusion default") to the dev collections and prints
-the default it picks. LIMIT-small is reported and never votes: it is adversarial by design.
+one table, then, when it ran every setting on both dev collections, applies the README's decision rule
+("Fusion default") and prints the default it picks. LIMIT-small is reported and never votes: it is
+adversarial by design.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def dev_mean(ndcg: Figures, setting: str) -> float:
     return sum(ndcg[setting, d] for d in DEV) / len(DEV)
 
 
+def top(ndcg: Figures, settings: tuple[str, ...], dataset: str, untuned: str) -> str:
+    """The setting of ``settings`` with the best nDCG@10 on ``dataset``, ties going to ``untuned``."""
+    return max(settings, key=lambda s: (ndcg[s, dataset], s == untuned))
+
+
 def decide(ndcg: Figures) -> tuple[str, list[str]]:
     """The default the README's rule picks from the dev collections' nDCG@10, and the reasons, one a line.
 
@@ -58,9 +65,10 @@ def decide(ndcg: Figures) -> tuple[str, list[str]]:
     choice is shown on the other collection. A candidate replaces the incumbent only if its dev mean beats
     the incumbent's by more than MARGIN and it is not more than MARGIN below it on either collection.
     """
-    reasons, candidates = [], []
+    reasons: list[str] = []
+    candidates: list[str] = []
     for family, settings in FAMILIES.items():
-        picks = {d: max(settings, key=lambda s, d=d: (ndcg[s, d], s == UNTUNED[family])) for d in DEV}
+        picks = {d: top(ndcg, settings, d, UNTUNED[family]) for d in DEV}
         for chosen_on, held_out in (DEV, DEV[::-1]):
             pick = picks[chosen_on]
             got, gain = ndcg[pick, held_out], ndcg[pick, held_out] - ndcg[INCUMBENT, held_out]
@@ -74,8 +82,9 @@ def decide(ndcg: Figures) -> tuple[str, list[str]]:
         reasons.append(f"{family} puts forward {candidates[-1]} ({verdict})")
     best, best_mean = INCUMBENT, dev_mean(ndcg, INCUMBENT)
     for candidate in candidates:
-        gain = dev_mean(ndcg, candidate) - dev_mean(ndcg, INCUMBENT)
-        worst = min(ndcg[candidate, d] - ndcg[INCUMBENT, d] for d in DEV)
+        # Rounded so that float noise cannot turn a difference of exactly MARGIN into more or less than it.
+        gain = round(dev_mean(ndcg, candidate) - dev_mean(ndcg, INCUMBENT), 9)
+        worst = round(min(ndcg[candidate, d] - ndcg[INCUMBENT, d] for d in DEV), 9)
         wins = candidate != INCUMBENT and gain > MARGIN and worst >= -MARGIN
         if candidate != INCUMBENT:
             reasons.append(
@@ -94,28 +103,37 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent / "data")
     parser.add_argument("--datasets", default="cranfield,cisi,limit-small")
     parser.add_argument("--queries", type=int, default=None, help="first N judged queries of each (all)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="labels of the settings to run (all)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="search the collections an earlier run ingested into this home (default: ingest into a fresh "
+        "one); several runs, each with some --settings, can then share one index on a busy machine",
+    )
     args = parser.parse_args()
-    datasets = args.datasets.split(",")
+    datasets, labels = args.datasets.split(","), args.settings.split(",")
     figures: dict[tuple[str, str], tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory() as home:
-        ws = Workspace.open(Settings(home=Path(home)))
+    with tempfile.TemporaryDirectory() as fresh:
+        ws = Workspace.open(Settings(home=args.home or Path(fresh)))
         for dataset in datasets:
-            testset = subset(load(ws, args.data, dataset), args.queries)
-            runs = ws.evaluate(dataset, testset, list(SETTINGS.values()), MEASURES).runs
-            for label, run in zip(SETTINGS, runs, strict=True):
+            human = ws.testsets.load(dataset, "human") if args.home else load(ws, args.data, dataset)
+            testset = subset(human, args.queries)
+            runs = ws.evaluate(dataset, testset, [SETTINGS[label] for label in labels], MEASURES).runs
+            for label, run in zip(labels, runs, strict=True):
                 figures[label, dataset] = (run.metrics["nDCG@10"], run.metrics["R@100"])
-            print(f"{dataset}: {len(testset.queries)} queries")
+                print(f"{dataset} {label}: {run.metrics['nDCG@10']:.4f} / {run.metrics['R@100']:.4f}")
+    decides = set(DEV) <= set(datasets) and labels == list(SETTINGS)
     header = " ".join(f"{d[:11] + ' nDCG/R@100':>23}" for d in datasets)
-    print(f"\n{'setting':12} {header}  dev nDCG@10")
-    for label in SETTINGS:
+    print(f"\n{'setting':12} {header}{'  dev nDCG@10' if decides else ''}")
+    for label in labels:
         cells = " ".join(f"{figures[label, d][0]:>15.3f} / {figures[label, d][1]:.3f}" for d in datasets)
-        mean = dev_mean({k: v[0] for k, v in figures.items()}, label) if set(DEV) <= set(datasets) else None
-        print(f"{label:12} {cells}  {'' if mean is None else f'{mean:11.3f}'}")
-    if not set(DEV) <= set(datasets):
-        return 0
-    default, reasons = decide({k: v[0] for k, v in figures.items()})
-    print("\n" + "\n".join(reasons))
-    print(f"decision: {default} ({SETTINGS[default]})")
+        mean = f"  {dev_mean({k: v[0] for k, v in figures.items()}, label):11.3f}" if decides else ""
+        print(f"{label:12} {cells}{mean}")
+    if decides:
+        default, reasons = decide({k: v[0] for k, v in figures.items()})
+        print("\n" + "\n".join(reasons))
+        print(f"decision: {default} ({SETTINGS[default]})")
     return 0
 
 
