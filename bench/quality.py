@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tasks.evaluation.testsets import TestSet
 from tasks.settings import Settings
 from tasks.workspace import Workspace
 
@@ -42,6 +43,17 @@ def readme_figures(readme: Path) -> dict[tuple[str, str], tuple[float, float]]:
     return {(m[1], m[2]): (float(m[3]), float(m[4])) for m in map(ROW.match, section.splitlines()) if m}
 
 
+def load(ws: Workspace, data: Path, dataset: str) -> TestSet:
+    """Ingest ``data/dataset`` (BEIR layout) as corpus ``dataset``; its qrels become test set ``human``."""
+    folder = data / dataset
+    # Cranfield holds two records with neither title nor text (ids 471, 995): skipped and reported.
+    _, read = ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
+    for problem in read.skipped:
+        print(f"skipped {problem}")
+    testset, _ = ws.testsets.register(dataset, "human", folder)
+    return testset
+
+
 def main() -> int:
     root = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser()
@@ -56,12 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as home:
         ws = Workspace.open(Settings(home=Path(home)))
         for dataset in ("cranfield", "cisi"):
-            folder = args.data / dataset
-            # Cranfield holds two records with neither title nor text (ids 471, 995): skipped and reported.
-            _, read = ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
-            for problem in read.skipped:
-                print(f"skipped {problem}")
-            testset, _ = ws.testsets.register(dataset, "human", folder)
+            testset = load(ws, args.data, dataset)
             results = ws.evaluate(dataset, "human", ["bm25", "dense", "hybrid"], ["nDCG@10", "R@100"]).runs
             print(f"\n{dataset}: {len(testset.queries)} queries")
             print(
