@@ -28,21 +28,40 @@ class Bm25Params(BaseModel):
     model_config = FROZEN
 
 
+# Each fusion's weights when none are given: min-max score fusion at 0.7 dense / 0.3 bm25 is the default,
+# chosen on the dev collections by bench/fusion.py's rule (README, "Fusion default"); RRF stays unweighted
+# as Cormack et al. define it, so ``hybrid(fusion=rrf)`` reproduces the figures measured before the switch.
+DEFAULT_WEIGHTS = {"score": (0.7, 0.3), "rrf": (1.0, 1.0)}
+
+
 class HybridParams(BaseModel):
     """Fusion of dense and bm25 rankings, each cut at ``depth``."""
 
     model_config = FROZEN
-    fusion: Literal["rrf", "score"] = Field(
-        default="rrf", description="reciprocal rank or min-max score fusion"
+    fusion: Literal["score", "rrf"] = Field(
+        default="score", description="min-max score fusion or reciprocal rank fusion"
     )
     rrf_k: int = Field(default=60, ge=1, description="RRF constant: score = sum w / (rrf_k + rank)")
-    dense_weight: float = Field(default=1.0, ge=0, description="weight of the dense ranking")
-    bm25_weight: float = Field(default=1.0, ge=0, description="weight of the bm25 ranking")
+    dense_weight: float | None = Field(
+        default=None, ge=0, description="weight of the dense ranking (default: 0.7 for score, 1 for rrf)"
+    )
+    bm25_weight: float | None = Field(
+        default=None, ge=0, description="weight of the bm25 ranking (default: 0.3 for score, 1 for rrf)"
+    )
     depth: int = Field(default=1000, ge=1, description="hits taken from each ranking before fusion")
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """(dense, bm25): each as given, or the fusion's default."""
+        dense, bm25 = DEFAULT_WEIGHTS[self.fusion]
+        return (
+            dense if self.dense_weight is None else self.dense_weight,
+            bm25 if self.bm25_weight is None else self.bm25_weight,
+        )
 
     @model_validator(mode="after")
     def _some_weight(self) -> HybridParams:
-        if self.dense_weight == 0 and self.bm25_weight == 0:
+        if self.weights == (0, 0):
             raise ValueError("dense_weight and bm25_weight are both 0: every document would score 0")
         return self
 
@@ -142,7 +161,7 @@ def retrieve_hybrid(
     pairs = zip(
         dense(retriever, texts, params.depth), retriever.search_text(texts, params.depth), strict=True
     )
-    weights = (params.dense_weight, params.bm25_weight)
+    weights = params.weights
     rankings = [
         rank(rrf(pair, weights, params.rrf_k) if params.fusion == "rrf" else score_fusion(pair, weights), k)
         for pair in pairs

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-EXAMPLE = "hybrid(fusion=score, dense_weight=0.7)"
+EXAMPLE = "hybrid(fusion=rrf, rrf_k=10)"
 
 
 class MethodSpecError(ValueError):

@@ -46,7 +46,7 @@ def test_ingest_then_reingest_encodes_nothing(home):
 
 def test_search_each_method(home):
     zsr_json("ingest", str(DEMO_DATA), "--corpus", "demo")
-    for method in ("dense", "bm25", "hybrid", "hybrid(fusion=score)"):
+    for method in ("dense", "bm25", "hybrid", "hybrid(fusion=rrf)"):
         result = zsr_json(
             "search", "boundary layer heat transfer", "--corpus", "demo", "--method", method, "-k", "5"
         )
@@ -121,11 +121,11 @@ def test_eval_workflow(home, tmp_path):
         "-t",
         "human",
         "--methods",
-        "bm25,hybrid(fusion=score)",
+        "bm25,hybrid(fusion=rrf)",
         "--metrics",
         "nDCG@10,R@100",
     )
-    assert [r["method"] for r in runs] == ["bm25", "hybrid(fusion=score)"]
+    assert [r["method"] for r in runs] == ["bm25", "hybrid(fusion=rrf)"]
     a, b = runs[0]["run_id"], runs[1]["run_id"]
     listed = zsr_json("runs", "--corpus", "demo")
     assert {a, b} <= {r["run_id"] for r in listed}
@@ -143,7 +143,7 @@ def test_eval_workflow(home, tmp_path):
     assert code == 0 and len(lines) == 40 * 100 and lines[0].split()[1] == "Q0"
     code, output = zsr("report", a)
     report = Path(output.split("report:")[1].split()[0])
-    assert code == 0 and report.is_file() and "hybrid(fusion=score)" in report.read_text()
+    assert code == 0 and report.is_file() and "hybrid(fusion=rrf)" in report.read_text()
 
 
 def test_eval_errors_before_any_work(home):

@@ -115,7 +115,7 @@ def test_long_documents_are_chunked_and_aggregate_to_one_hit(tmp_store):
 def test_search_methods_find_the_matching_document(tmp_store, fake):
     run(tmp_store, make_docs(12), fake)
     searcher = Searcher(tmp_store, "c", lambda: fake)
-    for method in ("dense", "bm25", "hybrid", "hybrid(fusion=score, dense_weight=0.3)"):
+    for method in ("dense", "bm25", "hybrid", "hybrid(fusion=rrf, dense_weight=0.3)"):
         hits = searcher.search("term7 wing", method, k=3)
         assert hits[0][0] == "d7", method
         assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)

@@ -71,13 +71,13 @@ def test_the_registry_lists_every_method_in_order():
 
 def test_one_registration_adds_a_method(toy, store, fake):
     assert toy.summary == "Toy: the first stage's ranking upside down."
-    method = parse_method("toy(depth=3, first=hybrid(fusion=score))")
-    assert isinstance(method.params, ToyParams) and str(method) == "toy(depth=3, first=hybrid(fusion=score))"
+    method = parse_method("toy(depth=3, first=hybrid(fusion=rrf))")
+    assert isinstance(method.params, ToyParams) and str(method) == "toy(depth=3, first=hybrid(fusion=rrf))"
     assert str(parse_method("prf(first=toy(first=dense))")) == "prf(first=toy(first=dense))"
     assert calls_llm("toy") and calls_llm("prf(first=toy)") and not calls_llm("prf(first=hybrid)")
 
     searcher = Searcher(store, "c", lambda: fake)
-    hybrid = searcher.search(QUERY, "hybrid(fusion=score)", k=3)
+    hybrid = searcher.search(QUERY, "hybrid(fusion=rrf)", k=3)
     hits = searcher.search(QUERY, method, k=3)
     assert [d for d, _ in hits] == [d for d, _ in hybrid][::-1]
     assert searcher.last_trace["q"].fallback == "none: a toy"
@@ -95,18 +95,18 @@ def test_an_unregistered_method_is_unknown_again():
     ("spec", "canonical", "first"),
     [
         (
-            "rerank(first=hybrid(fusion=score), depth=30)",
-            "rerank(depth=30, first=hybrid(fusion=score))",
-            "hybrid(fusion=score)",
+            "rerank(first=hybrid(fusion=rrf), depth=30)",
+            "rerank(depth=30, first=hybrid(fusion=rrf))",
+            "hybrid(fusion=rrf)",
         ),
         ("prf(first=rede-rf(first=hybrid))", "prf(first=rede-rf)", "rede-rf"),  # rede-rf's default first
         ("prf(first=rede-rf(first=bm25))", "prf(first=rede-rf(first=bm25))", "rede-rf(first=bm25)"),
         (
-            "rerank( first = hybrid ( rrf_k=10 , fusion=score ) )",
-            "rerank(first=hybrid(fusion=score, rrf_k=10))",
-            "hybrid(fusion=score, rrf_k=10)",
+            "rerank( first = hybrid ( rrf_k=10 , fusion=rrf ) )",
+            "rerank(first=hybrid(fusion=rrf, rrf_k=10))",
+            "hybrid(fusion=rrf, rrf_k=10)",
         ),
-        ("prf(first='hybrid(fusion=score)')", "prf(first=hybrid(fusion=score))", "hybrid(fusion=score)"),
+        ("prf(first='hybrid(fusion=rrf)')", "prf(first=hybrid(fusion=rrf))", "hybrid(fusion=rrf)"),
         ("prf(first=dense())", "prf", "dense"),  # the default, spelled out, is left out
         ("hyde(context=3, first=prf(first=bm25, k=2))", None, "prf(first=bm25, k=2)"),
         (
@@ -131,8 +131,8 @@ def test_nested_first_stages_rank_as_the_inner_method_does(store, fake):
     assert searcher.search(QUERY, "rerank(first=hybrid)", k=8) == searcher.search(QUERY, "rerank", k=8)
     assert searcher.search(QUERY, "rerank(first=hybrid())", k=8) == searcher.search(QUERY, "rerank", k=8)
 
-    first = [d for d, _ in searcher.search(QUERY, "hybrid(fusion=score, rrf_k=5)", k=12)]
-    hits = searcher.search(QUERY, "rerank(depth=12, first=hybrid(fusion=score, rrf_k=5))", k=12)
+    first = [d for d, _ in searcher.search(QUERY, "hybrid(fusion=rrf, rrf_k=5)", k=12)]
+    hits = searcher.search(QUERY, "rerank(depth=12, first=hybrid(fusion=rrf, rrf_k=5))", k=12)
     relevant = sorted(["d5", "d9"], key=first.index)
     assert [d for d, _ in hits] == relevant + [d for d in first if d not in relevant]
 
@@ -165,10 +165,10 @@ def test_calls_llm_looks_through_nested_methods(method, expected):
 
 
 def test_split_methods_keeps_nested_commas():
-    text = "dense, rerank(first=hybrid(fusion=score, rrf_k=10), depth=30),prf(first=rede-rf(first=hybrid)) ,"
+    text = "dense, rerank(first=hybrid(fusion=rrf, rrf_k=10), depth=30),prf(first=rede-rf(first=hybrid)) ,"
     assert split_methods(text) == [
         "dense",
-        "rerank(first=hybrid(fusion=score, rrf_k=10), depth=30)",
+        "rerank(first=hybrid(fusion=rrf, rrf_k=10), depth=30)",
         "prf(first=rede-rf(first=hybrid))",
     ]
 
@@ -178,10 +178,10 @@ def test_split_methods_keeps_nested_commas():
     [
         # unbalanced parentheses: the counts, the column of the culprit, the fix
         (
-            "rerank(first=hybrid(fusion=score)",
+            "rerank(first=hybrid(fusion=rrf)",
             r"found 2 '\(' and 1 '\)'\): the '\(' \(column 7\) is never closed",
         ),
-        ("hybrid(fusion=score))", r"the '\)' \(column 21\) closes nothing; remove it"),
+        ("hybrid(fusion=rrf))", r"the '\)' \(column 21\) closes nothing; remove it"),
         ("hybrid)", r"found 0 '\(' and 1 '\)'"),
         # a missing '=', at the top or nested
         ("rerank(first=hybrid(depth))", r"parameter 'depth' \(column 21\) must be written key=value"),
@@ -211,7 +211,7 @@ def test_split_methods_keeps_nested_commas():
         ),
         # text after the closing parenthesis, at the top or nested
         ("rerank(first=hybrid) x", r"but 'x' follows the '\)' \(column 22\); remove it"),
-        ("rerank(first=hybrid(fusion=score) x)", r"but 'x' follows the '\)' \(column 35\)"),
+        ("rerank(first=hybrid(fusion=rrf) x)", r"but 'x' follows the '\)' \(column 35\)"),
     ],
 )
 def test_syntax_errors_point_at_the_fault(spec, message):

@@ -19,7 +19,7 @@ from tests.fakes import FakeEmbedder, make_docs
 from tests.unit.test_llm_failures import build_home
 
 WIDTH = 80
-METHODS = "dense,bm25,hybrid,hybrid(fusion=score)"
+METHODS = "dense,bm25,hybrid,hybrid(fusion=rrf)"
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ def test_score_fusion_min_max_normalises_each_ranking():
 
 
 def test_parse_method_names_and_params():
-    method = parse_method("hybrid(fusion=score, dense_weight=0.7, rrf_k=10)")
+    method = parse_method("hybrid(fusion=rrf, dense_weight=0.7, rrf_k=10)")
     assert isinstance(method.params, HybridParams)
     assert (method.params.fusion, method.params.dense_weight, method.params.rrf_k) == ("score", 0.7, 10)
-    assert str(method) == "hybrid(dense_weight=0.7, fusion=score, rrf_k=10)"
+    assert str(method) == "hybrid(dense_weight=0.7, fusion=rrf, rrf_k=10)"
     assert str(parse_method("dense")) == "dense"
 
 
@@ -42,9 +42,9 @@ def test_parse_method_names_and_params():
         ("hybrid(depth)", "key=value"),
         ("dense(k=3)", "k"),
         ("hybrid(fusion=rrf", r"parentheses that end the method \(found 1 '\(' and 0 '\)'\)"),
-        ("hybrid(fusion=score))", "found 1 '.' and 2 '.'"),
-        ("hybrid(fusion=score) x", "parentheses that end the method"),
-        ("hybrid(fusion=score, dense_weight=0, bm25_weight=0)", "both 0"),
+        ("hybrid(fusion=rrf))", "found 1 '.' and 2 '.'"),
+        ("hybrid(fusion=rrf) x", "parentheses that end the method"),
+        ("hybrid(fusion=rrf, dense_weight=0, bm25_weight=0)", "both 0"),
         ("hybrid(dense_weight=0, bm25_weight=0)", "both 0"),
     ],
 )

@@ -50,7 +50,7 @@ def nasa(doc_id: str) -> bool:
     return int(doc_id[1:]) % 8 == 0
 
 
-@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid", "hybrid(fusion=score)"])
+@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid", "hybrid(fusion=rrf)"])
 def test_a_filter_keeps_only_matching_documents_and_k_of_them(indexed, fake, method, monkeypatch):
     unfiltered = searcher(indexed, fake, None).search("wing flow", method, 5)
     assert not any(nasa(d) for d, _ in unfiltered)  # a filter applied after the top 5 would leave nothing
