@@ -191,7 +191,11 @@ def methods(as_json: JsonOpt = False) -> None:
         [
             [
                 r["method"],
-                ", ".join(f"{p}={v['default']}" for p, v in r["params"].items()) or "-",
+                # None: chosen at run time from another parameter (hybrid's weights follow its fusion)
+                ", ".join(
+                    f"{p}={'auto' if v['default'] is None else v['default']}" for p, v in r["params"].items()
+                )
+                or "-",
                 r["description"],
             ]
             for r in rows

@@ -28,8 +28,8 @@ def test_hybrid_default_is_what_the_readme_says() -> None:
     assert shown == {
         "fusion": params.fusion,
         "rrf_k": str(params.rrf_k),
-        "dense_weight": f"{params.dense_weight:g}",
-        "bm25_weight": f"{params.bm25_weight:g}",
+        "dense_weight": f"{params.weights[0]:g}",
+        "bm25_weight": f"{params.weights[1]:g}",
         "depth": str(params.depth),
     }
     section = README.split("\n### Fusion default\n", 1)[1].split("\n## ", 1)[0]

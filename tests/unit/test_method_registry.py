@@ -181,7 +181,7 @@ def test_split_methods_keeps_nested_commas():
             "rerank(first=hybrid(fusion=rrf)",
             r"found 2 '\(' and 1 '\)'\): the '\(' \(column 7\) is never closed",
         ),
-        ("hybrid(fusion=rrf))", r"the '\)' \(column 21\) closes nothing; remove it"),
+        ("hybrid(fusion=rrf))", r"the '\)' \(column 19\) closes nothing; remove it"),
         ("hybrid)", r"found 0 '\(' and 1 '\)'"),
         # a missing '=', at the top or nested
         ("rerank(first=hybrid(depth))", r"parameter 'depth' \(column 21\) must be written key=value"),
@@ -202,7 +202,7 @@ def test_split_methods_keeps_nested_commas():
         # bad values: pydantic's message under the parameter's path, nested path included
         (
             "rerank(first=hybrid(fusion=max), depth=30)",
-            r"first\.fusion: Input should be 'rrf' or 'score', got 'max' \(column 28\)",
+            r"first\.fusion: Input should be 'score' or 'rrf', got 'max' \(column 28\)",
         ),
         ("rerank(depth=0)", r"depth: Input should be greater than or equal to 1, got '0' \(column 14\)"),
         (
@@ -211,7 +211,7 @@ def test_split_methods_keeps_nested_commas():
         ),
         # text after the closing parenthesis, at the top or nested
         ("rerank(first=hybrid) x", r"but 'x' follows the '\)' \(column 22\); remove it"),
-        ("rerank(first=hybrid(fusion=rrf) x)", r"but 'x' follows the '\)' \(column 35\)"),
+        ("rerank(first=hybrid(fusion=rrf) x)", r"but 'x' follows the '\)' \(column 33\)"),
     ],
 )
 def test_syntax_errors_point_at_the_fault(spec, message):

@@ -105,7 +105,7 @@ def test_methods_fits_80_columns(zsr):
     shown = zsr("methods").stdout
     assert_narrow(shown, [])
     assert "…" not in shown  # descriptions and parameters wrap between words, never cut
-    for name in ("dense", "multiview", "rede-rf", "dense_weight=1.0,", "query_weight=0.3,"):
+    for name in ("dense", "multiview", "rede-rf", "dense_weight=auto,", "query_weight=0.3,"):
         assert re.search(rf"[│ ]{re.escape(name)}[ │]", shown), f"{name} not whole:\n{shown}"
     assert "``" not in shown  # docstring markup
 

@@ -28,7 +28,7 @@ def test_score_fusion_min_max_normalises_each_ranking():
 def test_parse_method_names_and_params():
     method = parse_method("hybrid(fusion=rrf, dense_weight=0.7, rrf_k=10)")
     assert isinstance(method.params, HybridParams)
-    assert (method.params.fusion, method.params.dense_weight, method.params.rrf_k) == ("score", 0.7, 10)
+    assert (method.params.fusion, method.params.dense_weight, method.params.rrf_k) == ("rrf", 0.7, 10)
     assert str(method) == "hybrid(dense_weight=0.7, fusion=rrf, rrf_k=10)"
     assert str(parse_method("dense")) == "dense"
 
