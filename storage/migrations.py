@@ -53,11 +53,7 @@ def v1_to_v2(lance: Lance, space_of: SpaceOf, progress: Progress | None = None) 
     Returns what was done, in order (an empty list: nothing was left to do).
     """
     actions: list[str] = []
-
-    def done(action: str) -> None:
-        actions.append(action)
-        if progress:
-            progress(action)
+    done = _recorder(actions, progress)
 
     names = set(lance.names())
     registry = lance.db.open_table(REGISTRY) if REGISTRY in names else None
@@ -82,6 +78,17 @@ def v1_to_v2(lance: Lance, space_of: SpaceOf, progress: Progress | None = None) 
             lance.db.drop_table(name)
             done(f"dropped {name}")
     return actions
+
+
+def _recorder(actions: list[str], progress: Progress | None) -> Progress:
+    """Appends each action to ``actions`` and reports it to ``progress``."""
+
+    def done(action: str) -> None:
+        actions.append(action)
+        if progress:
+            progress(action)
+
+    return done
 
 
 def _v1_cache_table(model: str, prefix: str) -> str:
@@ -135,11 +142,7 @@ def v2_to_v3(lance: Lance, progress: Progress | None = None) -> list[str]:
     done, in order.
     """
     actions: list[str] = []
-
-    def done(action: str) -> None:
-        actions.append(action)
-        if progress:
-            progress(action)
+    done = _recorder(actions, progress)
 
     names = set(lance.names())
     suffix = documents_table("")
