@@ -109,7 +109,7 @@ def search(
     query: Annotated[str, typer.Argument(help="The query text.")],
     corpus: CorpusOpt,
     method: Annotated[
-        str, typer.Option("--method", "-m", help="dense, bm25, hybrid or e.g. 'hybrid(fusion=score)'.")
+        str, typer.Option("--method", "-m", help="dense, bm25, hybrid or e.g. 'hybrid(fusion=rrf)'.")
     ] = "hybrid",
     k: Annotated[int, typer.Option("-k", min=1, help="How many documents.")] = 10,
     where: Annotated[

@@ -39,7 +39,7 @@ def eval_(
     corpus: CorpusOpt,
     testset: Annotated[str, typer.Option("--testset", "-t", help="A registered test set of the corpus.")],
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods, e.g. 'dense,bm25,hybrid(fusion=score)'.")
+        str, typer.Option(help="Comma-separated methods, e.g. 'dense,bm25,hybrid(fusion=rrf)'.")
     ] = "dense,bm25,hybrid",
     metrics: Annotated[
         str | None,

@@ -35,7 +35,7 @@ class _MethodString:
 
 
 _METHOD_STRING = _MethodString()
-# A parameter that names another method, with its own parameters: ``first=hybrid(fusion=score)``. The registry
+# A parameter that names another method, with its own parameters: ``first=hybrid(fusion=rrf)``. The registry
 # parses and validates it recursively and stores it in its canonical spelling.
 MethodSpec = Annotated[str, _METHOD_STRING]
 

@@ -77,7 +77,7 @@ def parse_call(spec: str, start: int = 0, end: int | None = None) -> Call:
 
 
 def split_methods(text: str) -> list[str]:
-    """Split ``"dense,hybrid(fusion=score, rrf_k=10)"`` on the commas outside parentheses."""
+    """Split ``"dense,hybrid(fusion=rrf, rrf_k=10)"`` on the commas outside parentheses."""
     return [part for a, b in _split(text, 0, len(text)) if (part := text[a:b].strip())]
 
 

@@ -6,7 +6,7 @@ one entry there; the searcher, the CLI listing, the flows' form and ``llm`` tag 
 
 A method string is ``name`` or ``name(key=value, ...)`` (the syntax: :mod:`tasks.methods.grammar`). A
 parameter typed :data:`~tasks.methods.base.MethodSpec` (``first``) takes a method string itself, parameters
-and all: ``rerank(first=hybrid(fusion=score), depth=30)``. ``str(parse_method(spec))`` is the canonical
+and all: ``rerank(first=hybrid(fusion=rrf), depth=30)``. ``str(parse_method(spec))`` is the canonical
 spelling stored in runs: parameters at their defaults left out, the others sorted by name, nested methods
 canonical too; the parameters' JSON holds a nested method as its canonical string.
 """

@@ -69,7 +69,7 @@ def prompt_of(messages) -> str:
         "hyde(context=20, first=bm25)",
         "expand(first=dense)",
         "rerank(depth=5, first=multiview)",
-        "rerank(first=hybrid(fusion=score))",
+        "rerank(first=hybrid(fusion=rrf))",
     ],
 )
 def test_method_strings_round_trip(spec):
