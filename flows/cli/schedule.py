@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flows.cli.common import JsonOpt, app, emit_json, narrow, out, show, user_errors, warn
+from flows.cli.serve import api_healthy
 from tasks.ingest.formats import SourceFormat
 
 if TYPE_CHECKING:
@@ -151,11 +152,7 @@ def prefect_client(url: str) -> Iterator[SyncPrefectClient]:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    try:
-        healthy = httpx.get(f"{url}/health", timeout=10).status_code == 200
-    except httpx.HTTPError:
-        healthy = False
-    if not healthy:
+    if not api_healthy(url, timeout=10):
         raise NoServerError(url)
     try:
         with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:

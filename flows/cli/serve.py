@@ -202,10 +202,7 @@ class Stack:
 
     def healthy(self) -> bool:
         """Whether the API answers its health check."""
-        try:
-            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return api_healthy(self.api_url)
 
     def api(
         self, method: str, path: str, json: Any = None, ok: tuple[int, ...] = (), patience: float = 60.0
@@ -328,6 +325,14 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether a Prefect API at ``api_url`` (``.../api``) answers its health check within ``timeout`` s."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def zombie_automation(seconds: int = ZOMBIE_SECONDS) -> dict[str, Any]:
