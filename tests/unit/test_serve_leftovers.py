@@ -105,3 +105,17 @@ def test_children_get_a_parent_death_signal(tmp_path: Path) -> None:
     else:
         os.kill(child, 9)
         pytest.fail("the child outlived its parent")
+
+
+def test_a_zombie_counts_as_gone() -> None:
+    """An exited child its parent has not reaped yet holds no port or pool: waiting on it would stall."""
+    from flows.cli.serve import _alive, _stat
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while _stat(child.pid)[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    assert not _alive(child.pid)  # os.kill(pid, 0) alone still finds it
+    assert _alive(os.getpid())
+    child.wait()
