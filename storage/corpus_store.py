@@ -81,4 +81,7 @@ class CorpusStore:
         step is a no-op once done). Embedding caches are shared by corpora and stay.
         """
         self.registry.unregister(corpus)
-        return [table for table in self.tables_of(corpus) if self.lance.drop(table)]
+        dropped = [table for table in self.tables_of(corpus) if self.lance.drop(table)]
+        for table in dropped:  # a table re-created under the same name restarts at version 1
+            self.search.matrices.forget(table)
+        return dropped

@@ -18,9 +18,10 @@ from lancedb.query import BooleanQuery, LanceVectorQueryBuilder, MatchQuery, Occ
 
 from storage.documents import Documents, expanded_table
 from storage.lance import Lance, sql_list
+from storage.matrix import Matrices
 from storage.metadata import FilterError, check_where, column, rewrite_where
 from storage.vector_space import VectorSpace
-from storage.views import Views
+from storage.views import Views, views_table
 
 Hits = list[tuple[str, float]]
 
@@ -32,6 +33,7 @@ class Search:
         self.lance = lance
         self.documents = documents
         self.views = views
+        self.matrices = Matrices(lance)
 
     def compile_where(self, corpus: str, space: VectorSpace, where: str) -> str:
         """The user's filter over metadata keys, checked and rewritten over the tables' columns.
@@ -66,8 +68,13 @@ class Search:
     ) -> list[Hits]:
         """Nearest views of ``kinds`` for each query vector: per query, ``(doc_id, cosine)`` best first.
 
-        ``where``: a filter from :meth:`compile_where`, applied before ranking.
+        ``where``: a filter from :meth:`compile_where`, applied before ranking. A table without a vector
+        index is searched exactly from memory (:mod:`storage.matrix`), unless filtered.
         """
+        name = views_table(corpus, space)
+        matrix = None if where else self.matrices.get(name)
+        if matrix is not None:
+            return matrix.top(vectors, limit, matrix.kind_mask(kinds))
         query = self.views.table(corpus, space).search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
         if where:  # a narrow filter may leave the usual ANN partitions short of limit rows: probe on
