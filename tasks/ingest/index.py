@@ -166,7 +166,7 @@ def reindex(
     repairs = _stored_documents(store, corpus, sorted(broken.intersection(kept)))
     todo = len(plan.todo) + len(repairs)
     report.added = sum(doc_id not in stored for doc_id in plan.todo)
-    report.changed = sum(stored.get(doc_id) not in (None, h) for doc_id, h in plan.todo.items())
+    report.changed = plan.changed
     report.repaired = todo - report.added - report.changed + len(orphans)
     report.unchanged = plan.count - len(plan.todo)
     report.deleted = len(gone)

@@ -19,7 +19,8 @@ class Plan:
     """What the planning pass over the source found; ids and hashes only, no text."""
 
     present: set[str] = field(default_factory=set)  # every source id
-    todo: dict[str, str] = field(default_factory=dict)  # id -> content hash of the new or changed version
+    todo: set[str] = field(default_factory=set)  # ids of the new, changed and broken documents
+    changed: int = 0  # documents stored with another content hash
     count: int = 0  # source documents
     samples: list[Document] = field(default_factory=list)  # see plan_documents
 
@@ -36,10 +37,11 @@ def plan_documents(documents: Iterable[Document], stored: Mapping[str, str], bro
     for doc in documents:
         plan.count += 1
         plan.present.add(doc.doc_id)
-        doc_hash = doc.content_hash
-        if stored.get(doc.doc_id) == doc_hash and doc.doc_id not in broken:
+        stored_hash, doc_hash = stored.get(doc.doc_id), doc.content_hash
+        if stored_hash == doc_hash and doc.doc_id not in broken:
             continue
-        plan.todo[doc.doc_id] = doc_hash
+        plan.todo.add(doc.doc_id)
+        plan.changed += stored_hash not in (None, doc_hash)
         kinds = {(key, type(value)) for key, value in doc.metadata.items()}
         if not kinds <= shown:
             shown |= kinds
