@@ -1,8 +1,9 @@
 """The planning pass of a re-index: what to write, read from the source without holding it.
 
-:func:`tasks.ingest.index.reindex` reads its documents twice. This first pass keeps ids and content hashes
-only, plus the metadata of a few documents, enough to infer the metadata columns (and so to refuse a
-conflict before anything is written); the second pass writes the planned documents in :func:`batches`.
+:func:`tasks.ingest.index.reindex` reads its documents twice. This first pass keeps ids only (each
+document's content hash is compared with the stored one as it passes), plus the metadata of a few
+documents, enough to infer the metadata columns (and so to refuse a conflict before anything is written);
+the second pass writes the planned documents in :func:`batches`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from storage.types import BadInputError, Document
 
 @dataclass
 class Plan:
-    """What the planning pass over the source found; ids and hashes only, no text."""
+    """What the planning pass over the source found: ids and counts, no text."""
 
     present: set[str] = field(default_factory=set)  # every source id
     todo: set[str] = field(default_factory=set)  # ids of the new, changed and broken documents
