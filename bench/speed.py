@@ -36,7 +36,7 @@ def main() -> int:
     base = Settings()
     embedder = embedder_factory(vector_space(base.embedding_model), base)()  # load once, shared by both sides
     assert isinstance(embedder, SentenceTransformerEmbedder)  # the raw side calls its model directly
-    docs = read_source(folder, fmt="beir", skip_bad=True).documents
+    docs = list(read_source(folder, fmt="beir", skip_bad=True).documents)
     texts = [c.text for c in chunk_documents(docs, embedder, base.chunk_overlap)]
 
     raw, full, again = [], [], []

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -28,13 +29,14 @@ from storage.corpus_store import CorpusStore
 from storage.documents import DOCUMENTS_SCHEMA
 from storage.ids import canonical_json, content_hash
 from storage.lance import now, vectors_to_arrow
-from storage.metadata import Fields, infer_fields, with_metadata
+from storage.metadata import Fields, with_metadata
 from storage.registry import CorpusInfo, check_name
 from storage.types import Document
 from storage.vector_space import Role, VectorSpace
 from storage.views import views_schema
-from tasks.ingest.chunking import CHUNK, chunk_documents, join_title
+from tasks.ingest.chunking import CHUNK, Chunk, chunk_documents, join_title
 from tasks.ingest.embed import Embedder, ModelMismatchError
+from tasks.ingest.plan import batches, plan_documents, planned_fields
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def _check_space(info: CorpusInfo, requested: VectorSpace) -> None:
 def reindex(
     store: CorpusStore,
     corpus: str,
-    documents: Sequence[Document],
+    documents: Iterable[Document],
     space: VectorSpace,
     get_embedder: Callable[[], Embedder],
     *,
@@ -115,10 +117,17 @@ def reindex(
 ) -> ReindexReport:
     """Bring the corpus tables in line with ``documents``; the embedder is loaded only if there is work.
 
+    The documents are read twice, one at a time, and never held: a first pass plans (which documents are
+    new or changed, which stored ones are gone, the metadata columns), as a metadata conflict must be
+    refused and the work counted before anything is written; the second writes the planned documents in
+    batches of ``batch_docs``. Memory is bounded by a batch and the sets of ids and hashes, not by the text.
+
     Args:
         store: the LanceDB store.
         corpus: corpus name.
-        documents: the whole source, already validated.
+        documents: the whole source, already validated: a list, or :func:`read_source`'s documents, which
+            are read from disk again on each iteration. A one-shot iterator is refused (the second pass
+            would find it empty).
         space: the vector space to index in (see :func:`resolve_corpus`).
         get_embedder: builds the embedder of ``space`` on first need (loading a model costs seconds).
         overlap: tokens shared by consecutive chunks.
@@ -131,33 +140,35 @@ def reindex(
         source: where the documents came from, for the registry.
         progress: called after each batch with the documents done so far and the documents to do.
     """
+    if iter(documents) is documents:
+        raise TypeError("reindex reads its documents twice: pass a list or read_source's documents")
     started = time.perf_counter()
     check_name(corpus)
     report = ReindexReport(corpus=corpus, model=space.model)
     registered = store.registry.get(corpus)  # first: a registry of an older format is refused unwritten
     if registered:
         _check_space(registered, space)  # a corpus moves to another space only as a whole, later
-    if not store.documents.exists(corpus):  # a first ingest refused for its metadata leaves no table
-        infer_fields(documents, {})
-    stored = store.documents.hashes(corpus)
+    # Reading the documents table creates it: a first ingest refused for its metadata must leave none.
+    exists = store.documents.exists(corpus)
+    stored = store.documents.hashes(corpus) if exists else {}
     views = store.views.hashes(corpus, space)
     broken = {doc_id for doc_id, h in stored.items() if not _whole(views.get(doc_id, set()), h)}
-    present = {d.doc_id for d in documents}
-    orphans = sorted(doc_id for doc_id in views if doc_id not in stored and doc_id not in present)
+    plan = plan_documents(documents, stored, broken)
+    orphans = sorted(doc_id for doc_id in views if doc_id not in stored and doc_id not in plan.present)
     missing = _split_gone(
-        sorted(doc_id for doc_id in stored if doc_id not in present),
+        sorted(doc_id for doc_id in stored if doc_id not in plan.present),
         keep_deleted,
         skipped_ids,
         skipped_without_id,
     )
     gone = missing.delete
     kept = [*missing.kept_skipped, *missing.kept_deleted, *missing.kept_unverified]
-    todo = [d for d in documents if stored.get(d.doc_id) != d.content_hash or d.doc_id in broken]
-    todo += _stored_documents(store, corpus, sorted(broken.intersection(kept)))
-    report.added = sum(d.doc_id not in stored for d in todo)
-    report.changed = sum(d.doc_id in stored and stored[d.doc_id] != d.content_hash for d in todo)
-    report.repaired = len(todo) - report.added - report.changed + len(orphans)
-    report.unchanged = len(documents) - sum(d.doc_id in present for d in todo)
+    repairs = _stored_documents(store, corpus, sorted(broken.intersection(kept)))
+    todo = len(plan.todo) + len(repairs)
+    report.added = sum(doc_id not in stored for doc_id in plan.todo)
+    report.changed = plan.changed
+    report.repaired = todo - report.added - report.changed + len(orphans)
+    report.unchanged = plan.count - len(plan.todo)
     report.deleted = len(gone)
     report.kept_skipped = len(missing.kept_skipped)
     report.kept_deleted = len(missing.kept_deleted)
@@ -184,35 +195,24 @@ def reindex(
 
     # Metadata types are checked before anything is written: a conflict names its record and the fix.
     # (The views' columns count too: a run killed between its views and its rows leaves them there alone.)
-    views_fields = store.views.metadata_fields(corpus, space)
-    fields = infer_fields(todo, {**views_fields, **store.documents.metadata_fields(corpus)})
+    known = {**store.views.metadata_fields(corpus, space)}
+    if exists:
+        known.update(store.documents.metadata_fields(corpus))
+    fields = planned_fields(documents, plan, repairs, known)
+    store.documents.table(corpus)  # created now: a first ingest stopped from here on reads as incomplete
     embedder = load_for(space, get_embedder)
     created = registered.created_at if registered else now()
     store.registry.register(CorpusInfo(corpus, space, embedder.dim, source, created, now()))
     # New metadata keys get their columns first, each table's in one commit (null for stored rows).
     store.views.add_metadata_columns(corpus, space, fields)
     store.documents.add_metadata_columns(corpus, fields)
-    for start in range(0, len(todo), batch_docs):
-        batch = todo[start : start + batch_docs]
-        chunks = chunk_documents(batch, embedder, overlap)
-        vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
-        report.chunks_encoded += encoded
-        report.chunks_cached += len({c.content_hash for c in chunks}) - encoded
-        report.chunks_written += len(chunks)
-        hashes = {d.doc_id: d.content_hash for d in batch}
-        views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
-        # The unit of commit (module docstring): new views, then the row, then the old views go.
-        metadata = {d.doc_id: d.metadata for d in batch}
-        new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes)
-        store.views.put(
-            corpus, space, with_metadata(new_views, [metadata[v[1]] for v in views_of_batch], fields)
-        )
-        rows = [d for d in batch if stored.get(d.doc_id) != d.content_hash]
-        if rows:
-            store.documents.upsert(corpus, _document_rows(rows, fields))
-        store.views.delete_stale(corpus, space, hashes)
+    planned = (d for d in documents if d.doc_id in plan.todo)
+    done = 0
+    for batch in batches(chain(planned, repairs), batch_docs):
+        _write_batch(store, corpus, space, embedder, batch, stored, fields, overlap, report)
+        done += len(batch)
         if progress:
-            progress(start + len(batch), len(todo))
+            progress(done, todo)
     if gone or orphans:
         store.views.delete(corpus, space, [*gone, *orphans])  # views first: none outlives its row
     if gone:
@@ -227,6 +227,42 @@ def reindex(
     report.seconds = time.perf_counter() - started
     log.info("indexed %s: %s", corpus, report)
     return report
+
+
+def _write_batch(
+    store: CorpusStore,
+    corpus: str,
+    space: VectorSpace,
+    embedder: Embedder,
+    batch: list[Document],
+    stored: Mapping[str, str],
+    fields: Fields,
+    overlap: int,
+    report: ReindexReport,
+) -> None:
+    """Chunk, embed and commit one batch; the unit of commit (module docstring): new views, row, old views."""
+    chunks = chunk_documents(batch, embedder, overlap)
+    vectors = _embed_batch(store, embedder, chunks, report)
+    report.chunks_written += len(chunks)
+    hashes = {d.doc_id: d.content_hash for d in batch}
+    views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
+    metadata = {d.doc_id: d.metadata for d in batch}
+    new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes)
+    store.views.put(corpus, space, with_metadata(new_views, [metadata[v[1]] for v in views_of_batch], fields))
+    rows = [d for d in batch if stored.get(d.doc_id) != hashes[d.doc_id]]
+    if rows:
+        store.documents.upsert(corpus, _document_rows(rows, fields))
+    store.views.delete_stale(corpus, space, hashes)
+
+
+def _embed_batch(
+    store: CorpusStore, embedder: Embedder, chunks: Sequence[Chunk], report: ReindexReport
+) -> dict[str, np.ndarray]:
+    """Vectors of a batch's chunks by text hash, from the cache or encoded; counted in ``report``."""
+    vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
+    report.chunks_encoded += encoded
+    report.chunks_cached += len({c.content_hash for c in chunks}) - encoded
+    return vectors
 
 
 def _unused_metadata(store: CorpusStore, corpus: str, space: VectorSpace) -> list[str]:

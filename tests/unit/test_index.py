@@ -233,7 +233,7 @@ def test_reindex_killed_after_a_cache_commit_encodes_only_what_the_cache_lacks(t
     assert proc.returncode == -signal.SIGKILL
 
     store = CorpusStore(uri)
-    assert set(store.documents.hashes("c")) == {d.doc_id for d in docs[:4]}  # batch 3 never committed
+    assert set(store.documents.hashes("c")) == {d.doc_id for d in list(docs)[:4]}  # batch 3 never committed
     cached = set(store.cache.get(clean.space, "passage", [content_hash(t) for t in clean.encoded]))
     assert cached == {content_hash(t) for t in clean.encoded[: marks[2]]}  # its vectors were
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.types import BadInputError, Problem
-from tasks.ingest.sources import FieldMap, detect_format, normalise_text, read_source
+from tasks.ingest.records import normalise_text
+from tasks.ingest.sources import FieldMap, detect_format, read_source
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,7 +66,7 @@ def test_beir_folder(tmp_path: Path) -> None:
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "alpha"}\n')
 
     assert detect_format(tmp_path) == "beir"
-    docs = read_source(tmp_path).documents
+    docs = list(read_source(tmp_path).documents)
 
     assert [(d.doc_id, d.title, d.text) for d in docs] == [
         ("d1", "First", "Alpha text."),
@@ -102,7 +103,7 @@ def test_csv_with_multiline_field_and_extra_columns(tmp_path: Path) -> None:
         'id,title,text,source\n7,Seven,"line one\nline two",web\nb,Bee,plain,\n', encoding="utf-8"
     )
 
-    docs = read_source(path).documents
+    docs = list(read_source(path).documents)
 
     assert [d.doc_id for d in docs] == ["7", "b"]
     assert docs[0].text == "line one\nline two"
@@ -125,7 +126,7 @@ def test_parquet(tmp_path: Path) -> None:
     pq.write_table(table, path)
 
     assert detect_format(path) == "parquet"
-    docs = read_source(path).documents
+    docs = list(read_source(path).documents)
 
     assert [(d.doc_id, d.title, d.text) for d in docs] == [("12", "", "Twelve."), ("13", "", "Thirteen.")]
     assert docs[0].metadata == {"year": 2020}
