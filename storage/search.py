@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from lancedb.query import BooleanQuery, LanceVectorQueryBuilder, MatchQuery, Occur
 
+from storage.ann import search_with
 from storage.documents import Documents, expanded_table
 from storage.lance import Lance, sql_list
 from storage.metadata import FilterError, check_where, column, rewrite_where
@@ -68,8 +69,10 @@ class Search:
 
         ``where``: a filter from :meth:`compile_where`, applied before ranking.
         """
-        query = self.views.table(corpus, space).search(list(vectors))
+        table = self.views.table(corpus, space)
+        query = table.search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
+        query = search_with(query, self.views.search_knobs(table))  # no knobs without an ANN index
         if where:  # a narrow filter may leave the usual ANN partitions short of limit rows: probe on
             query = query.maximum_nprobes(0)
         result = (

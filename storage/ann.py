@@ -1,0 +1,56 @@
+"""Which ANN index a views table gets, and how it is searched, from the number of vectors it holds.
+
+Figures behind the choice: ``bench/ann.py`` (README, "ANN at scale").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from lancedb.index import IvfFlat, IvfHnswPq, IvfHnswSq, IvfPq, IvfRq, IvfSq
+
+IndexType = Literal["IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_RQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ"]
+
+_CONFIGS: dict[str, Any] = {
+    "IVF_FLAT": IvfFlat,
+    "IVF_SQ": IvfSq,
+    "IVF_PQ": IvfPq,
+    "IVF_RQ": IvfRq,
+    "IVF_HNSW_SQ": IvfHnswSq,
+    "IVF_HNSW_PQ": IvfHnswPq,
+}
+
+Q = TypeVar("Q")
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """An index type with its build parameters, and the query knobs that go with it.
+
+    ``knobs``: ``nprobes``, ``refine_factor``, ``ef``, as LanceDB's vector query builder names them; absent
+    ones keep LanceDB's defaults.
+    """
+
+    index: IndexType
+    params: dict[str, int] = field(default_factory=dict)
+    knobs: dict[str, int] = field(default_factory=dict)
+
+    def config(self) -> Any:
+        """The LanceDB index config to build (cosine, as views are searched)."""
+        return _CONFIGS[self.index](distance_type="cosine", **self.params)
+
+
+def choose_index(rows: int, dim: int) -> IndexChoice:
+    """The index for a views table of ``rows`` vectors of ``dim`` dimensions, and its query knobs."""
+    parts = max(1, round(rows**0.5))
+    return IndexChoice(
+        "IVF_PQ", {"num_partitions": parts, "num_sub_vectors": dim // 8}, {"nprobes": 40, "refine_factor": 30}
+    )
+
+
+def search_with(query: Q, knobs: dict[str, int]) -> Q:
+    """``query`` (a LanceDB vector query) with each of ``knobs`` set."""
+    for name, value in knobs.items():
+        query = getattr(query, name)(value)
+    return query
