@@ -32,6 +32,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.index import Bitmap
 
 from storage.ann import IndexChoice, choose_index, search_with
 from storage.lance import vectors_to_arrow
@@ -119,17 +120,21 @@ def table_of(db: lancedb.DBConnection, vectors: np.ndarray, sigma: float) -> lan
     if name in db.list_tables().tables:
         table = db.open_table(name)
         if table.count_rows() == len(vectors):
+            if not any(i.columns == ["kind"] for i in table.list_indices()):
+                table.create_index("kind", config=Bitmap())
             return table
         db.drop_table(name)
     schema = pa.schema(
         [("id", pa.int64()), ("kind", pa.string()), ("vector", pa.list_(pa.float32(), vectors.shape[1]))]
     )
-    return db.create_table(name, data=batches(vectors), schema=schema)
+    table = db.create_table(name, data=batches(vectors), schema=schema)
+    table.create_index("kind", config=Bitmap())  # as zsr's views tables have one (storage.views)
+    return table
 
 
 def candidates(kind: str, rows: int, dim: int) -> tuple[IndexChoice, list[dict[str, int]]]:
     """One build of index type ``kind`` for ``rows`` vectors, and the query knobs to sweep over it."""
-    parts = max(1, round(rows**0.5))
+    parts = max(1, min(round(rows**0.5), rows // 256))  # LanceDB wants >= 256 rows a partition
     sub = dim // 8  # 8 dims a PQ code byte: 48 bytes a vector at 384
     hnsw = {"num_partitions": max(1, rows // 250_000), "m": 16, "ef_construction": 150}
     grid: dict[str, tuple[IndexChoice, list[dict[str, int]]]] = {
@@ -140,7 +145,7 @@ def candidates(kind: str, rows: int, dim: int) -> tuple[IndexChoice, list[dict[s
         ),
         "ivf_sq": (
             IndexChoice("IVF_SQ", {"num_partitions": parts}),
-            [{"nprobes": n, "refine_factor": r} for n in (20, 40) for r in (1, 5)],
+            [{"nprobes": n, "refine_factor": r} for n in (20, 40, 80) for r in (1, 5)],
         ),
         "ivf_pq": (
             IndexChoice("IVF_PQ", {"num_partitions": parts, "num_sub_vectors": sub}),
@@ -152,7 +157,12 @@ def candidates(kind: str, rows: int, dim: int) -> tuple[IndexChoice, list[dict[s
         ),
         "ivf_hnsw_sq": (
             IndexChoice("IVF_HNSW_SQ", hnsw),
-            [{"nprobes": min(hnsw["num_partitions"], 2), "ef": e} for e in (50, 100, 200)],
+            [
+                {"nprobes": n, "ef": e}
+                for n in sorted({1, min(hnsw["num_partitions"], 2)})
+                for e in (50, 100, 200)
+            ]
+            + [{"nprobes": min(hnsw["num_partitions"], 2), "ef": 100, "refine_factor": 5}],
         ),
         "ivf_hnsw_pq": (
             IndexChoice("IVF_HNSW_PQ", hnsw | {"num_sub_vectors": sub}),

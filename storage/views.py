@@ -15,6 +15,7 @@ from typing import Literal
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.index import Bitmap
 
 from storage.ann import choose_index
 from storage.lance import Lance, arrow_to_vectors, batches, fold, sql_list
@@ -287,13 +288,16 @@ class Views:
             choice = choose_index(table.count_rows(), _dim(table))
             log.info("building an %s index over the views of %s (%s)", choice.index, corpus, choice.params)
             table.create_index("vector", config=choice.config(), replace=True)
+            # Every dense search prefilters on kind: unindexed, that filter scans the whole column per query
+            # (711 ms a query at 1M rows in bench/ann.py; 8.8 ms with this index at 100k, against 94 ms).
+            table.create_index("kind", config=Bitmap(), replace=True)
         elif work == "optimize":
             # New rows are searched exactly until folded into the index.
             fold(table)
         return table.count_rows() >= min_rows
 
     def search_knobs(self, table: lancedb.table.Table) -> dict[str, int]:
-        """The query knobs of :func:`storage.ann.choose_index` when ``table`` has a vector index, else none."""
+        """The query knobs of :func:`storage.ann.choose_index` if ``table`` has a vector index, else none."""
         if not any(i.columns == ["vector"] for i in table.list_indices()):
             return {}
         return choose_index(table.count_rows(), _dim(table)).knobs
@@ -307,8 +311,9 @@ def _index_work(table: lancedb.table.Table, min_rows: int) -> Literal["create", 
     rows = table.count_rows()
     if rows < min_rows:
         return None
-    index = next((i for i in table.list_indices() if i.columns == ["vector"]), None)
-    if index is None:
+    indices = table.list_indices()
+    index = next((i for i in indices if i.columns == ["vector"]), None)
+    if index is None or not any(i.columns == ["kind"] for i in indices):
         return "create"
     stats = table.index_stats(index.name)
     if stats is None:

@@ -61,6 +61,8 @@ def test_a_table_past_the_threshold_gets_the_chosen_index_and_its_knobs(tmp_stor
             assert built["sub_index"]["params"][name] == chosen.params[name]
     if "num_sub_vectors" in chosen.params:
         assert built["sub_index"]["num_sub_vectors"] == chosen.params["num_sub_vectors"]
+    # the kind prefilter of every dense search reads an index, not the whole column
+    assert [i.index_type for i in table.list_indices() if i.columns == ["kind"]] == ["Bitmap"]
 
     applied = []
     monkeypatch.setattr(
