@@ -71,12 +71,15 @@ def test_a_table_past_the_threshold_gets_the_chosen_index_and_its_knobs(tmp_stor
     stored = table.search().where("kind = 'chunk'").select(["doc_id", "vector"]).limit(40).to_list()
     hits = tmp_store.search.dense("c", fake.space, np.array([r["vector"] for r in stored], np.float32), 10)
     assert applied == [chosen.knobs]
-    # each query is a stored vector: the exact top hit is at cosine 1 (its own document, or one with the same words)
+    # each query is a stored vector: the exact top hit is at cosine 1 (its document, or one of the same words)
     assert [h[0][1] for h in hits] == [pytest.approx(1.0, abs=1e-3)] * len(stored)
 
 
 def test_growth_into_another_index_type_rebuilds(tmp_store, fake, monkeypatch):
-    first, later = IndexChoice("IVF_FLAT", {"num_partitions": 2}), IndexChoice("IVF_SQ", {"num_partitions": 2})
+    first, later = (
+        IndexChoice("IVF_FLAT", {"num_partitions": 2}),
+        IndexChoice("IVF_SQ", {"num_partitions": 2}),
+    )
     monkeypatch.setattr("storage.views.choose_index", lambda rows, dim: first if rows < 2_000 else later)
     reindex(tmp_store, "c", make_docs(1_200), fake.space, lambda: fake, ann_min_rows=1_000)
     assert index_of(tmp_store, fake)["index_type"] == "IVF_FLAT"
