@@ -46,11 +46,11 @@ def choose_index(rows: int, dim: int) -> IndexChoice:
 
     IVF_SQ at every size: int8 codes of the vectors in ~sqrt(rows) partitions, 40 of them probed, the top
     50 rescored on the stored float32 vectors (``refine_factor`` 5). In ``bench/ann.py`` (2026-12-02, README
-    "ANN at scale") it reached recall@10 0.996 at 100k and 0.994 at 1M (20 probes: 0.970 and 0.972, too
-    close to 0.95 for comfort), built in 62 s at 100k and 392 s at 1M on the shared 2 cores, and its codes
-    take a quarter of the vectors' size. IVF_PQ and IVF_HNSW_SQ took 4-6x as long to build at 100k for
-    no better recall, IVF_FLAT copies the vectors whole, and LanceDB's default IVF_HNSW_SQ (zsr's index
-    before) reached 0.872. ``dim`` does not change the choice: SQ, unlike PQ, needs no divisor of it.
+    "ANN at scale") it reached recall@10 0.991 at 100k and 0.993 at 1M (20 probes: 0.970-0.978, too close
+    to 0.95 for comfort), built in 33 s at 100k and 209 s at 1M on the shared 2 cores, and its codes take a
+    quarter of the vectors' size. IVF_PQ and IVF_HNSW_SQ took 234-388 s to build at 100k for no better
+    recall, IVF_FLAT copies the vectors whole, and LanceDB's default IVF_HNSW_SQ (zsr's index before)
+    reached 0.872. ``dim`` does not change the choice: SQ, unlike PQ, needs no divisor of it.
     """
     parts = max(1, min(round(rows**0.5), rows // 256))  # LanceDB trains >= 256 rows a partition
     return IndexChoice("IVF_SQ", {"num_partitions": parts}, {"nprobes": min(parts, 40), "refine_factor": 5})
