@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from lancedb.query import BooleanQuery, LanceVectorQueryBuilder, MatchQuery, Occur
 
+from storage.ann import search_with
 from storage.documents import Documents, expanded_table
 from storage.lance import Lance, sql_list
 from storage.matrix import Matrices
@@ -75,8 +76,10 @@ class Search:
         matrix = None if where else self.matrices.get(name)
         if matrix is not None:
             return matrix.top(vectors, limit, matrix.kind_mask(kinds))
-        query = self.views.table(corpus, space).search(list(vectors))
+        table = self.views.table(corpus, space)
+        query = table.search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
+        query = search_with(query, self.views.search_knobs(table))  # no knobs without an ANN index
         if where:  # a narrow filter may leave the usual ANN partitions short of limit rows: probe on
             query = query.maximum_nprobes(0)
         result = (
