@@ -7,23 +7,37 @@ is the caller's job (:mod:`tasks.methods.search`).
 A metadata filter (:meth:`Search.compile_where`) is a prefilter on the table searched: every row ranked
 carries its document's metadata columns, so Lance ranks only matching rows and ``limit`` of them come back
 whenever that many match.
+
+A views table searched exactly is held in memory (:mod:`storage.matrix`), and so is what is derived from it:
+the rows a filter keeps (one Lance scan per table version and filter, with the same SQL as Lance's
+prefilter) and each document's stored vector. Both are keyed by the matrix, which is reloaded after any
+commit, so neither can be stale.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.query import BooleanQuery, LanceVectorQueryBuilder, MatchQuery, Occur
 
 from storage.documents import Documents, expanded_table
 from storage.lance import Lance, sql_list
-from storage.matrix import Matrices
+from storage.matrix import Matrices, ViewMatrix
 from storage.metadata import FilterError, check_where, column, rewrite_where
 from storage.vector_space import VectorSpace
 from storage.views import Views, views_table
 
 Hits = list[tuple[str, float]]
+# Filters whose row masks are kept: a process searches with a few filters at a time (zsr serve, an eval
+# with --where); each mask is one byte a view.
+HELD_FILTERS = 16
 
 
 class Search:
@@ -34,6 +48,9 @@ class Search:
         self.documents = documents
         self.views = views
         self.matrices = Matrices(lance)
+        # What is derived from a held matrix lives as long as it: a reload (any commit) drops it.
+        self._derived: weakref.WeakKeyDictionary[ViewMatrix, _Derived] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def compile_where(self, corpus: str, space: VectorSpace, where: str) -> str:
         """The user's filter over metadata keys, checked and rewritten over the tables' columns.
@@ -69,12 +86,15 @@ class Search:
         """Nearest views of ``kinds`` for each query vector: per query, ``(doc_id, cosine)`` best first.
 
         ``where``: a filter from :meth:`compile_where`, applied before ranking. A table without a vector
-        index is searched exactly from memory (:mod:`storage.matrix`), unless filtered.
+        index is searched exactly from memory (:mod:`storage.matrix`), filtered or not.
         """
         name = views_table(corpus, space)
-        matrix = None if where else self.matrices.get(name)
+        matrix = self.matrices.get(name)
         if matrix is not None:
-            return matrix.top(vectors, limit, matrix.kind_mask(kinds))
+            mask = matrix.kind_mask(kinds)
+            if where:
+                mask = mask & self._filter_mask(name, matrix, where)
+            return matrix.top(vectors, limit, mask)
         query = self.views.table(corpus, space).search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)
         if where:  # a narrow filter may leave the usual ANN partitions short of limit rows: probe on
@@ -141,3 +161,68 @@ class Search:
             found = found.where(where, prefilter=True)
         rows = found.select(["doc_id", "_score"]).limit(limit).to_list()
         return [(r["doc_id"], float(r["_score"])) for r in rows]
+
+    def document_vectors(
+        self, corpus: str, space: VectorSpace, doc_ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Each document's stored vector: the normalised mean of its chunk vectors (those found).
+
+        From the held matrix where the table is searched exactly (every document's, computed once per
+        table version); else one read of the views table (:meth:`Views.document_vectors`).
+        """
+        matrix = self.matrices.get(views_table(corpus, space))
+        if matrix is None:
+            return self.views.document_vectors(corpus, space, doc_ids)
+        derived = self._derived_of(matrix)
+        with self._lock:
+            if derived.documents is None:
+                derived.documents = _DocumentVectors.of(matrix)
+            documents = derived.documents
+        return {d: documents.vectors[documents.rows[d]] for d in doc_ids if d in documents.rows}
+
+    def _derived_of(self, matrix: ViewMatrix) -> _Derived:
+        with self._lock:
+            return self._derived.setdefault(matrix, _Derived())
+
+    def _filter_mask(self, name: str, matrix: ViewMatrix, where: str) -> np.ndarray:
+        """The rows of ``matrix`` that ``where`` keeps: Lance's own filter over the table at its version."""
+        filters = self._derived_of(matrix).filters
+        with self._lock:
+            if where in filters:
+                filters.move_to_end(where)
+                return filters[where]
+        # The table at the matrix's version, so rows and mask are read from the same commit.
+        dataset = self.lance.db.open_table(name).to_lance().checkout_version(matrix.version)
+        kept = dataset.to_table(columns=["view_id"], filter=where)["view_id"].combine_chunks()
+        mask = pc.is_in(pa.array(matrix.view_ids, pa.string()), value_set=kept).to_numpy(zero_copy_only=False)
+        with self._lock:
+            filters[where] = mask
+            while len(filters) > HELD_FILTERS:
+                filters.popitem(last=False)
+        return mask
+
+
+@dataclass(frozen=True)
+class _DocumentVectors:
+    """Every document's stored vector in a matrix: ``vectors[rows[doc_id]]``."""
+
+    rows: dict[str, int]
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: ViewMatrix) -> _DocumentVectors:
+        """The normalised mean of each document's chunk rows (rows of norm 1, as stored vectors are)."""
+        chunks = matrix.kind_mask(["chunk"])
+        doc_ids, inverse = np.unique(matrix.doc_ids[chunks], return_inverse=True)
+        sums = np.zeros((len(doc_ids), matrix.vectors.shape[1]), np.float32)
+        np.add.at(sums, inverse, matrix.vectors[chunks])
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return cls({d: i for i, d in enumerate(doc_ids.tolist())}, sums / np.where(norms > 0, norms, 1.0))
+
+
+@dataclass
+class _Derived:
+    """What a held matrix serves besides its rows: filter masks (least recently used first out), documents."""
+
+    filters: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict)
+    documents: _DocumentVectors | None = None
