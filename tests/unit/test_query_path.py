@@ -72,12 +72,21 @@ def test_stored_document_vectors_from_memory_equal_the_tables(tmp_store, fake):
 
 def test_a_warm_search_opens_no_table(indexed, fake, monkeypatch):
     engine = Searcher(indexed, "c", lambda: fake, where="n >= 7")
-    engine.search("term3 wing", "prf")  # warm: the matrix, the filter's rows, the documents' vectors
+    for method in ("prf", "hybrid"):  # warm: the matrix, the filter's rows, the documents' vectors, tables
+        engine.search("term3 wing", method)
     opened = []
     monkeypatch.setattr(Lance, "exists", lambda self, name: opened.append(name) or True)
     monkeypatch.setattr(indexed.lance.db, "open_table", lambda name, **kw: opened.append(name))
-    assert engine.search("term9 flow", "prf")[0][0] == "d9"
+    for method in ("prf", "hybrid", "bm25"):
+        assert engine.search("term9 flow", method)[0][0] == "d9"
     assert opened == []
+
+
+def test_a_held_table_is_reopened_after_a_commit(indexed, fake):
+    engine = Searcher(indexed, "c", lambda: fake)
+    assert engine.search("term45", "bm25") == []
+    reindex(indexed, "c", make_docs(46), fake.space, lambda: fake)
+    assert engine.search("term45", "bm25")[0][0] == "d45"
 
 
 def test_hybrid_runs_its_legs_side_by_side(indexed, fake, monkeypatch):
