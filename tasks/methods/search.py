@@ -83,6 +83,7 @@ class Searcher:
         self.judge = judge
         self.last_trace: dict[str, QueryTrace] = defaultdict(QueryTrace)
         self._meter: Meter | None = None
+        self._query_vectors: dict[str, np.ndarray] = {}  # this search's, by text (see encode)
         counts = store.counts(corpus)
         self._views_per_doc = counts["views"] / max(counts["documents"], 1)
         self._n_views = counts["views"]
@@ -117,6 +118,7 @@ class Searcher:
         Each query's cost and fallback land in ``last_trace`` (reset by every call).
         """
         self.last_trace = defaultdict(QueryTrace)
+        self._query_vectors = {}
         if self._meter:
             self._meter.take()  # calls made outside a search belong to no query
         rankings = self.retrieve(queries, method, k)
@@ -138,8 +140,17 @@ class Searcher:
         return self.last_trace[query_id]
 
     def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
-        """Texts embedded with the corpus's model, as queries or as passages."""
-        return self.embedder_factory().encode(texts, queries=queries)
+        """Texts embedded with the corpus's model, as queries or as passages.
+
+        A query text is encoded once per search: a method and its first stage (prf over dense) share it.
+        """
+        if not queries or not texts:
+            return self.embedder_factory().encode(texts, queries=queries)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._query_vectors]
+        if missing:
+            vectors = self.embedder_factory().encode(missing, queries=True)
+            self._query_vectors.update(zip(missing, vectors, strict=True))
+        return np.vstack([self._query_vectors[t] for t in texts])
 
     def search_vectors(
         self, vectors: np.ndarray, k: int, kinds: tuple[str, ...] = ("chunk",)

@@ -120,3 +120,11 @@ def test_the_bm25_searches_of_a_batch_run_side_by_side_in_order(indexed, fake, m
 
     monkeypatch.setattr(indexed.search, "fts", paired)
     assert engine.search_batch(queries, "bm25", 3) == one_by_one
+
+
+def test_a_query_is_encoded_once_a_search(indexed, fake):
+    engine = Searcher(indexed, "c", lambda: fake)
+    engine.search("term3 wing", "prf")  # its first stage (dense) encodes the query too
+    assert fake.as_queries == ["term3 wing"]
+    engine.search("term3 wing", "prf")
+    assert fake.as_queries == ["term3 wing"] * 2  # a new search encodes anew
