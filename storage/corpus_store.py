@@ -83,5 +83,5 @@ class CorpusStore:
         self.registry.unregister(corpus)
         dropped = [table for table in self.tables_of(corpus) if self.lance.drop(table)]
         for table in dropped:  # a table re-created under the same name restarts at version 1
-            self.search.matrices.forget(table)
+            self.search.forget(table)
         return dropped

@@ -7,6 +7,7 @@ chunk (max).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -156,11 +157,15 @@ def retrieve_d2q(
 def retrieve_hybrid(
     retriever: Retriever, params: HybridParams, queries: Mapping[str, str], k: int
 ) -> dict[str, Ranking]:
-    """Dense and bm25, each to ``depth``, fused by reciprocal rank or by min-max normalised score."""
+    """Dense and bm25, each to ``depth``, fused by reciprocal rank or by min-max normalised score.
+
+    The legs run side by side: dense waits on the model (torch), bm25 on Lance (Rust), both outside the GIL.
+    """
     texts = list(queries.values())
-    pairs = zip(
-        dense(retriever, texts, params.depth), retriever.search_text(texts, params.depth), strict=True
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix="zsr-dense") as pool:
+        dense_leg = pool.submit(dense, retriever, texts, params.depth)
+        bm25 = retriever.search_text(texts, params.depth)
+        pairs = zip(dense_leg.result(), bm25, strict=True)
     weights = params.weights
     rankings = [
         rank(rrf(pair, weights, params.rrf_k) if params.fusion == "rrf" else score_fusion(pair, weights), k)
