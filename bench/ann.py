@@ -66,7 +66,7 @@ def real_vectors(data: Path, work: Path) -> tuple[np.ndarray, np.ndarray]:
     embedder = embedder_factory(vector_space(settings.embedding_model), settings)()
     chunks, queries = [], []
     for name in ("cranfield", "cisi"):
-        docs = read_source(data / name, fmt="beir", skip_bad=True).documents
+        docs = list(read_source(data / name, fmt="beir", skip_bad=True).documents)
         texts = [c.text for c in chunk_documents(docs, embedder, settings.chunk_overlap)]
         print(f"encoding {len(texts)} chunks of {name}", flush=True)
         chunks.append(embedder.encode(texts, queries=False))
