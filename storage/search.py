@@ -20,6 +20,7 @@ from storage.documents import Documents, expanded_table
 from storage.lance import Lance, sql_list
 from storage.matrix import Matrices
 from storage.metadata import FilterError, check_where, column, rewrite_where
+from storage.quantized import EXACT, Quantization
 from storage.vector_space import VectorSpace
 from storage.views import Views, views_table
 
@@ -27,13 +28,19 @@ Hits = list[tuple[str, float]]
 
 
 class Search:
-    """Nearest views in a vector space, and BM25 hits over documents."""
+    """Nearest views in a vector space, and BM25 hits over documents.
 
-    def __init__(self, lance: Lance, documents: Documents, views: Views) -> None:
+    ``quantization``: how a table searched from memory is held (:mod:`storage.quantized`).
+    """
+
+    def __init__(
+        self, lance: Lance, documents: Documents, views: Views, quantization: Quantization = EXACT
+    ) -> None:
         self.lance = lance
         self.documents = documents
         self.views = views
         self.matrices = Matrices(lance)
+        self.quantization = quantization
 
     def compile_where(self, corpus: str, space: VectorSpace, where: str) -> str:
         """The user's filter over metadata keys, checked and rewritten over the tables' columns.
@@ -72,7 +79,7 @@ class Search:
         index is searched exactly from memory (:mod:`storage.matrix`), unless filtered.
         """
         name = views_table(corpus, space)
-        matrix = None if where else self.matrices.get(name)
+        matrix = None if where else self.matrices.get(name, self.quantization)
         if matrix is not None:
             return matrix.top(vectors, limit, matrix.kind_mask(kinds))
         query = self.views.table(corpus, space).search(list(vectors))
