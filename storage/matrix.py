@@ -220,12 +220,9 @@ class Matrices:
                 self._held.pop(key, None)
                 return None
             indexed = any(index.field_names == ["vector"] for index in dataset.describe_indices())
-            if indexed:
-                matrix = None
-            elif quantization.exact:
-                matrix = load(dataset)
-            else:
-                matrix = load_quantized(dataset, quantization)
+            matrix: ViewMatrix | QuantizedMatrix | None = None
+            if not indexed:
+                matrix = load(dataset) if quantization.exact else load_quantized(dataset, quantization)
             self._held[key] = _Held(dataset, matrix)
             return matrix
 
