@@ -74,6 +74,11 @@ class ViewMatrix(Rows):
 
     vectors: np.ndarray
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the searched representation (the vectors; ids and kinds are held either way)."""
+        return int(self.vectors.nbytes)
+
     def top(self, queries: np.ndarray, limit: int, mask: np.ndarray | None = None) -> list[Hits]:
         """Per query vector, the ``limit`` best rows (within ``mask``) as ``(doc_id, cosine)``, best first."""
         rows = self.rows(mask)

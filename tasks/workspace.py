@@ -28,6 +28,7 @@ from storage.quantized import Quantization
 from storage.registry import UnknownCorpusError, check_name
 from storage.upkeep import UpkeepReport, owner, recorded_versions, upkeep
 from storage.vector_space import VectorSpace
+from storage.views import views_table
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import (
@@ -387,6 +388,19 @@ class Workspace:
         """Top ``k`` for many queries at once (dense queries are encoded in one batch); ``where`` as above."""
         with self.lease(corpus):
             return self.searcher(corpus, None, where).search_batch(queries, method, k)
+
+    def dense_memory(self, corpus: str) -> tuple[int, int]:
+        """Bytes dense search holds in memory for ``corpus``, and bytes of its float32 vectors on disk.
+
+        The first: ``ZSR_QUANTIZATION``'s representation of its views (built now if not held yet); 0 when
+        an ANN index searches them instead (bench/quantize.py compares the two).
+        """
+        space = self.store.registry.corpus(corpus).space
+        held = self.store.search.matrices.get(views_table(corpus, space), self.store.search.quantization)
+        table = self.store.views.table(corpus, space)
+        return held.nbytes if held else 0, table.count_rows() * table.schema.field(
+            "vector"
+        ).type.list_size * 4
 
     @cached_property
     def analyzer(self) -> Analyzer:
