@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from quality import load
@@ -29,7 +30,7 @@ from tasks.settings import Settings
 from tasks.workspace import Workspace
 
 # (label, ZSR_QUANTIZATION, ZSR_RESCORE): float32 first, the reference every loss is measured against.
-SETTINGS = [
+SETTINGS: list[tuple[str, Literal["none", "int8", "binary"], int]] = [
     ("float32", "none", 1),
     ("int8 x1", "int8", 1),
     ("int8 x4", "int8", 4),
