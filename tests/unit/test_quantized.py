@@ -180,6 +180,8 @@ def test_a_workspace_search_with_quantization_on(tmp_path, monkeypatch, kind: st
         assert search.quantization == Quantization(kind, 1000)  # type: ignore[arg-type]
         name = views_table("c", searcher.info.space)
         assert isinstance(search.matrices.get(name, search.quantization), QuantizedMatrix)
+        held, on_disk = ws.dense_memory("c")  # the fake's 32 dims: 1 word of 64 bits, or 32 bytes + steps
+        assert held * 16 == on_disk if kind == "binary" else held * 4 == on_disk + 4 * 4 * 32
         search.quantization = EXACT
         assert searcher.search_batch(queries, "dense", k=5) == quantized
 
