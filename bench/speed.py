@@ -42,6 +42,7 @@ import tasks.methods.search
 from storage.corpus_store import CorpusStore
 from storage.documents import documents_table
 from storage.lance import arrow_to_vectors, vectors_to_arrow
+from storage.matrix import ViewMatrix
 from storage.views import views_table
 from tasks.evaluation.measures import load_queries
 from tasks.ingest.chunking import chunk_documents
@@ -146,7 +147,7 @@ def vector_search(engine: Searcher, queries: list[str]) -> bool:
     """Section 3; whether vector search stays within 2x of NumPy exact."""
     vectors = engine.encode(queries, queries=True)
     matrix = engine.store.search.matrices.get(views_table(engine.corpus, engine.info.space))
-    assert matrix is not None, "the copied corpus is searched exactly, from memory"
+    assert isinstance(matrix, ViewMatrix), "the copied corpus is searched exactly, from memory, in float32"
 
     def numpy_exact(q: np.ndarray) -> np.ndarray:
         scores = matrix.vectors @ q

@@ -29,6 +29,7 @@ from __future__ import annotations
 from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
 from storage.lance import Lance
+from storage.quantized import EXACT, Quantization
 from storage.registry import Registry
 from storage.search import Search
 from storage.synthetic import SyntheticQueries, synthetic_table
@@ -38,14 +39,15 @@ from storage.views import Views, corpus_of_views_table, views_table
 class CorpusStore:
     """All LanceDB access for corpora; ``tasks`` never talk to LanceDB directly."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, quantization: Quantization = EXACT) -> None:
+        """Open the database at ``uri``; ``quantization``: how dense search holds tables in memory."""
         self.lance = Lance(uri)
         self.documents = Documents(self.lance)
         self.views = Views(self.lance)
         self.registry = Registry(self.lance, self.documents, self.views)
         self.synthetic = SyntheticQueries(self.lance)
         self.cache = EmbeddingCache(self.lance)
-        self.search = Search(self.lance, self.documents, self.views)
+        self.search = Search(self.lance, self.documents, self.views, quantization)
 
     @property
     def uri(self) -> str:

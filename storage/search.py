@@ -33,8 +33,9 @@ from threadpoolctl import ThreadpoolController
 from storage.ann import search_with
 from storage.documents import Documents, documents_table, expanded_table
 from storage.lance import Lance, sql_list
-from storage.matrix import Matrices, ViewMatrix
+from storage.matrix import Matrices, Rows, ViewMatrix
 from storage.metadata import FilterError, check_where, column, rewrite_where
+from storage.quantized import EXACT, Quantization
 from storage.vector_space import VectorSpace
 from storage.views import Views, views_table
 
@@ -50,15 +51,21 @@ _BLAS = ThreadpoolController().select(user_api="blas")
 
 
 class Search:
-    """Nearest views in a vector space, and BM25 hits over documents."""
+    """Nearest views in a vector space, and BM25 hits over documents.
 
-    def __init__(self, lance: Lance, documents: Documents, views: Views) -> None:
+    ``quantization``: how a table searched from memory is held (:mod:`storage.quantized`).
+    """
+
+    def __init__(
+        self, lance: Lance, documents: Documents, views: Views, quantization: Quantization = EXACT
+    ) -> None:
         self.lance = lance
         self.documents = documents
         self.views = views
         self.matrices = Matrices(lance)
+        self.quantization = quantization
         # What is derived from a held matrix lives as long as it: a reload (any commit) drops it.
-        self._derived: weakref.WeakKeyDictionary[ViewMatrix, _Derived] = weakref.WeakKeyDictionary()
+        self._derived: weakref.WeakKeyDictionary[Rows, _Derived] = weakref.WeakKeyDictionary()
         self._tables = _OpenTables()
         self._lock = threading.Lock()
 
@@ -99,7 +106,7 @@ class Search:
         index is searched exactly from memory (:mod:`storage.matrix`), filtered or not.
         """
         name = views_table(corpus, space)
-        matrix = self.matrices.get(name)
+        matrix = self.matrices.get(name, self.quantization)
         if matrix is not None:
             mask = matrix.kind_mask(kinds)
             if where:
@@ -190,11 +197,13 @@ class Search:
     ) -> dict[str, np.ndarray]:
         """Each document's stored vector: the normalised mean of its chunk vectors (those found).
 
-        From the held matrix where the table is searched exactly (every document's, computed once per
-        table version); else one read of the views table (:meth:`Views.document_vectors`).
+        From the held matrix where the table is searched exactly in float32 (every document's, computed once
+        per table version); else one read of the views table (:meth:`Views.document_vectors`): a quantized
+        search holds no float vectors in memory, and these are not made to hold them.
         """
-        matrix = self.matrices.get(views_table(corpus, space))
-        if matrix is None:
+        exact = self.quantization == EXACT
+        matrix = self.matrices.get(views_table(corpus, space)) if exact else None
+        if not isinstance(matrix, ViewMatrix):
             return self.views.document_vectors(corpus, space, doc_ids)
         derived = self._derived_of(matrix)
         with self._lock:
@@ -203,11 +212,11 @@ class Search:
             documents = derived.documents
         return {d: documents.vectors[documents.rows[d]] for d in doc_ids if d in documents.rows}
 
-    def _derived_of(self, matrix: ViewMatrix) -> _Derived:
+    def _derived_of(self, matrix: Rows) -> _Derived:
         with self._lock:
             return self._derived.setdefault(matrix, _Derived())
 
-    def _filter_mask(self, name: str, matrix: ViewMatrix, where: str) -> np.ndarray:
+    def _filter_mask(self, name: str, matrix: Rows, where: str) -> np.ndarray:
         """The rows of ``matrix`` that ``where`` keeps: Lance's own filter over the table at its version."""
         filters = self._derived_of(matrix).filters
         with self._lock:

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage.quantized import Kind
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -38,6 +40,20 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by consecutive chunks.")
     ann_min_rows: int = Field(
         default=100_000, ge=1, description="Build an ANN vector index once a corpus has this many chunks."
+    )
+    quantization: Kind = Field(
+        default="none",
+        description="How dense search holds a corpus's vectors in memory below the ANN threshold: float32, "
+        "or int8 / binary codes whose top candidates are rescored with the float vectors read from disk.",
+    )
+    rescore: int = Field(
+        default=4, ge=1, description="With quantization or truncation: candidates rescored per result wanted."
+    )
+    truncate_dims: int | None = Field(
+        default=None,
+        ge=1,
+        description="Matryoshka truncation: search the first this many dimensions, then rescore with all "
+        "(only for models trained for it, tasks/ingest/embed.py MATRYOSHKA_MODELS).",
     )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."

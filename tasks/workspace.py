@@ -24,9 +24,11 @@ from storage.corpus_store import CorpusStore
 from storage.home import Home, MigrationReport, check_format
 from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
+from storage.quantized import Quantization
 from storage.registry import UnknownCorpusError, check_name
 from storage.upkeep import UpkeepReport, owner, recorded_versions, upkeep
 from storage.vector_space import VectorSpace
+from storage.views import views_table
 from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import (
@@ -42,7 +44,7 @@ from tasks.evaluation.provenance import fallback_stats, fallback_warning
 from tasks.evaluation.report import write_report
 from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_runs, run_method
 from tasks.evaluation.testsets import TestSet, TestSets
-from tasks.ingest.embed import Embedder, installed_space, load_embedder, vector_space
+from tasks.ingest.embed import Embedder, check_truncation, installed_space, load_embedder, vector_space
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
@@ -137,7 +139,8 @@ class Workspace:
         """The LanceDB store at the configured URI (a local folder is created on first use)."""
         if "://" not in self.settings.lancedb:
             Path(self.settings.lancedb).mkdir(parents=True, exist_ok=True)
-        return CorpusStore(self.settings.lancedb)
+        s = self.settings
+        return CorpusStore(s.lancedb, Quantization(s.quantization, s.rescore, s.truncate_dims))
 
     @cached_property
     def warehouse(self) -> Warehouse:
@@ -176,6 +179,7 @@ class Workspace:
         model and LLM client this process already holds. ``judge`` defaults to ReDE-RF's LLM judge;
         ``where`` filters on document metadata (see :class:`Searcher`).
         """
+        check_truncation(self.store.registry.corpus(corpus).space.model, self.settings.truncate_dims)
         return Searcher(
             self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm, where=where
         )
@@ -384,6 +388,19 @@ class Workspace:
         """Top ``k`` for many queries at once (dense queries are encoded in one batch); ``where`` as above."""
         with self.lease(corpus):
             return self.searcher(corpus, None, where).search_batch(queries, method, k)
+
+    def dense_memory(self, corpus: str) -> tuple[int, int]:
+        """Bytes dense search holds in memory for ``corpus``, and bytes of its float32 vectors on disk.
+
+        The first: ``ZSR_QUANTIZATION``'s representation of its views (built now if not held yet); 0 when
+        an ANN index searches them instead (bench/quantize.py compares the two).
+        """
+        space = self.store.registry.corpus(corpus).space
+        held = self.store.search.matrices.get(views_table(corpus, space), self.store.search.quantization)
+        table = self.store.views.table(corpus, space)
+        return held.nbytes if held else 0, table.count_rows() * table.schema.field(
+            "vector"
+        ).type.list_size * 4
 
     @cached_property
     def analyzer(self) -> Analyzer:

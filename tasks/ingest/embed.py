@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,31 @@ MODEL_PREFIXES: tuple[tuple[str, str, str], ...] = (
     ("bge-", BGE_QUERY, ""),
     ("nomic-embed", "search_query: ", "search_document: "),
 )
+
+# Model families trained with Matryoshka representation learning (Kusupati et al. 2022), whose first d
+# dimensions rank almost as all do: regular expressions over the lower-cased model name. Any other model
+# spreads its information over every dimension, so truncating it is refused (:func:`check_truncation`).
+MATRYOSHKA_MODELS: tuple[str, ...] = (
+    r"nomic-embed-text-v1\.5",
+    r"mxbai-embed-large-v1",
+    r"snowflake-arctic-embed-\w+-v(1\.5|2\.0)",
+    r"jina-embeddings-v3",
+    r"embeddinggemma",
+)
+
+
+def check_truncation(model: str, dims: int | None) -> None:
+    """Refuse Matryoshka truncation (``ZSR_TRUNCATE_DIMS``) for a model not trained for it.
+
+    Raises:
+        ValueError: ``dims`` is set and ``model`` is not of a family in :data:`MATRYOSHKA_MODELS`.
+    """
+    if dims is not None and not any(re.search(family, model.lower()) for family in MATRYOSHKA_MODELS):
+        raise ValueError(
+            f"ZSR_TRUNCATE_DIMS={dims} refused for model {model!r}: it was not trained with Matryoshka "
+            "representation learning, so its first dimensions do not rank on their own; unset "
+            "ZSR_TRUNCATE_DIMS (known Matryoshka models: tasks/ingest/embed.py MATRYOSHKA_MODELS)"
+        )
 
 
 class ModelMismatchError(ValueError):
