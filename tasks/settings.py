@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     ann_min_rows: int = Field(
         default=100_000, ge=1, description="Build an ANN vector index once a corpus has this many chunks."
     )
+    whiten_refit_share: float = Field(
+        default=0.1,
+        ge=0,
+        description="Refit a corpus's whitening at ingest once its chunk views changed by more than this "
+        "share since the fit: (views added + views deleted) / views fit on.",
+    )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )
