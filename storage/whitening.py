@@ -189,9 +189,10 @@ class Whitenings:
             "view_ids": whitening.view_ids.tolist(),
             "fitted_at": now(),
         }
-        self.lance.db.create_table(
-            whitening_table(corpus, space), pa.Table.from_pylist([row], SCHEMA), mode="overwrite"
-        )
+        name = whitening_table(corpus, space)
+        # "overwrite" on a missing table works too, but Lance logs a warning for it
+        mode = "overwrite" if self.lance.exists(name) else "create"
+        self.lance.db.create_table(name, pa.Table.from_pylist([row], SCHEMA), mode=mode)
 
     def refresh(self, corpus: str, space: VectorSpace, share: float) -> Whitening | None:
         """Fit ``corpus``'s chunk vectors if it has no fit or their :meth:`Whitening.churn` exceeds ``share``.
