@@ -1,6 +1,7 @@
 """Reproduce the reference figures of bench/data through `zsr eval`'s path, and hold the README to them.
 
-Usage: python bench/quality.py [DATA_DIR] [--readme README.md]   (default DATA_DIR: bench/data, bundled)
+Usage: python bench/quality.py [DATA_DIR] [--readme README.md] [--datasets cranfield,cisi,limit-small]
+(default DATA_DIR: bench/data, bundled; --datasets: only those, each checked against its own README rows)
 Ingests Cranfield, CISI and LIMIT-small into a temporary ZSR_HOME, registers their qrels as test sets,
 evaluates bm25, dense, hybrid (the default, score fusion), hybrid(fusion=rrf) and whitened dense (all
 dimensions, 256, 128) into the warehouse, and prints nDCG@10, R@100 and R@2 beside the reference (where one
@@ -80,7 +81,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", nargs="?", type=Path, default=root / "data")
     parser.add_argument("--readme", type=Path, default=root.parent / "README.md")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, a subset of these")
     args = parser.parse_args()
+    datasets = args.datasets.split(",")
+    if not set(datasets) <= set(DATASETS):
+        print(f"--datasets {args.datasets}: choose among {', '.join(DATASETS)}")
+        return 1
     published = readme_figures(args.readme)
     expected = {(dataset, method) for dataset in DATASETS for method in METHODS + WHITENED}
     if set(published) != expected:
@@ -89,7 +95,7 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory() as home:
         ws = Workspace.open(Settings(home=Path(home)))
-        for dataset in DATASETS:
+        for dataset in datasets:
             testset = load(ws, args.data, dataset)
             results = ws.evaluate(dataset, "human", METHODS + WHITENED, MEASURES).runs
             print(f"\n{dataset}: {len(testset.queries)} queries")
