@@ -1,7 +1,9 @@
 """Reproduce the reference figures of bench/data through `zsr eval`'s path, and hold the README to them.
 
 Usage: python bench/quality.py [DATA_DIR] [--readme README.md] [--datasets cranfield,cisi,limit-small]
-(default DATA_DIR: bench/data, bundled; --datasets: only those, each checked against its own README rows)
+           [--methods METHOD,...]
+(default DATA_DIR: bench/data, bundled; --datasets and --methods: only those, each checked against its own
+README row; a full run is what CI checks)
 Ingests Cranfield, CISI and LIMIT-small into a temporary ZSR_HOME, registers their qrels as test sets,
 evaluates bm25, dense, hybrid (the default, score fusion), hybrid(fusion=rrf) and whitened dense (all
 dimensions, 256, 128) into the warehouse, and prints nDCG@10, R@100 and R@2 beside the reference (where one
@@ -21,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.evaluation.testsets import TestSet
+from tasks.methods.registry import parse_method, split_methods
 from tasks.settings import Settings
 from tasks.workspace import Workspace
 
@@ -82,10 +85,12 @@ def main() -> int:
     parser.add_argument("data", nargs="?", type=Path, default=root / "data")
     parser.add_argument("--readme", type=Path, default=root.parent / "README.md")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, a subset of these")
+    parser.add_argument("--methods", default=",".join(METHODS + WHITENED), help="as --datasets")
     args = parser.parse_args()
-    datasets = args.datasets.split(",")
-    if not set(datasets) <= set(DATASETS):
-        print(f"--datasets {args.datasets}: choose among {', '.join(DATASETS)}")
+    datasets, methods = args.datasets.split(","), [str(parse_method(m)) for m in split_methods(args.methods)]
+    if not set(datasets) <= set(DATASETS) or not set(methods) <= set(METHODS + WHITENED):
+        known = ", ".join(METHODS + WHITENED)
+        print(f"choose --datasets among {', '.join(DATASETS)}; --methods among {known}")
         return 1
     published = readme_figures(args.readme)
     expected = {(dataset, method) for dataset in DATASETS for method in METHODS + WHITENED}
@@ -97,7 +102,7 @@ def main() -> int:
         ws = Workspace.open(Settings(home=Path(home)))
         for dataset in datasets:
             testset = load(ws, args.data, dataset)
-            results = ws.evaluate(dataset, "human", METHODS + WHITENED, MEASURES).runs
+            results = ws.evaluate(dataset, "human", methods, MEASURES).runs
             print(f"\n{dataset}: {len(testset.queries)} queries")
             print(
                 f"{'method':28} {'nDCG@10':>8} {'ref':>6} {'README':>6} "
