@@ -5,7 +5,8 @@
 - ``store.views`` (``<corpus>__views__<space key>``): views and their vectors, one table per vector space;
 - ``store.synthetic`` (``<corpus>__synthetic_queries``): generated queries and every filter decision;
 - ``store.cache`` (``embedcache__<space key>__<role>``): every vector computed, per vector space and role;
-- ``store.search`` (reads documents and views): dense and BM25 search.
+- ``store.search`` (reads documents and views): dense and BM25 search;
+- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search.
 
 Each corpus gets tables of its own rather than one shared table with a ``corpus`` column: BM25 statistics
 must be per corpus, and corpora may use embedding models of different dimensions. Every write is one LanceDB
@@ -34,6 +35,7 @@ from storage.registry import Registry
 from storage.search import Search
 from storage.synthetic import SyntheticQueries, synthetic_table
 from storage.views import Views, corpus_of_views_table, views_table
+from storage.whitening import Whitenings, corpus_of_whitening_table
 
 
 class CorpusStore:
@@ -48,6 +50,7 @@ class CorpusStore:
         self.synthetic = SyntheticQueries(self.lance)
         self.cache = EmbeddingCache(self.lance)
         self.search = Search(self.lance, self.documents, self.views, quantization)
+        self.whitening = Whitenings(self.lance, self.search.matrices)
 
     @property
     def uri(self) -> str:
@@ -70,7 +73,14 @@ class CorpusStore:
         """Every table that holds ``corpus``'s data, in the order :meth:`drop` deletes them."""
         names = set(self.lance.names())
         views = sorted(t for t in names if corpus_of_views_table(t) == corpus)
-        ordered = [synthetic_table(corpus), expanded_table(corpus), *views, documents_table(corpus)]
+        whitening = sorted(t for t in names if corpus_of_whitening_table(t) == corpus)
+        ordered = [
+            synthetic_table(corpus),
+            expanded_table(corpus),
+            *whitening,
+            *views,
+            documents_table(corpus),
+        ]
         return [t for t in ordered if t in names]
 
     def drop(self, corpus: str) -> list[str]:
@@ -86,4 +96,5 @@ class CorpusStore:
         dropped = [table for table in self.tables_of(corpus) if self.lance.drop(table)]
         for table in dropped:  # a table re-created under the same name restarts at version 1
             self.search.forget(table)
+            self.whitening.forget(table)
         return dropped

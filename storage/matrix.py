@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import lance
 import numpy as np
@@ -208,6 +208,11 @@ class Matrices:
         self.lance = lance_db
         self._held: dict[tuple[str, Quantization], _Held] = {}
         self._lock = threading.Lock()  # zsr serve searches from several threads
+
+    @overload
+    def get(self, name: str) -> ViewMatrix | None: ...
+    @overload
+    def get(self, name: str, quantization: Quantization) -> ViewMatrix | QuantizedMatrix | None: ...
 
     def get(self, name: str, quantization: Quantization = EXACT) -> ViewMatrix | QuantizedMatrix | None:
         """Table ``name`` at its latest version; ``None`` if it has a vector index or is missing.

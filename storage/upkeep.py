@@ -14,8 +14,8 @@ The retention rule:
   :func:`storage.lance.fold` never calls it), and a tag whose runs were all deleted is removed, which
   releases its version;
 - every other version is deleted, except the latest;
-- tables no run records (the registry, synthetic queries, the expanded index, embedding caches) keep their
-  latest version only.
+- tables no run records (the registry, synthetic queries, the expanded index, whitening fits, embedding
+  caches) keep their latest version only.
 
 A run whose version is already gone (deleted before this rule existed, or its table dropped with its
 corpus) cannot be searched as it was: :class:`TableUpkeep` names it in ``unreproducible``; upkeep itself
@@ -44,6 +44,7 @@ from storage.lance import Lance
 from storage.packs import FolderCompaction
 from storage.synthetic import synthetic_table
 from storage.views import corpus_of_views_table, views_table_of_key
+from storage.whitening import corpus_of_whitening_table
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def recorded_versions(runs: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, 
 
 def owner(table: str) -> str | None:
     """The corpus a table belongs to; ``None`` for a table every corpus shares (registry, caches)."""
-    corpus = corpus_of_views_table(table)
+    corpus = corpus_of_views_table(table) or corpus_of_whitening_table(table)
     if corpus is not None or table.startswith("embedcache__"):
         return corpus
     for name in (documents_table, expanded_table, synthetic_table):

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="Matryoshka truncation: search the first this many dimensions, then rescore with all "
         "(only for models trained for it, tasks/ingest/embed.py MATRYOSHKA_MODELS).",
     )
+    whiten_refit_share: float = Field(
+        default=0.1,
+        ge=0,
+        description="Refit a corpus's whitening at ingest once its chunk views changed by more than this "
+        "share since the fit: (views added + views deleted) / views fit on.",
+    )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )

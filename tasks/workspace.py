@@ -233,6 +233,7 @@ class Workspace:
                 source=str(source),
                 progress=progress,
             )
+            store.whitening.refresh(corpus, space, settings.whiten_refit_share)
         return report, read
 
     def refresh_views(self, corpus: str) -> ViewsReport:

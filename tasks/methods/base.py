@@ -137,9 +137,18 @@ class Retriever(Protocol):
         ...
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int, kinds: tuple[str, ...] = ("chunk",)
+        self,
+        vectors: np.ndarray,
+        k: int,
+        kinds: tuple[str, ...] = ("chunk",),
+        *,
+        whiten: bool = False,
+        dims: int | None = None,
     ) -> list[Ranking]:
-        """Top ``k`` documents for each query vector, a document scoring as its best view of ``kinds``."""
+        """Top ``k`` documents for each query vector, a document scoring as its best view of ``kinds``.
+
+        ``whiten``: in the corpus's whitened space, keeping ``dims`` dimensions (``None``: all).
+        """
         ...
 
     def search_text(self, texts: list[str], k: int, *, expanded: bool = False) -> list[Ranking]:

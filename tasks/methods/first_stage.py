@@ -18,9 +18,26 @@ PASSAGE_KINDS, QUERY_KINDS = ("chunk", "title"), ("query",)
 
 
 class DenseParams(BaseModel):
-    """Bi-encoder cosine similarity over chunk vectors; a document scores as its best chunk."""
+    """Bi-encoder cosine similarity over chunk vectors; a document scores as its best chunk.
+
+    ``whiten``: the cosine after whitening queries and chunks alike with the corpus's fit (WhiteningBERT,
+    :mod:`storage.whitening`), keeping the ``dims`` directions of most variance.
+    """
 
     model_config = FROZEN
+    whiten: bool = Field(default=False, description="whiten queries and chunks with the corpus's fit")
+    dims: int | None = Field(
+        default=None, ge=1, description="whitened dimensions kept, most variance first (default: all)"
+    )
+
+    @model_validator(mode="after")
+    def _dims_whiten(self) -> DenseParams:
+        if self.dims is not None and not self.whiten:
+            raise ValueError("dims applies to whitened search only: add whiten=true")
+        return self
+
+
+PLAIN = DenseParams()  # plain dense: the first stage of hybrid, multiview and the query methods
 
 
 class Bm25Params(BaseModel):
@@ -127,17 +144,24 @@ def combine(passages: Ranking, queries: Ranking, params: MultiviewParams) -> dic
 
 
 def dense(
-    retriever: Retriever, texts: list[str], k: int, kinds: tuple[str, ...] = ("chunk",)
+    retriever: Retriever,
+    texts: list[str],
+    k: int,
+    kinds: tuple[str, ...] = ("chunk",),
+    params: DenseParams = PLAIN,
 ) -> list[Ranking]:
     """Top ``k`` documents of each text by its query embedding, over the views of ``kinds``."""
-    return retriever.search_vectors(retriever.encode(texts, queries=True), k, kinds) if texts else []
+    if not texts:
+        return []
+    vectors = retriever.encode(texts, queries=True)
+    return retriever.search_vectors(vectors, k, kinds, whiten=params.whiten, dims=params.dims)
 
 
 def retrieve_dense(
     retriever: Retriever, params: DenseParams, queries: Mapping[str, str], k: int
 ) -> dict[str, Ranking]:
-    """Dense search, the query encoded in one batch with the others."""
-    return dict(zip(queries, dense(retriever, list(queries.values()), k), strict=True))
+    """Dense search (whitened with ``params.whiten``), the query encoded in one batch with the others."""
+    return dict(zip(queries, dense(retriever, list(queries.values()), k, params=params), strict=True))
 
 
 def retrieve_bm25(

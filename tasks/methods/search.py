@@ -153,16 +153,32 @@ class Searcher:
         return np.vstack([self._query_vectors[t] for t in texts])
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int, kinds: tuple[str, ...] = ("chunk",)
+        self,
+        vectors: np.ndarray,
+        k: int,
+        kinds: tuple[str, ...] = ("chunk",),
+        *,
+        whiten: bool = False,
+        dims: int | None = None,
     ) -> list[Ranking]:
-        """Top ``k`` documents for each query vector, a document scoring as its best view of ``kinds``."""
+        """Top ``k`` documents for each query vector, a document scoring as its best view of ``kinds``.
+
+        ``whiten``: by the cosine in the corpus's whitened space, ``dims`` directions kept (``None``: all;
+        see :mod:`storage.whitening`).
+        """
         # Fetch enough chunks that k distinct documents are among them; widen for queries that fall short.
         limit = min(self._n_views, math.ceil(k * self._views_per_doc * 1.5) + 10)
         out: list[Ranking] = [[] for _ in vectors]
         pending = list(range(len(vectors)))
         while pending:
-            hits = self.store.search.dense(
-                self.corpus, self.info.space, vectors[pending], limit, kinds, self.where
+            hits = (
+                self.store.whitening.dense(
+                    self.corpus, self.info.space, vectors[pending], limit, kinds, self.where, dims
+                )
+                if whiten
+                else self.store.search.dense(
+                    self.corpus, self.info.space, vectors[pending], limit, kinds, self.where
+                )
             )
             retry = []
             for q, chunk_hits in zip(pending, hits, strict=True):

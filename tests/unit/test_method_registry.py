@@ -198,7 +198,7 @@ def test_split_methods_keeps_nested_commas():
             "rerank(first=hybrid(bogus=1))",
             r"first: hybrid has no parameter 'bogus' \(column 21\); its parameters: fusion",
         ),
-        ("prf(first=dense(k=3))", r"first: dense takes no parameters \(column 17\); write dense alone"),
+        ("prf(first=bm25(k=3))", r"first: bm25 takes no parameters \(column 16\); write bm25 alone"),
         # bad values: pydantic's message under the parameter's path, nested path included
         (
             "rerank(first=hybrid(fusion=max), depth=30)",
