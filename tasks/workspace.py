@@ -90,9 +90,10 @@ class Found:
 def embedder_factory(space: VectorSpace, settings: Settings) -> Callable[[], Embedder]:
     """A zero-argument loader, so commands that need no model never pay for loading one.
 
-    The model itself is loaded once per process (``load_embedder`` keeps it).
+    The model itself is loaded once per process (``load_embedder`` keeps it); the ONNX backends keep their
+    exports under ``<home>/models``.
     """
-    return lambda: load_embedder(space, settings.device, settings.batch_size)
+    return lambda: load_embedder(space, settings.device, settings.batch_size, settings.home_dir / "models")
 
 
 def home_of(settings: Settings) -> Home:
@@ -208,9 +209,13 @@ class Workspace:
             max_doc_bytes=settings.max_doc_bytes,
             delimiter=delimiter,
         )
-        explicit = model is not None or "embedding_model" in settings.model_fields_set
+        asked = {"embedding_model", "embedding_backend"} & settings.model_fields_set
+        explicit = model is not None or bool(asked)
         requested = vector_space(
-            model or settings.embedding_model, settings.query_prefix, settings.passage_prefix
+            model or settings.embedding_model,
+            settings.query_prefix,
+            settings.passage_prefix,
+            settings.embedding_backend,
         )
         with self.lease(corpus):
             space = resolve_corpus(store, corpus, requested, explicit)

@@ -23,6 +23,7 @@ from tasks.settings import DEFAULT_MODEL
 log = logging.getLogger(__name__)
 
 UNRESOLVED = "unresolved"  # the revision of a model that is not installed
+SENTENCE_TRANSFORMERS = "sentence-transformers"  # the default backend: torch
 BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
 # (substring of the lower-cased model name, query prefix, passage prefix); first match wins.
@@ -38,18 +39,22 @@ class ModelMismatchError(ValueError):
 
 
 def vector_space(
-    name: str, query_prefix: str | None = None, passage_prefix: str | None = None
+    name: str,
+    query_prefix: str | None = None,
+    passage_prefix: str | None = None,
+    backend: str = SENTENCE_TRANSFORMERS,
 ) -> VectorSpace:
     """The space ``name`` embeds into as installed now: declared prefixes of its family unless overridden.
 
     ``None`` takes the family's declared prefix (``ZSR_QUERY_PREFIX`` and ``ZSR_PASSAGE_PREFIX`` override it;
-    an empty string means no prefix).
+    an empty string means no prefix). ``backend`` runs the model (``ZSR_EMBEDDING_BACKEND``).
     """
     lowered = name.lower()
     declared = next(((q, p) for key, q, p in MODEL_PREFIXES if key in lowered), ("", ""))
     return VectorSpace(
         model=name,
         revision=model_revision(name),
+        backend=backend,
         query_prefix=declared[0] if query_prefix is None else query_prefix,
         passage_prefix=declared[1] if passage_prefix is None else passage_prefix,
     )
@@ -128,6 +133,21 @@ def _hub_snapshot(name: str) -> Path | None:
     return None
 
 
+def check_revision(space: VectorSpace) -> None:
+    """Refuse to load a model whose files as installed now are not the revision ``space`` was made with.
+
+    Raises:
+        ModelMismatchError: the installed files hash to another revision.
+    """
+    installed = model_revision(space.model)
+    if installed != space.revision:
+        raise ModelMismatchError(
+            f"model {space.model!r} as installed now (revision {installed}) is not the revision "
+            f"{space.revision} these vectors were made with; install that version of the model, or "
+            "ingest into a new corpus name to use this one"
+        )
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded from local files only (no hub access at run time)."""
 
@@ -140,13 +160,7 @@ class SentenceTransformerEmbedder:
         # Offline first: a hub lookup would hang or fail on machines without network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        installed = model_revision(space.model)
-        if installed != space.revision:
-            raise ModelMismatchError(
-                f"model {space.model!r} as installed now (revision {installed}) is not the revision "
-                f"{space.revision} these vectors were made with; install that version of the model, or "
-                "ingest into a new corpus name to use this one"
-            )
+        check_revision(space)
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -190,7 +204,20 @@ class SentenceTransformerEmbedder:
 
 @lru_cache(maxsize=4)
 def load_embedder(
-    space: VectorSpace, device: str | None = None, batch_size: int = 32
-) -> SentenceTransformerEmbedder:
-    """One loaded model per (space, device, batch size) per process: loading takes seconds."""
-    return SentenceTransformerEmbedder(space, device=device, batch_size=batch_size)
+    space: VectorSpace, device: str | None = None, batch_size: int = 32, models_dir: Path | None = None
+) -> Embedder:
+    """One loaded model per (space, device, batch size) per process: loading takes seconds.
+
+    The space's backend picks the runner; the ONNX ones (:mod:`tasks.ingest.onnx`) keep their exported
+    models under ``models_dir`` (``<home>/models``) and run on the CPU whatever ``device`` says.
+
+    Raises:
+        ValueError: an ONNX backend without ``models_dir``.
+    """
+    if space.backend == SENTENCE_TRANSFORMERS:
+        return SentenceTransformerEmbedder(space, device=device, batch_size=batch_size)
+    if models_dir is None:
+        raise ValueError(f"backend {space.backend!r} keeps its exported models in a folder: pass models_dir")
+    from tasks.ingest.onnx import OnnxEmbedder
+
+    return OnnxEmbedder(space, models_dir, batch_size=batch_size)
