@@ -1,4 +1,4 @@
-"""ONNX Runtime embedders: the sentence-transformers pipeline exported once, then run on the CPU without torch.
+"""ONNX Runtime embedders: the sentence-transformers pipeline exported once, run on the CPU without torch.
 
 Everything after tokenisation (the transformer, the model's own pooling module, its normalisation) is traced
 from the loaded sentence-transformers model into one graph, so the pooling is the model's and not a copy of
@@ -44,7 +44,7 @@ def export_folder(space: VectorSpace, models_dir: Path) -> Path:
 
 
 def ensure_export(space: VectorSpace, models_dir: Path) -> dict[str, Any]:
-    """The manifest of ``space``'s export, exporting (int8: quantising the float32 export) when it is not sound.
+    """The manifest of ``space``'s export, made first if none is sound (int8: from the float32 export).
 
     Raises:
         ModelMismatchError: the model as installed is not ``space``'s revision.
@@ -146,7 +146,7 @@ def _export_float32(space: VectorSpace, folder: Path) -> dict[str, Any]:
 
 
 def _quantise(source: dict[str, Any], float32: Path, folder: Path) -> dict[str, Any]:
-    """Dynamic int8 weights, per channel, from the float32 export in ``float32`` (``source``: its manifest)."""
+    """Dynamic int8 weights, per channel, of the float32 export in ``float32`` (``source``: its manifest)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     for name in source["files"]:
@@ -188,7 +188,7 @@ class OnnxEmbedder:
         return [[(int(a), int(b)) for a, b in spans] for spans in encoded["offset_mapping"]]
 
     def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
-        """Encode as sentence-transformers does: prefixed, longest first in batches, truncated to the window."""
+        """Encode as sentence-transformers does: prefixed, longest first in batches, cut to the window."""
         prefix = self.space.prefix("query" if queries else "passage")
         prefixed = [prefix + t for t in texts]
         order = np.argsort([-len(t) for t in prefixed], kind="stable")  # batches of alike lengths pad less
