@@ -25,9 +25,12 @@ def test_each_backend_is_its_own_space_and_torch_keeps_the_key_it_had():
     keys = {b: vector_space(MODEL, backend=b).key for b in ("sentence-transformers", "onnx", "onnx-int8")}
     assert len(set(keys.values())) == 3
     space = vector_space(MODEL)
-    assert keys["sentence-transformers"] == VectorSpace(
-        space.model, space.revision, query_prefix=space.query_prefix, passage_prefix=space.passage_prefix
-    ).key
+    assert (
+        keys["sentence-transformers"]
+        == VectorSpace(
+            space.model, space.revision, query_prefix=space.query_prefix, passage_prefix=space.passage_prefix
+        ).key
+    )
 
 
 def test_settings_refuse_a_backend_they_do_not_know():
@@ -55,7 +58,8 @@ def source(tmp_path, monkeypatch) -> Path:
     """A three-document source; the workspace's model is the fake, standing in for the space it is asked."""
     monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
     path = tmp_path / "docs.jsonl"
-    path.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"wing flow term{i}"}) + "\n" for i in range(3)))
+    lines = (json.dumps({"_id": f"d{i}", "text": f"wing flow term{i}"}) for i in range(3))
+    path.write_text("".join(line + "\n" for line in lines))
     return path
 
 
@@ -69,9 +73,12 @@ def test_a_new_corpus_gets_the_configured_backend_and_is_searched_with_it(tmp_pa
     space = ingest(tmp_path / "home", source, embedding_backend="onnx-int8")
     assert space.backend == "onnx-int8"
     asked: list[VectorSpace] = []
-    monkeypatch.setattr(
-        tasks.workspace, "load_embedder", lambda space, *args: asked.append(space) or FakeEmbedder(space=space)
-    )
+
+    def load(space: VectorSpace, *args: object) -> FakeEmbedder:
+        asked.append(space)
+        return FakeEmbedder(space=space)
+
+    monkeypatch.setattr(tasks.workspace, "load_embedder", load)
     with zsr_home_at(tmp_path / "home"):  # ZSR_EMBEDDING_BACKEND unset: the corpus's own backend answers
         assert Workspace.open().search("c", "term1", "dense", k=1)[0][0] == "d1"
     assert [s.backend for s in asked] == ["onnx-int8"]
