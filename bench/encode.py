@@ -29,7 +29,7 @@ from tasks.ingest.sources import read_source
 from tasks.settings import EmbeddingBackend, Settings
 from tasks.workspace import Workspace, embedder_factory
 
-BACKENDS: tuple[str, ...] = get_args(EmbeddingBackend)
+BACKENDS: tuple[EmbeddingBackend, ...] = get_args(EmbeddingBackend)
 TORCH = BACKENDS[0]
 MAX_LOSS = 0.005  # nDCG@10 int8 may lose on each collection and still become the default
 DATASETS = ("cranfield", "cisi")
@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = {b: Settings(home=Path(tmp) / b, embedding_backend=b) for b in BACKENDS}
-        embedders: dict[str, Embedder] = {}
+        embedders: dict[EmbeddingBackend, Embedder] = {}
         for backend, s in settings.items():
             start = time.perf_counter()
             embedders[backend] = embedder_factory(vector_space(s.embedding_model, backend=backend), s)()
