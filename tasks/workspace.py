@@ -44,6 +44,7 @@ from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_
 from tasks.evaluation.testsets import TestSet, TestSets
 from tasks.ingest.embed import Embedder, installed_space, load_embedder, vector_space
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.ingest.onnx import QUANTISED, load_onnx_embedder
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
 from tasks.leases import InUseError, exclusive, lock_path, shared
@@ -90,10 +91,12 @@ class Found:
 def embedder_factory(space: VectorSpace, settings: Settings) -> Callable[[], Embedder]:
     """A zero-argument loader, so commands that need no model never pay for loading one.
 
-    The model itself is loaded once per process (``load_embedder`` keeps it); the ONNX backends keep their
-    exports under ``<home>/models``.
+    The space's backend picks the runner, each keeping the model it loads for the process; the ONNX
+    backends run on the CPU (``ZSR_DEVICE`` is torch's) and keep their exports under ``<home>/models``.
     """
-    return lambda: load_embedder(space, settings.device, settings.batch_size, settings.home_dir / "models")
+    if space.backend in QUANTISED:
+        return lambda: load_onnx_embedder(space, settings.home_dir / "models", settings.batch_size)
+    return lambda: load_embedder(space, settings.device, settings.batch_size)
 
 
 def home_of(settings: Settings) -> Home:

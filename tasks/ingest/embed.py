@@ -12,13 +12,13 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, get_args
 
 import numpy as np
 
 from storage.ids import content_hash
 from storage.vector_space import VectorSpace
-from tasks.settings import DEFAULT_MODEL
+from tasks.settings import DEFAULT_MODEL, EmbeddingBackend
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,13 @@ class SentenceTransformerEmbedder:
 
         Raises:
             ModelMismatchError: the model's files as installed now are not ``space``'s revision.
+            ValueError: ``space`` is run by another backend (:mod:`tasks.ingest.onnx` runs the ONNX ones).
         """
+        if space.backend != SENTENCE_TRANSFORMERS:
+            raise ValueError(
+                f"vector space backend {space.backend!r} is not run by sentence-transformers (this zsr "
+                f"runs {', '.join(get_args(EmbeddingBackend))}); if a newer zsr indexed it, upgrade zsr"
+            )
         # Offline first: a hub lookup would hang or fail on machines without network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -204,20 +210,7 @@ class SentenceTransformerEmbedder:
 
 @lru_cache(maxsize=4)
 def load_embedder(
-    space: VectorSpace, device: str | None = None, batch_size: int = 32, models_dir: Path | None = None
-) -> Embedder:
-    """One loaded model per (space, device, batch size) per process: loading takes seconds.
-
-    The space's backend picks the runner; the ONNX ones (:mod:`tasks.ingest.onnx`) keep their exported
-    models under ``models_dir`` (``<home>/models``) and run on the CPU whatever ``device`` says.
-
-    Raises:
-        ValueError: an ONNX backend without ``models_dir``.
-    """
-    if space.backend == SENTENCE_TRANSFORMERS:
-        return SentenceTransformerEmbedder(space, device=device, batch_size=batch_size)
-    if models_dir is None:
-        raise ValueError(f"backend {space.backend!r} keeps its exported models in a folder: pass models_dir")
-    from tasks.ingest.onnx import OnnxEmbedder
-
-    return OnnxEmbedder(space, models_dir, batch_size=batch_size)
+    space: VectorSpace, device: str | None = None, batch_size: int = 32
+) -> SentenceTransformerEmbedder:
+    """One loaded model per (space, device, batch size) per process: loading takes seconds."""
+    return SentenceTransformerEmbedder(space, device=device, batch_size=batch_size)

@@ -21,13 +21,14 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from storage.vector_space import VectorSpace
-from tasks.ingest.embed import SentenceTransformerEmbedder, check_revision
+from tasks.ingest.embed import SENTENCE_TRANSFORMERS, SentenceTransformerEmbedder, check_revision
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _export_float32(space: VectorSpace, folder: Path) -> dict[str, Any]:
     """Trace the loaded sentence-transformers pipeline of ``space`` into ``folder``, with its tokenizer."""
     import torch
 
-    embedder = SentenceTransformerEmbedder(space, device="cpu")
+    embedder = SentenceTransformerEmbedder(replace(space, backend=SENTENCE_TRANSFORMERS), device="cpu")
     model, tokenizer = embedder.model, embedder.model.tokenizer
     tokenizer.save_pretrained(folder)
     sample = tokenizer(["a sample", "a longer sample text"], padding=True, return_tensors="pt")
@@ -206,3 +207,9 @@ class OnnxEmbedder:
             out[rows] = self._session.run([OUTPUT], feeds)[0]
         # A model without a Normalize module is normalised here, as normalize_embeddings=True does.
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+@lru_cache(maxsize=4)
+def load_onnx_embedder(space: VectorSpace, models_dir: Path, batch_size: int = 32) -> OnnxEmbedder:
+    """One loaded graph per (space, models folder, batch size) per process, as ``load_embedder`` keeps."""
+    return OnnxEmbedder(space, models_dir, batch_size=batch_size)

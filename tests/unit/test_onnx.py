@@ -14,7 +14,7 @@ import tasks.workspace
 from storage.vector_space import VectorSpace
 from tasks.ingest.embed import ModelMismatchError, load_embedder, vector_space
 from tasks.settings import Settings
-from tasks.workspace import Workspace
+from tasks.workspace import Workspace, embedder_factory
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder
 
@@ -38,25 +38,28 @@ def test_settings_refuse_a_backend_they_do_not_know():
         Settings(embedding_backend="tensorrt")  # type: ignore[arg-type]
 
 
-def test_load_embedder_runs_onnx_spaces_with_the_onnx_embedder(tmp_path, monkeypatch):
-    made = []
-    monkeypatch.setattr(onnx, "OnnxEmbedder", lambda *args, **kwargs: made.append((args, kwargs)) or "onnx")
-    load_embedder.cache_clear()
-    space = vector_space(MODEL, backend="onnx-int8")
-    try:
-        assert load_embedder(space, None, 8, tmp_path) == "onnx"
-        assert made == [((space, tmp_path), {"batch_size": 8})]
-        with pytest.raises(ValueError, match="models_dir"):
-            load_embedder(space)
-    finally:
-        load_embedder.cache_clear()
+def test_each_space_is_run_by_its_backend(tmp_path, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(tasks.workspace, "load_onnx_embedder", lambda *args: loaded.append(("onnx", *args)))
+    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda *args: loaded.append(("torch", *args)))
+    settings = Settings(home=tmp_path, batch_size=8, device="cpu")
+    int8, torch = vector_space(MODEL, backend="onnx-int8"), vector_space(MODEL)
+    embedder_factory(int8, settings)()
+    embedder_factory(torch, settings)()
+    assert loaded == [("onnx", int8, tmp_path / "models", 8), ("torch", torch, "cpu", 8)]
+
+
+def test_sentence_transformers_refuses_a_space_of_another_backend():
+    with pytest.raises(ValueError, match="'onnx' is not run by sentence-transformers"):
+        load_embedder.__wrapped__(vector_space(MODEL, backend="onnx"))
 
 
 # -- which backend a corpus gets ------------------------------------------------------------------------
 @pytest.fixture
 def source(tmp_path, monkeypatch) -> Path:
     """A three-document source; the workspace's model is the fake, standing in for the space it is asked."""
-    monkeypatch.setattr(tasks.workspace, "load_embedder", lambda space, *args: FakeEmbedder(space=space))
+    for loader in ("load_embedder", "load_onnx_embedder"):
+        monkeypatch.setattr(tasks.workspace, loader, lambda space, *args: FakeEmbedder(space=space))
     path = tmp_path / "docs.jsonl"
     lines = (json.dumps({"_id": f"d{i}", "text": f"wing flow term{i}"}) for i in range(3))
     path.write_text("".join(line + "\n" for line in lines))
@@ -79,6 +82,7 @@ def test_a_new_corpus_gets_the_configured_backend_and_is_searched_with_it(tmp_pa
         return FakeEmbedder(space=space)
 
     monkeypatch.setattr(tasks.workspace, "load_embedder", load)
+    monkeypatch.setattr(tasks.workspace, "load_onnx_embedder", load)
     with zsr_home_at(tmp_path / "home"):  # ZSR_EMBEDDING_BACKEND unset: the corpus's own backend answers
         assert Workspace.open().search("c", "term1", "dense", k=1)[0][0] == "d1"
     assert [s.backend for s in asked] == ["onnx-int8"]
