@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from storage.quantized import Kind
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+EmbeddingBackend = Literal["sentence-transformers", "onnx", "onnx-int8"]
 
 
 class Settings(BaseSettings):
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         default=DEFAULT_MODEL,
         description="sentence-transformers model name or local path used when a corpus is first ingested.",
+    )
+    embedding_backend: EmbeddingBackend = Field(
+        default="sentence-transformers",
+        description="What runs the model for a corpus first ingested: torch (sentence-transformers), or ONNX "
+        "Runtime on CPU, in float32 or dynamic int8 (exported once into <home>/models/onnx).",
     )
     query_prefix: str | None = Field(default=None, description="Override the model's declared query prefix.")
     passage_prefix: str | None = Field(

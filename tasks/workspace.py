@@ -46,6 +46,7 @@ from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_
 from tasks.evaluation.testsets import TestSet, TestSets
 from tasks.ingest.embed import Embedder, check_truncation, installed_space, load_embedder, vector_space
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.ingest.onnx import QUANTISED, load_onnx_embedder
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
 from tasks.leases import InUseError, exclusive, lock_path, shared
@@ -92,8 +93,11 @@ class Found:
 def embedder_factory(space: VectorSpace, settings: Settings) -> Callable[[], Embedder]:
     """A zero-argument loader, so commands that need no model never pay for loading one.
 
-    The model itself is loaded once per process (``load_embedder`` keeps it).
+    The space's backend picks the runner, each keeping the model it loads for the process; the ONNX
+    backends run on the CPU (``ZSR_DEVICE`` is torch's) and keep their exports under ``<home>/models``.
     """
+    if space.backend in QUANTISED:
+        return lambda: load_onnx_embedder(space, settings.home_dir / "models", settings.batch_size)
     return lambda: load_embedder(space, settings.device, settings.batch_size)
 
 
@@ -212,9 +216,13 @@ class Workspace:
             max_doc_bytes=settings.max_doc_bytes,
             delimiter=delimiter,
         )
-        explicit = model is not None or "embedding_model" in settings.model_fields_set
+        asked = {"embedding_model", "embedding_backend"} & settings.model_fields_set
+        explicit = model is not None or bool(asked)
         requested = vector_space(
-            model or settings.embedding_model, settings.query_prefix, settings.passage_prefix
+            model or settings.embedding_model,
+            settings.query_prefix,
+            settings.passage_prefix,
+            settings.embedding_backend,
         )
         with self.lease(corpus):
             space = resolve_corpus(store, corpus, requested, explicit)

@@ -13,17 +13,18 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, get_args
 
 import numpy as np
 
 from storage.ids import content_hash
 from storage.vector_space import VectorSpace
-from tasks.settings import DEFAULT_MODEL
+from tasks.settings import DEFAULT_MODEL, EmbeddingBackend
 
 log = logging.getLogger(__name__)
 
 UNRESOLVED = "unresolved"  # the revision of a model that is not installed
+SENTENCE_TRANSFORMERS = "sentence-transformers"  # the default backend: torch
 BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
 # (substring of the lower-cased model name, query prefix, passage prefix); first match wins.
@@ -64,18 +65,22 @@ class ModelMismatchError(ValueError):
 
 
 def vector_space(
-    name: str, query_prefix: str | None = None, passage_prefix: str | None = None
+    name: str,
+    query_prefix: str | None = None,
+    passage_prefix: str | None = None,
+    backend: str = SENTENCE_TRANSFORMERS,
 ) -> VectorSpace:
     """The space ``name`` embeds into as installed now: declared prefixes of its family unless overridden.
 
     ``None`` takes the family's declared prefix (``ZSR_QUERY_PREFIX`` and ``ZSR_PASSAGE_PREFIX`` override it;
-    an empty string means no prefix).
+    an empty string means no prefix). ``backend`` runs the model (``ZSR_EMBEDDING_BACKEND``).
     """
     lowered = name.lower()
     declared = next(((q, p) for key, q, p in MODEL_PREFIXES if key in lowered), ("", ""))
     return VectorSpace(
         model=name,
         revision=model_revision(name),
+        backend=backend,
         query_prefix=declared[0] if query_prefix is None else query_prefix,
         passage_prefix=declared[1] if passage_prefix is None else passage_prefix,
     )
@@ -154,6 +159,21 @@ def _hub_snapshot(name: str) -> Path | None:
     return None
 
 
+def check_revision(space: VectorSpace) -> None:
+    """Refuse to load a model whose files as installed now are not the revision ``space`` was made with.
+
+    Raises:
+        ModelMismatchError: the installed files hash to another revision.
+    """
+    installed = model_revision(space.model)
+    if installed != space.revision:
+        raise ModelMismatchError(
+            f"model {space.model!r} as installed now (revision {installed}) is not the revision "
+            f"{space.revision} these vectors were made with; install that version of the model, or "
+            "ingest into a new corpus name to use this one"
+        )
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded from local files only (no hub access at run time)."""
 
@@ -162,17 +182,17 @@ class SentenceTransformerEmbedder:
 
         Raises:
             ModelMismatchError: the model's files as installed now are not ``space``'s revision.
+            ValueError: ``space`` is run by another backend (:mod:`tasks.ingest.onnx` runs the ONNX ones).
         """
+        if space.backend != SENTENCE_TRANSFORMERS:
+            raise ValueError(
+                f"vector space backend {space.backend!r} is not run by sentence-transformers (this zsr "
+                f"runs {', '.join(get_args(EmbeddingBackend))}); if a newer zsr indexed it, upgrade zsr"
+            )
         # Offline first: a hub lookup would hang or fail on machines without network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        installed = model_revision(space.model)
-        if installed != space.revision:
-            raise ModelMismatchError(
-                f"model {space.model!r} as installed now (revision {installed}) is not the revision "
-                f"{space.revision} these vectors were made with; install that version of the model, or "
-                "ingest into a new corpus name to use this one"
-            )
+        check_revision(space)
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
