@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from storage.ids import content_hash
@@ -50,12 +50,13 @@ def join_title(title: str, body: str) -> str:
     return f"{title} {body}" if title else body
 
 
-def chunk_documents(docs: Sequence[Document], embedder: Embedder, overlap: int) -> list[Chunk]:
+def chunk_documents(documents: Iterable[Document], embedder: Embedder, overlap: int) -> list[Chunk]:
     """Split each document into chunks that fit the model's window (title and passage prefix included).
 
     A document that fits stays one chunk. Each chunk repeats the title, since a passage without its
     title loses the words that say what it is about.
     """
+    docs = list(documents)  # read three times below; a streamed source yields each document once a pass
     if not docs:
         return []
     prefix_tokens = len(embedder.token_offsets([embedder.space.passage_prefix])[0])
