@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# How a chunk's vector is made (VectorSpace.chunking): "tokens" encodes each chunk alone, "late" pools it
+# from one pass over its whole document (tasks/ingest/late.py).
+Chunking = Literal["tokens", "late"]
 
 
 class Settings(BaseSettings):
@@ -36,6 +39,11 @@ class Settings(BaseSettings):
     )
     device: str | None = Field(default=None, description="torch device (cpu, cuda, mps); auto when unset.")
     chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by consecutive chunks.")
+    chunking: Chunking = Field(
+        default="tokens",
+        description="How chunk vectors of a new corpus are made: tokens (each chunk encoded alone) or late "
+        "(pooled from one pass over the whole document); a corpus keeps the chunking it was indexed with.",
+    )
     ann_min_rows: int = Field(
         default=100_000, ge=1, description="Build an ANN vector index once a corpus has this many chunks."
     )

@@ -35,6 +35,7 @@ from storage.vector_space import Role, VectorSpace
 from storage.views import views_schema
 from tasks.ingest.chunking import CHUNK, chunk_documents, join_title
 from tasks.ingest.embed import Embedder, ModelMismatchError
+from tasks.ingest.late import LATE, embed_late, token_model
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _check_space(info: CorpusInfo, requested: VectorSpace) -> None:
     ]
     raise ModelMismatchError(
         f"corpus {info.name!r} is indexed with {info.space.model!r}, not {requested.model!r} "
-        f"({'; '.join(differs)}); ingest into a new corpus name to use another model"
+        f"({'; '.join(differs)}); ingest into a new corpus name to use another model or chunking"
     )
 
 
@@ -195,15 +196,19 @@ def reindex(
     for start in range(0, len(todo), batch_docs):
         batch = todo[start : start + batch_docs]
         chunks = chunk_documents(batch, embedder, overlap)
-        vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
+        if space.chunking == LATE:
+            keys, vectors, encoded = embed_late(store, embedder, batch, chunks)
+        else:
+            keys = [c.content_hash for c in chunks]
+            vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
         report.chunks_encoded += encoded
-        report.chunks_cached += len({c.content_hash for c in chunks}) - encoded
+        report.chunks_cached += len(set(keys)) - encoded
         report.chunks_written += len(chunks)
         hashes = {d.doc_id: d.content_hash for d in batch}
         views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
         # The unit of commit (module docstring): new views, then the row, then the old views go.
         metadata = {d.doc_id: d.metadata for d in batch}
-        new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes)
+        new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes, keys)
         store.views.put(
             corpus, space, with_metadata(new_views, [metadata[v[1]] for v in views_of_batch], fields)
         )
@@ -247,6 +252,8 @@ def load_for(space: VectorSpace, get_embedder: Callable[[], Embedder]) -> Embedd
     embedder = get_embedder()
     if embedder.space != space:
         raise ModelMismatchError(f"the embedder embeds into {embedder.space}, not into {space}")
+    if space.chunking == LATE:
+        token_model(embedder)  # a model late chunking cannot use is refused before anything is written
     return embedder
 
 
@@ -318,12 +325,15 @@ def view_rows(
     model: str,
     dim: int,
     doc_hashes: Mapping[str, str],
+    keys: Sequence[str] | None = None,
 ) -> pa.Table:
-    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by text hash.
+    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by cache key.
 
     ``doc_hashes`` maps each doc_id to the content hash of the document version the views were built from.
+    ``keys`` are the cache keys of the views' vectors, stored as their ``content_hash``: by default the hash
+    of each view's text; late chunks are keyed by their document and span instead (:mod:`tasks.ingest.late`).
     """
-    hashes = [content_hash(text) for *_, text in views]
+    hashes = list(keys) if keys is not None else [content_hash(text) for *_, text in views]
     matrix = np.stack([vectors[h] for h in hashes]) if views else np.zeros((0, dim), np.float32)
     return pa.Table.from_arrays(
         [
