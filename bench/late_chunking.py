@@ -26,7 +26,7 @@ CHUNKINGS: dict[Chunking, str] = {"tokens": "", "late": "-late"}  # chunking -> 
 
 def index(ws: Workspace, folder: Path, corpus: str, chunking: Chunking) -> ReindexReport:
     """Ingest the BEIR ``folder`` as ``corpus`` and register its qrels as test set ``human``."""
-    # Cranfield holds two records with neither title nor text (ids 471, 995): skipped, as bench/quality.py does.
+    # Cranfield holds two records with neither title nor text (ids 471, 995): skipped, as in bench/quality.py.
     report, _ = ws.ingest(folder, corpus, fmt="beir", skip_bad=True, chunking=chunking)
     ws.testsets.register(corpus, "human", folder)
     return report
