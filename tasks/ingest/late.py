@@ -91,8 +91,9 @@ class SentenceTransformerTokens:
         first, last = special.index(0), len(special) - special[::-1].index(0)
         self.head, self.tail = list(ids[:first]), list(ids[last:])
         auto: Any = self.transformer.auto_model
-        # RoBERTa-style embeddings number positions from padding_idx + 1; BERT's from 0.
-        offset = getattr(auto.embeddings, "padding_idx", -1) + 1
+        # RoBERTa-style embeddings number positions from padding_idx + 1; BERT's (no padding_idx) from 0.
+        padding = getattr(auto.embeddings, "padding_idx", None)
+        offset = 0 if padding is None else padding + 1
         self.limit = int(auto.config.max_position_embeddings) - offset - len(self.head) - len(self.tail)
         self.pad = self.tokenizer.pad_token_id or 0
 
