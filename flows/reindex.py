@@ -17,6 +17,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows import steps
 from tasks.ingest.formats import SourceFormat
+from tasks.settings import Chunking
 
 
 @flow(name="reindex", flow_run_name="reindex-{corpus}", timeout_seconds=6 * 3600, log_prints=False)
@@ -26,6 +27,7 @@ def reindex(
     fmt: SourceFormat | None = None,
     skip_bad: bool = False,
     keep_deleted: bool = False,
+    chunking: Chunking | None = None,
     refresh_views: bool = True,
 ) -> dict[str, Any]:
     """Re-index ``corpus`` from ``source``: only new and changed documents are embedded.
@@ -37,10 +39,12 @@ def reindex(
         fmt: Source format; detected when empty.
         skip_bad: Skip bad records and report them instead of failing.
         keep_deleted: Keep documents that are gone from the source.
+        chunking: How chunk vectors of a new corpus are made: tokens (each chunk alone) or late (pooled from
+            one pass over the whole document); empty: ZSR_CHUNKING. A corpus keeps its own.
         refresh_views: Also rebuild title and query views and the expanded BM25 index.
     """
     log = get_run_logger()
-    report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted)
+    report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted, chunking)
     log.info(
         "%s: %d added, %d changed, %d deleted, %d unchanged; %d chunks encoded, %d from cache",
         corpus,

@@ -38,6 +38,7 @@ from tasks.evaluation.runs import EvalRequest, Plan, RunResult, check
 from tasks.evaluation.testsets import TestSet
 from tasks.methods.registry import Method, calls_llm
 from tasks.methods.search import Searcher
+from tasks.settings import Chunking
 from tasks.synthetic.config import SynthesisConfig
 from tasks.workspace import Workspace
 
@@ -87,7 +88,12 @@ def _retrying(**options: Any) -> dict[str, Any]:
 # -- indexing ----------------------------------------------------------------------------------------------
 @task(**_retrying(retries=2, timeout_seconds=4 * 3600, cache_policy=NO_CACHE))
 def index_source(
-    source: str, corpus: str, fmt: str | None, skip_bad: bool, keep_deleted: bool
+    source: str,
+    corpus: str,
+    fmt: str | None,
+    skip_bad: bool,
+    keep_deleted: bool,
+    chunking: Chunking | None = None,
 ) -> dict[str, Any]:
     """Re-index ``corpus`` from ``source``; only new and changed documents are embedded (idempotent)."""
     progress = ProgressArtifact(slug("reindex", corpus, "progress"), f"Documents of {corpus} indexed")
@@ -97,6 +103,7 @@ def index_source(
         fmt=fmt,  # type: ignore[arg-type]
         skip_bad=skip_bad,
         keep_deleted=keep_deleted,
+        chunking=chunking,
         progress=progress,
     )
     progress(1, 1)

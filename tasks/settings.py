@@ -14,6 +14,9 @@ from storage.quantized import Kind
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EmbeddingBackend = Literal["sentence-transformers", "onnx", "onnx-int8"]
+# How a chunk's vector is made (VectorSpace.chunking): "tokens" encodes each chunk alone, "late" pools it
+# from one pass over its whole document (tasks/ingest/late.py).
+Chunking = Literal["tokens", "late"]
 
 
 class Settings(BaseSettings):
@@ -44,6 +47,11 @@ class Settings(BaseSettings):
     )
     device: str | None = Field(default=None, description="torch device (cpu, cuda, mps); auto when unset.")
     chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by consecutive chunks.")
+    chunking: Chunking = Field(
+        default="tokens",
+        description="How chunk vectors of a new corpus are made: tokens (each chunk encoded alone) or late "
+        "(pooled from one pass over the whole document); a corpus keeps the chunking it was indexed with.",
+    )
     ann_min_rows: int = Field(
         default=100_000, ge=1, description="Build an ANN vector index once a corpus has this many chunks."
     )

@@ -57,7 +57,7 @@ from tasks.methods.feedback import Analyzer
 from tasks.methods.registry import Method, parse_method
 from tasks.methods.search import Ranking, Searcher
 from tasks.methods.snippets import snippet
-from tasks.settings import Settings, get_settings
+from tasks.settings import Chunking, Settings, get_settings
 from tasks.synthetic.config import SynthesisConfig
 from tasks.synthetic.generate import SynthesisReport, document_vectors, sample_documents, setup, synthesize
 from tasks.synthetic.testset import AgreementResult, SyntheticReport, agreement, build_synthetic_testset
@@ -202,10 +202,15 @@ class Workspace:
         skip_bad: bool = False,
         keep_deleted: bool = False,
         model: str | None = None,
+        chunking: Chunking | None = None,
         progress: Progress | None = None,
         delimiter: str = ",",
     ) -> tuple[ReindexReport, SourceReport]:
-        """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped."""
+        """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped.
+
+        ``model`` and ``chunking`` (default: the settings') apply to a new corpus; a corpus keeps the vector
+        space it was indexed in, and asking for another one explicitly is an error.
+        """
         settings, store = self.settings, self.store
         check_name(corpus)
         read = read_source(
@@ -216,13 +221,14 @@ class Workspace:
             max_doc_bytes=settings.max_doc_bytes,
             delimiter=delimiter,
         )
-        asked = {"embedding_model", "embedding_backend"} & settings.model_fields_set
-        explicit = model is not None or bool(asked)
+        asked = {"embedding_model", "embedding_backend", "chunking"} & settings.model_fields_set
+        explicit = model is not None or chunking is not None or bool(asked)
         requested = vector_space(
             model or settings.embedding_model,
             settings.query_prefix,
             settings.passage_prefix,
-            settings.embedding_backend,
+            backend=settings.embedding_backend,
+            chunking=chunking or settings.chunking,
         )
         with self.lease(corpus):
             space = resolve_corpus(store, corpus, requested, explicit)

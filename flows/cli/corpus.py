@@ -27,6 +27,7 @@ from flows.cli.common import (
     workspace,
 )
 from tasks.ingest.formats import SourceFormat
+from tasks.settings import Chunking
 
 if TYPE_CHECKING:
     from tasks.workspace import Hit
@@ -52,6 +53,13 @@ def ingest(
         str | None,
         typer.Option(help="sentence-transformers model for a new corpus (default: ZSR_EMBEDDING_MODEL)."),
     ] = None,
+    chunking: Annotated[
+        Chunking | None,
+        typer.Option(
+            help="tokens (each chunk encoded alone) or late (chunks pooled from one pass over the whole "
+            "document), for a new corpus (default: ZSR_CHUNKING, tokens); a corpus keeps its own."
+        ),
+    ] = None,
     skip_bad: Annotated[
         bool, typer.Option(help="Skip bad records and report them instead of failing.")
     ] = False,
@@ -71,6 +79,7 @@ def ingest(
             skip_bad=skip_bad,
             keep_deleted=keep_deleted,
             model=model,
+            chunking=chunking,
             progress=progress,
             delimiter="\t" if delimiter == "\\t" else delimiter,  # as the hint prints it: '\t'
         )

@@ -14,11 +14,15 @@ CHUNK = "chunk"
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A span of a document, prefixed with its title: exactly the text that is embedded."""
+    """A span of a document, prefixed with its title: exactly the text that is embedded.
+
+    ``span`` is the body's character span in the document's text (late chunking pools the tokens inside it).
+    """
 
     doc_id: str
     ordinal: int
     text: str
+    span: tuple[int, int]
 
     @property
     def content_hash(self) -> str:
@@ -67,9 +71,9 @@ def chunk_documents(documents: Iterable[Document], embedder: Embedder, overlap: 
         # A very long title may eat at most half of the window; the encoder truncates what is left over.
         budget = max(embedder.max_tokens - prefix_tokens - n_title, embedder.max_tokens // 2)
         if len(spans) <= budget:
-            chunks.append(Chunk(doc.doc_id, 0, join_title(doc.title, doc.text)))
+            chunks.append(Chunk(doc.doc_id, 0, join_title(doc.title, doc.text), (0, len(doc.text))))
             continue
         for ordinal, (start, end) in enumerate(windows(len(spans), budget, min(overlap, budget // 2))):
-            body = doc.text[spans[start][0] : spans[end - 1][1]]
-            chunks.append(Chunk(doc.doc_id, ordinal, join_title(doc.title, body)))
+            span = (spans[start][0], spans[end - 1][1])
+            chunks.append(Chunk(doc.doc_id, ordinal, join_title(doc.title, doc.text[slice(*span)]), span))
     return chunks

@@ -69,11 +69,13 @@ def vector_space(
     query_prefix: str | None = None,
     passage_prefix: str | None = None,
     backend: str = SENTENCE_TRANSFORMERS,
+    chunking: str = "tokens",
 ) -> VectorSpace:
     """The space ``name`` embeds into as installed now: declared prefixes of its family unless overridden.
 
     ``None`` takes the family's declared prefix (``ZSR_QUERY_PREFIX`` and ``ZSR_PASSAGE_PREFIX`` override it;
-    an empty string means no prefix). ``backend`` runs the model (``ZSR_EMBEDDING_BACKEND``).
+    an empty string means no prefix). ``backend`` runs the model (``ZSR_EMBEDDING_BACKEND``); ``chunking``
+    is how chunk vectors are made (``ZSR_CHUNKING``).
     """
     lowered = name.lower()
     declared = next(((q, p) for key, q, p in MODEL_PREFIXES if key in lowered), ("", ""))
@@ -83,6 +85,7 @@ def vector_space(
         backend=backend,
         query_prefix=declared[0] if query_prefix is None else query_prefix,
         passage_prefix=declared[1] if passage_prefix is None else passage_prefix,
+        chunking=chunking,
     )
 
 

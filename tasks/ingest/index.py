@@ -36,6 +36,7 @@ from storage.vector_space import Role, VectorSpace
 from storage.views import views_schema
 from tasks.ingest.chunking import CHUNK, Chunk, chunk_documents, join_title
 from tasks.ingest.embed import Embedder, ModelMismatchError
+from tasks.ingest.late import LATE, embed_late, token_model
 from tasks.ingest.plan import batches, plan_documents, planned_fields
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def _check_space(info: CorpusInfo, requested: VectorSpace) -> None:
     ]
     raise ModelMismatchError(
         f"corpus {info.name!r} is indexed with {info.space.model!r}, not {requested.model!r} "
-        f"({'; '.join(differs)}); ingest into a new corpus name to use another model"
+        f"({'; '.join(differs)}); ingest into a new corpus name to use another model or chunking"
     )
 
 
@@ -242,12 +243,12 @@ def _write_batch(
 ) -> None:
     """Chunk, embed and commit one batch; the unit of commit (module docstring): new views, row, old views."""
     chunks = chunk_documents(batch, embedder, overlap)
-    vectors = _embed_batch(store, embedder, chunks, report)
+    keys, vectors = _embed_batch(store, space, embedder, batch, chunks, report)
     report.chunks_written += len(chunks)
     hashes = {d.doc_id: d.content_hash for d in batch}
     views_of_batch = [(c.view_id, c.doc_id, CHUNK, c.ordinal, c.text) for c in chunks]
     metadata = {d.doc_id: d.metadata for d in batch}
-    new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes)
+    new_views = view_rows(views_of_batch, vectors, space.model, embedder.dim, hashes, keys)
     store.views.put(corpus, space, with_metadata(new_views, [metadata[v[1]] for v in views_of_batch], fields))
     rows = [d for d in batch if stored.get(d.doc_id) != hashes[d.doc_id]]
     if rows:
@@ -256,13 +257,25 @@ def _write_batch(
 
 
 def _embed_batch(
-    store: CorpusStore, embedder: Embedder, chunks: Sequence[Chunk], report: ReindexReport
-) -> dict[str, np.ndarray]:
-    """Vectors of a batch's chunks by text hash, from the cache or encoded; counted in ``report``."""
-    vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
+    store: CorpusStore,
+    space: VectorSpace,
+    embedder: Embedder,
+    batch: list[Document],
+    chunks: Sequence[Chunk],
+    report: ReindexReport,
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Each chunk's cache key, and the vectors by key, from the cache or encoded; counted in ``report``.
+
+    A late chunk's vector depends on its whole document, so its key is not its text's (tasks.ingest.late).
+    """
+    if space.chunking == LATE:
+        keys, vectors, encoded = embed_late(store, embedder, batch, chunks)
+    else:
+        keys = [c.content_hash for c in chunks]
+        vectors, encoded = embed_cached(store, embedder, {c.content_hash: c.text for c in chunks})
     report.chunks_encoded += encoded
-    report.chunks_cached += len({c.content_hash for c in chunks}) - encoded
-    return vectors
+    report.chunks_cached += len(set(keys)) - encoded
+    return keys, vectors
 
 
 def _unused_metadata(store: CorpusStore, corpus: str, space: VectorSpace) -> list[str]:
@@ -283,6 +296,8 @@ def load_for(space: VectorSpace, get_embedder: Callable[[], Embedder]) -> Embedd
     embedder = get_embedder()
     if embedder.space != space:
         raise ModelMismatchError(f"the embedder embeds into {embedder.space}, not into {space}")
+    if space.chunking == LATE:
+        token_model(embedder)  # a model late chunking cannot use is refused before anything is written
     return embedder
 
 
@@ -354,12 +369,15 @@ def view_rows(
     model: str,
     dim: int,
     doc_hashes: Mapping[str, str],
+    keys: Sequence[str] | None = None,
 ) -> pa.Table:
-    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by text hash.
+    """``views`` rows from ``(view_id, doc_id, kind, ordinal, text)`` tuples and vectors by cache key.
 
     ``doc_hashes`` maps each doc_id to the content hash of the document version the views were built from.
+    ``keys`` are the cache keys of the views' vectors, stored as their ``content_hash``: by default the hash
+    of each view's text; late chunks are keyed by their document and span instead (:mod:`tasks.ingest.late`).
     """
-    hashes = [content_hash(text) for *_, text in views]
+    hashes = list(keys) if keys is not None else [content_hash(text) for *_, text in views]
     matrix = np.stack([vectors[h] for h in hashes]) if views else np.zeros((0, dim), np.float32)
     return pa.Table.from_arrays(
         [
