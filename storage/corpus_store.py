@@ -50,7 +50,7 @@ class CorpusStore:
         self.synthetic = SyntheticQueries(self.lance)
         self.cache = EmbeddingCache(self.lance)
         self.search = Search(self.lance, self.documents, self.views, quantization)
-        self.whitening = Whitenings(self.lance, self.search.matrices)
+        self.whitening = Whitenings(self.lance, self.search)
 
     @property
     def uri(self) -> str:

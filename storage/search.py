@@ -110,7 +110,7 @@ class Search:
         if matrix is not None:
             mask = matrix.kind_mask(kinds)
             if where:
-                mask = mask & self._filter_mask(name, matrix, where)
+                mask = mask & self.filter_mask(name, matrix, where)
             with _BLAS.limit(limits=1):
                 return matrix.top(vectors, limit, mask)
         table = self.views.table(corpus, space)
@@ -216,8 +216,11 @@ class Search:
         with self._lock:
             return self._derived.setdefault(matrix, _Derived())
 
-    def _filter_mask(self, name: str, matrix: Rows, where: str) -> np.ndarray:
-        """The rows of ``matrix`` that ``where`` keeps: Lance's own filter over the table at its version."""
+    def filter_mask(self, name: str, matrix: Rows, where: str) -> np.ndarray:
+        """The rows of ``matrix`` (of table ``name``) that ``where`` keeps, held with the matrix.
+
+        Lance's own filter over the table at the matrix's version, so rows and mask are of one commit.
+        """
         filters = self._derived_of(matrix).filters
         with self._lock:
             if where in filters:

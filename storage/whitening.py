@@ -32,7 +32,8 @@ import numpy as np
 import pyarrow as pa
 
 from storage.lance import Lance, now
-from storage.matrix import Hits, Matrices, ViewMatrix, load
+from storage.matrix import Hits, ViewMatrix, load
+from storage.search import Search
 from storage.vector_space import VectorSpace
 from storage.views import views_table
 
@@ -149,9 +150,10 @@ class _Whitened:
 class Whitenings:
     """The whitening fit of each (corpus, space), stored in LanceDB, and whitened search over it."""
 
-    def __init__(self, lance_db: Lance, matrices: Matrices) -> None:
+    def __init__(self, lance_db: Lance, search: Search) -> None:
         self.lance = lance_db
-        self.matrices = matrices
+        self.search = search
+        self.matrices = search.matrices
         self._fits: dict[str, _Held] = {}
         self._whitened: dict[tuple[str, int | None], _Whitened] = {}
         self._lock = threading.Lock()  # zsr serve searches from several threads
@@ -250,14 +252,11 @@ class Whitenings:
                 f"corpus {corpus!r} has too few chunks to whiten (at least 2 are needed): search it with "
                 "dense, without whiten"
             )
-        matrix = self._whitened_views(views_table(corpus, space), whitening, dims)
+        name = views_table(corpus, space)
+        matrix = self._whitened_views(name, whitening, dims)
         mask = matrix.kind_mask(kinds)
-        if where:  # the held rows carry no metadata: the filter picks view ids from the table
-            table = self.lance.db.open_table(views_table(corpus, space)).to_lance()
-            matching = table.to_table(columns=["view_id"], filter=where)["view_id"].to_numpy(
-                zero_copy_only=False
-            )
-            mask = mask & np.isin(matrix.view_ids, matching)
+        if where:  # the held rows carry no metadata: the filter's rows, as unwhitened search keeps them
+            mask = mask & self.search.filter_mask(name, matrix, where)
         return matrix.top(whitening.apply(vectors, dims), limit, mask)
 
     def _whitened_views(self, name: str, whitening: Whitening, dims: int | None) -> ViewMatrix:

@@ -13,7 +13,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, get_args
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
@@ -177,6 +177,14 @@ def check_revision(space: VectorSpace) -> None:
         )
 
 
+def token_spans(tokenizer: Any, texts: list[str]) -> list[list[tuple[int, int]]]:
+    """Character span of every token of each text (special tokens left out), from a fast tokenizer."""
+    encoded = tokenizer(
+        texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+    )
+    return [[(int(a), int(b)) for a, b in spans] for spans in encoded["offset_mapping"]]
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded from local files only (no hub access at run time)."""
 
@@ -219,10 +227,7 @@ class SentenceTransformerEmbedder:
 
     def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Character spans from the fast tokenizer's offset mapping."""
-        encoded = self._tokenizer(
-            texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
-        )
-        return [[(int(a), int(b)) for a, b in spans] for spans in encoded["offset_mapping"]]
+        return token_spans(self._tokenizer, texts)
 
     def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
         """Encode with the query or passage prefix; sentence-transformers sorts each call by length."""

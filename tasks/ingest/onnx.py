@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from storage.vector_space import VectorSpace
-from tasks.ingest.embed import SENTENCE_TRANSFORMERS, SentenceTransformerEmbedder, check_revision
+from tasks.ingest.embed import (
+    SENTENCE_TRANSFORMERS,
+    SentenceTransformerEmbedder,
+    check_revision,
+    token_spans,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +188,7 @@ class OnnxEmbedder:
 
     def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         """Character spans from the fast tokenizer's offset mapping (the one the model was saved with)."""
-        encoded = self._tokenizer(
-            texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
-        )
-        return [[(int(a), int(b)) for a, b in spans] for spans in encoded["offset_mapping"]]
+        return token_spans(self._tokenizer, texts)
 
     def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
         """Encode as sentence-transformers does: prefixed, longest first in batches, cut to the window."""
