@@ -37,7 +37,7 @@ def torch() -> Embedder:
 @pytest.fixture(scope="module")
 def texts(torch) -> list[str]:
     """Cranfield chunks (full windows among them) and queries, as ingest and search encode them."""
-    docs = read_source(CRANFIELD, fmt="beir", skip_bad=True).documents[:24]
+    docs = list(read_source(CRANFIELD, fmt="beir", skip_bad=True).documents)[:24]
     return [c.text for c in chunk_documents(docs, torch, overlap=32)]
 
 
@@ -65,8 +65,9 @@ def test_onnx_vectors_are_the_torch_vectors(models, torch, texts, queries, backe
 
 
 def test_the_export_is_reused_on_the_next_load(models, monkeypatch):
-    space = vector_space(MODEL, backend="onnx")
-    OnnxEmbedder(space, models)  # exported here or by the test above
+    space, int8 = vector_space(MODEL, backend="onnx"), vector_space(MODEL, backend="onnx-int8")
+    OnnxEmbedder(space, models)  # each exported here or by the test above
+    OnnxEmbedder(int8, models)
     graph = onnx.export_folder(space, models) / onnx.GRAPH
     written = graph.stat().st_mtime_ns
 
@@ -76,7 +77,7 @@ def test_the_export_is_reused_on_the_next_load(models, monkeypatch):
     monkeypatch.setattr(onnx, "_export_float32", refuse)
     monkeypatch.setattr(onnx, "_quantise", refuse)
     OnnxEmbedder(space, models)
-    OnnxEmbedder(vector_space(MODEL, backend="onnx-int8"), models)
+    OnnxEmbedder(int8, models)
     assert graph.stat().st_mtime_ns == written
 
 
@@ -91,7 +92,7 @@ def test_a_corrupt_export_is_made_again_and_encodes_right(models, torch, queries
 
 def test_a_corpus_ingested_with_int8_encodes_its_own_vectors(tmp_path):
     source = tmp_path / "docs.jsonl"
-    docs = read_source(CRANFIELD, fmt="beir", skip_bad=True).documents[:4]
+    docs = list(read_source(CRANFIELD, fmt="beir", skip_bad=True).documents)[:4]
     source.write_text("".join(json.dumps({"_id": d.doc_id, "text": d.text}) + "\n" for d in docs))
     home = tmp_path / "home"
     torch_ws = Workspace.open(Settings(home=home))
