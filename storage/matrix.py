@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from storage.lance import Lance, arrow_to_vectors
+from storage.product import product
 from storage.quantized import EXACT, Codes, Quantization, encode, normalise, prepare
 
 Hits = list[tuple[str, float]]
@@ -82,7 +83,7 @@ class ViewMatrix(Rows):
     def top(self, queries: np.ndarray, limit: int, mask: np.ndarray | None = None) -> list[Hits]:
         """Per query vector, the ``limit`` best rows (within ``mask``) as ``(doc_id, cosine)``, best first."""
         rows = self.rows(mask)
-        scores = normalise(queries) @ self.vectors.T
+        scores = product(normalise(queries), self.vectors)
         if mask is not None:
             scores = scores[:, rows]
         n = min(limit, scores.shape[1])
@@ -132,7 +133,7 @@ class QuantizedMatrix(Rows):
             unique, inverse = np.unique(group, return_inverse=True)
             vectors = normalise(arrow_to_vectors(self.dataset.take(unique, columns=["vector"])["vector"]))
             for query, picked in zip(full[start : start + step], inverse.reshape(group.shape), strict=True):
-                exact = vectors[picked] @ query
+                exact = product(query[None], vectors[picked])[0]
                 order = best(exact[None], n)[0]
                 out.append(
                     list(

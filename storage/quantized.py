@@ -29,6 +29,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from storage.product import product
+
 Kind = Literal["none", "int8", "binary"]
 BLOCK = 8192  # int8 rows widened to float32 at once: 8192 x 384 x 4 B = 12 MiB of scratch
 
@@ -93,7 +95,7 @@ class FloatCodes:
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """Cosines."""
-        return queries @ self.vectors.T
+        return product(queries, self.vectors)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,8 @@ class Int8Codes:
         scaled = (queries * self.step).astype(np.float32)
         out = np.empty((len(queries), len(self.codes)), np.float32)
         for start in range(0, len(self.codes), BLOCK):
-            out[:, start : start + BLOCK] = scaled @ self.codes[start : start + BLOCK].astype(np.float32).T
+            block = self.codes[start : start + BLOCK].astype(np.float32)
+            out[:, start : start + BLOCK] = product(scaled, block)
         return out
 
 

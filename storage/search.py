@@ -28,7 +28,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.query import BooleanQuery, LanceQueryBuilder, LanceVectorQueryBuilder, MatchQuery, Occur
-from threadpoolctl import ThreadpoolController
 
 from storage.ann import search_with
 from storage.documents import Documents, documents_table, expanded_table
@@ -43,11 +42,6 @@ Hits = list[tuple[str, float]]
 # Filters whose row masks are kept: a process searches with a few filters at a time (zsr serve, an eval
 # with --where); each mask is one byte a view.
 HELD_FILTERS = 16
-# The matrix product runs on one BLAS thread. A query's product is ~1 ms of memory-bound work; OpenBLAS's
-# threads sync and then spin after it, and on a busy 2-core machine (or beside the model's own threads) a
-# partner thread descheduled mid-product made it 25x slower (28 ms against 1.1 ms at 11k x 384, bench/speed.py
-# machine, 2026-12-02). The limit is process-wide while it lasts; overlapping searches only set it alike.
-_BLAS = ThreadpoolController().select(user_api="blas")
 
 
 class Search:
@@ -111,8 +105,7 @@ class Search:
             mask = matrix.kind_mask(kinds)
             if where:
                 mask = mask & self.filter_mask(name, matrix, where)
-            with _BLAS.limit(limits=1):
-                return matrix.top(vectors, limit, mask)
+            return matrix.top(vectors, limit, mask)
         table = self.views.table(corpus, space)
         query = table.search(list(vectors))
         assert isinstance(query, LanceVectorQueryBuilder)

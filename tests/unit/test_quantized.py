@@ -183,7 +183,10 @@ def test_a_workspace_search_with_quantization_on(tmp_path, monkeypatch, kind: st
         held, on_disk = ws.dense_memory("c")  # the fake's 32 dims: 1 word of 64 bits, or 32 bytes + steps
         assert held * 16 == on_disk if kind == "binary" else held * 4 == on_disk + 4 * 4 * 32
         search.quantization = EXACT
-        assert searcher.search_batch(queries, "dense", k=5) == quantized
+        exact = searcher.search_batch(queries, "dense", k=5)
+        for qid, ranking in exact.items():  # the same ranking; scores to float32 summation order
+            assert [d for d, _ in quantized[qid]] == [d for d, _ in ranking]
+            assert [s for _, s in quantized[qid]] == pytest.approx([s for _, s in ranking], abs=1e-6)
 
 
 def test_a_workspace_refuses_truncation_unless_the_model_is_declared(tmp_path, monkeypatch) -> None:
