@@ -99,7 +99,8 @@ def test_prf_vector_is_rocchio_over_stored_vectors(store, fake):
     query = fake.encode([QUERY], queries=True)[0]
     expected = 0.6 * query + 0.4 * np.mean([stored(store, d) for d in first], axis=0)
     np.testing.assert_allclose(trace.vector, expected, rtol=1e-5)
-    assert ids(hits) == ids(searcher.search_vectors(expected[None, :], 5)[0])
+    # ranked by the traced vector: ``expected`` is within float rounding of it, which may swap near ties
+    assert ids(hits) == ids(searcher.search_vectors(trace.vector[None, :], 5)[0])
     assert (trace.llm_calls, trace.fallback) == (0, None)
 
 
@@ -190,7 +191,8 @@ def test_rede_rf_vector_is_the_mean_of_query_and_judged_relevant(store, fake):
     trace = searcher.last_trace["q"]
     expected = (query + stored(store, "d3") + stored(store, "d4")) / 3
     np.testing.assert_allclose(trace.vector, expected, rtol=1e-5)
-    assert ids(hits) == ids(searcher.search_vectors(expected[None, :], 5)[0])
+    # ranked by the traced vector: ``expected`` is within float rounding of it, which may swap near ties
+    assert ids(hits) == ids(searcher.search_vectors(trace.vector[None, :], 5)[0])
     assert (trace.judge, trace.fallback, trace.llm_calls) == ("oracle", None, 0)
 
     searcher.search(QUERY, "rede-rf(max_relevant=1)", k=5)  # k*: the first relevant in first-stage order
