@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
+import lance
 import lancedb
 import numpy as np
 import pyarrow as pa
@@ -106,3 +107,14 @@ def arrow_to_vectors(column: pa.ChunkedArray) -> np.ndarray:
 def now() -> datetime:
     """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
+
+
+def is_latest(dataset: lance.LanceDataset) -> bool:
+    """Whether ``dataset`` is checked out at its table's latest version (a read of the version hint).
+
+    ``False`` when the latest cannot be read (the table was dropped): the caller reopens, and opening says so.
+    """
+    try:
+        return bool(dataset.latest_version == dataset.version)
+    except (OSError, ValueError):
+        return False

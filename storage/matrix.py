@@ -26,7 +26,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from storage.lance import Lance, arrow_to_vectors
+from storage.lance import Lance, arrow_to_vectors, is_latest
 from storage.product import product
 from storage.quantized import EXACT, Codes, Quantization, encode, normalise, prepare
 
@@ -223,7 +223,7 @@ class Matrices:
         key = (name, quantization)
         with self._lock:
             held = self._held.get(key)
-            if held is not None and _latest(held.dataset) == _version_of(held):
+            if held is not None and is_latest(held.dataset):
                 return held.matrix
             try:
                 dataset = self.lance.db.open_table(name).to_lance()
@@ -242,15 +242,3 @@ class Matrices:
         with self._lock:
             for key in [key for key in self._held if key[0] == name]:
                 del self._held[key]
-
-
-def _version_of(held: _Held) -> int:
-    return held.dataset.version
-
-
-def _latest(dataset: lance.LanceDataset) -> int | None:
-    """The dataset's latest version; ``None`` when it cannot be read (the table was dropped)."""
-    try:
-        return dataset.latest_version
-    except (OSError, ValueError):
-        return None

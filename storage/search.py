@@ -31,7 +31,7 @@ from lancedb.query import BooleanQuery, LanceQueryBuilder, LanceVectorQueryBuild
 
 from storage.ann import search_with
 from storage.documents import Documents, documents_table, expanded_table
-from storage.lance import Lance, sql_list
+from storage.lance import Lance, is_latest, sql_list
 from storage.matrix import Matrices, Rows, ViewMatrix
 from storage.metadata import FilterError, check_where, column, rewrite_where
 from storage.quantized import EXACT, Quantization
@@ -251,7 +251,7 @@ class _OpenTables:
         """Table ``name`` at its latest version; ``open_table`` opens it when none is held or it moved on."""
         with self._lock:
             held = self._held.get(name)
-        if held is not None and _is_latest(held[1]):
+        if held is not None and is_latest(held[1]):
             return held[0]
         table = open_table()
         with self._lock:
@@ -262,13 +262,6 @@ class _OpenTables:
         """Drop table ``name``'s handle."""
         with self._lock:
             self._held.pop(name, None)
-
-
-def _is_latest(dataset: lance.LanceDataset) -> bool:
-    try:
-        return dataset.latest_version == dataset.version
-    except (OSError, ValueError):  # the table was dropped: reopening says so in the caller's words
-        return False
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 
-from storage.lance import Lance, now
+from storage.lance import Lance, is_latest, now
 from storage.matrix import Hits, ViewMatrix, load
 from storage.search import Search
 from storage.vector_space import VectorSpace
@@ -163,7 +163,7 @@ class Whitenings:
         name = whitening_table(corpus, space)
         with self._lock:
             held = self._fits.get(name)
-            if held is not None and _latest(held.dataset) == held.dataset.version:
+            if held is not None and is_latest(held.dataset):
                 return held.fit
             self._fits.pop(name, None)
             if not self.lance.exists(name):
@@ -290,11 +290,3 @@ class Whitenings:
             self._fits.pop(name, None)
             for key in [key for key in self._whitened if key[0] == name]:
                 del self._whitened[key]
-
-
-def _latest(dataset: lance.LanceDataset) -> int | None:
-    """The dataset's latest version; ``None`` when it cannot be read (the table was dropped)."""
-    try:
-        return dataset.latest_version
-    except (OSError, ValueError):
-        return None
