@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.quantized import Kind
@@ -128,6 +128,13 @@ class Settings(BaseSettings):
         default=None,
         description="URL `zsr serve`'s regression automation calls (POST, JSON); unset: no call, the "
         "automation's firing is recorded in the event feed and the nightly run logs the regressions.",
+    )
+
+    prefect_database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database `zsr serve` runs the Prefect server on, e.g. "
+        "postgresql+asyncpg://prefect:PASSWORD@db-host:5432/prefect for workers on several machines "
+        "(`zsr serve --database` wins); unset: SQLite under PREFECT_HOME. Kept secret: it holds a password.",
     )
 
     @field_validator("llm_fallbacks", mode="before")

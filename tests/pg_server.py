@@ -1,0 +1,112 @@
+"""A throwaway PostgreSQL server for tests: Debian's binaries, a fresh cluster in a temporary folder.
+
+PostgreSQL refuses to run as root, so under root every server command runs as an unprivileged user
+(``postgres``, which Debian's package creates, else ``nobody``) through ``runuser``, in a data folder that
+user owns; pytest's ``tmp_path`` is no place for it (``/tmp/pytest-of-root`` is closed to other users).
+The server listens on 127.0.0.1 and on a Unix socket inside its data folder only, with ``trust``
+authentication: nothing outside this machine reaches it, and the test owns the whole cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+
+DEBIAN_BIN = Path("/usr/lib/postgresql")
+USER = "zsr"  # the cluster's superuser, owner of the Prefect database
+DATABASE = "prefect"
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding ``pg_ctl``: on the PATH, else the newest Debian version; None when missing."""
+    found = shutil.which("pg_ctl")
+    if found:  # resolved: a link to Debian's pg_ctl has initdb and createdb beside its target only
+        return Path(found).resolve().parent
+    versions = sorted(DEBIAN_BIN.glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PostgresServer:
+    """One cluster: :meth:`start` creates and starts it, :meth:`restart` bounces it, :meth:`stop` removes it."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.port = _free_port()
+        self.runas: list[str] = []
+        owner: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            for name in ("postgres", "nobody"):
+                with suppress(KeyError):
+                    owner = pwd.getpwnam(name)
+                    break
+            if owner is None:
+                raise RuntimeError("running as root and neither user postgres nor nobody exists to run PostgreSQL")
+            self.runas = ["runuser", "-u", owner.pw_name, "--"]
+        self.root = Path(tempfile.mkdtemp(prefix="zsr-pg-"))  # mode 0700, like PostgreSQL wants its data
+        if owner is not None:
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.url = f"postgresql+asyncpg://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _run(self, tool: str, *args: str, timeout: float = 120.0) -> str:
+        result = subprocess.run(
+            [*self.runas, str(self.bin_dir / tool), *args],
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}\n{self.logs()}")
+        return result.stdout
+
+    def logs(self) -> str:
+        """The server's log, or what of it there is."""
+        with suppress(OSError):
+            return self.log.read_text()[-3000:]
+        return ""
+
+    def start(self) -> PostgresServer:
+        """Create the cluster and the database on first call; start the server and wait until it accepts."""
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
+            self._pg_ctl_start()
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
+        else:
+            self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
+        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: its sessions are cut, as in a maintenance restart) and start it again."""
+        self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.data))
+        self._pg_ctl_start()
+
+    def stop(self) -> None:
+        """Stop the server at once (its postmaster's whole process group if pg_ctl fails), remove the cluster."""
+        try:
+            self._run("pg_ctl", "stop", "-w", "-t", "30", "-m", "immediate", "-D", str(self.data))
+        except (RuntimeError, subprocess.TimeoutExpired):
+            with suppress(OSError, ValueError, IndexError):
+                pid = int((self.data / "postmaster.pid").read_text().split()[0])
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
