@@ -29,8 +29,8 @@ def postgres_bin() -> Path | None:
     found = shutil.which("pg_ctl")
     if found:  # resolved: a link to Debian's pg_ctl has initdb and createdb beside its target only
         return Path(found).resolve().parent
-    versions = sorted(DEBIAN_BIN.glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
-    return versions[-1].parent if versions else None
+    versions = [p for p in DEBIAN_BIN.glob("*/bin/pg_ctl") if p.parents[1].name.isdigit()]
+    return max(versions, key=lambda p: int(p.parents[1].name)).parent if versions else None
 
 
 def _free_port() -> int:
@@ -40,7 +40,8 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """One cluster: :meth:`start` creates and starts it, :meth:`restart` bounces it, :meth:`stop` removes it."""
+    """One cluster: :meth:`start` creates (first time) and starts it, :meth:`halt` stops it, :meth:`remove`
+    stops it and deletes its files."""
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
@@ -53,7 +54,7 @@ class PostgresServer:
                     owner = pwd.getpwnam(name)
                     break
             if owner is None:
-                raise RuntimeError("running as root and neither user postgres nor nobody exists to run PostgreSQL")
+                raise RuntimeError("running as root, and no user postgres or nobody to run PostgreSQL as")
             self.runas = ["runuser", "-u", owner.pw_name, "--"]
         self.root = Path(tempfile.mkdtemp(prefix="zsr-pg-"))  # mode 0700, like PostgreSQL wants its data
         if owner is not None:
@@ -73,7 +74,8 @@ class PostgresServer:
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}\n{self.logs()}")
+            output = f"{result.stdout}{result.stderr}\n{self.logs()}"
+            raise RuntimeError(f"{tool} {' '.join(args)} failed (exit {result.returncode}):\n{output}")
         return result.stdout
 
     def logs(self) -> str:
@@ -83,26 +85,25 @@ class PostgresServer:
         return ""
 
     def start(self) -> PostgresServer:
-        """Create the cluster and the database on first call; start the server and wait until it accepts."""
-        if not self.data.exists():
-            self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
+        """Create the cluster and its database on the first call; start the server, wait until it accepts."""
+        if self.data.exists():
             self._pg_ctl_start()
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
-        else:
-            self._pg_ctl_start()
+            return self
+        self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._pg_ctl_start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
         return self
 
     def _pg_ctl_start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log), "-o", options)
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"  # fsync: a test's data
+        self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.log), "-o", options)
 
-    def restart(self, mode: str = "fast") -> None:
-        """Stop the server (``fast``: its sessions are cut, as in a maintenance restart) and start it again."""
-        self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.data))
-        self._pg_ctl_start()
+    def halt(self) -> None:
+        """Stop the server as a maintenance restart does (``fast``: open sessions are cut); data stays."""
+        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
 
-    def stop(self) -> None:
-        """Stop the server at once (its postmaster's whole process group if pg_ctl fails), remove the cluster."""
+    def remove(self) -> None:
+        """Stop the server at once (its postmaster's process group if pg_ctl fails), delete the cluster."""
         try:
             self._run("pg_ctl", "stop", "-w", "-t", "30", "-m", "immediate", "-D", str(self.data))
         except (RuntimeError, subprocess.TimeoutExpired):
