@@ -62,6 +62,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.url = f"postgresql+asyncpg://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+        self._client = ["-h", "127.0.0.1", "-p", str(self.port), "-U", USER]  # createdb's and psql's
 
     def _run(self, tool: str, *args: str, timeout: float = 120.0) -> str:
         result = subprocess.run(
@@ -91,12 +92,16 @@ class PostgresServer:
             return self
         self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync")
         self._pg_ctl_start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
+        self._run("createdb", *self._client, DATABASE)
         return self
 
     def _pg_ctl_start(self) -> None:
         options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"  # fsync: a test's data
         self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.log), "-o", options)
+
+    def query(self, sql: str) -> list[str]:
+        """The rows ``sql`` returns in the Prefect database, one string per row (psql's unaligned output)."""
+        return self._run("psql", *self._client, "-d", DATABASE, "-XAtc", sql).splitlines()
 
     def halt(self) -> None:
         """Stop the server as a maintenance restart does (``fast``: open sessions are cut); data stays."""

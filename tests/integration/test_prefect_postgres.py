@@ -7,9 +7,10 @@ nightly's ``CANCEL_NEW`` limit included) with their entrypoints moved to tests/i
 the same flows with the fake embedding model, each run held at a gate before it loads its test set, so
 that what happens "while a run is in progress" is decided here, not left to timing. Checked: two runs
 proceed at once on the two workers (each run's flow process is a child of a different worker); a second
-nightly run of the same corpus is cancelled while the first runs, whichever worker takes it; and
-PostgreSQL restarted during a flow leaves the run Completed or Crashed, never Running. The tests share
-the stack and run in file order; each waits with a deadline.
+nightly run of the corpus is cancelled by the free worker while the first runs on the other; PostgreSQL
+stopped and started again while that first run works leaves it Completed or Crashed, never Running. The
+tests share the stack and run in file order (the last takes over the run the one before leaves at its
+gate); each waits with a deadline.
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ def test_two_runs_proceed_on_two_workers(cluster: Cluster) -> None:
     worker_pid = {SECOND: cluster.second.pid}
     first, second = served.run("evaluate", EVALUATE), served.run("evaluate", EVALUATE)
     cluster.at_gate(first, second)  # both in progress at once
+    held = cluster.postgres.query(f"SELECT state_type FROM flow_run WHERE id IN ('{first}', '{second}')")
+    assert held == ["RUNNING", "RUNNING"]  # the server's state is in PostgreSQL, not in SQLite
     runs = [served.flow_run(r) for r in (first, second)]
     assert [r["state"]["type"] for r in runs] == ["RUNNING", "RUNNING"]
     names = [r["labels"]["prefect.worker.name"] for r in runs]
