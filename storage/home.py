@@ -28,6 +28,7 @@ from pathlib import Path
 
 from storage.lance import Lance
 from storage.migrations import Progress, SpaceOf, v1_layout, v1_to_v2, v2_to_v3
+from storage.object_store import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ class Home:
     lancedb: str  # any LanceDB URI
     warehouse: Path
     testsets: Path
+    storage_options: dict[str, str] = field(default_factory=dict)  # of an object store (storage.object_store)
+
+    def lance(self) -> Lance:
+        """A connection to the home's LanceDB."""
+        return Lance(self.lancedb, self.storage_options)
 
 
 @dataclass
@@ -77,7 +83,7 @@ def check_format(home: Home) -> None:
         HomeFormatError: an older zsr wrote the home (``zsr migrate`` upgrades it), or a newer one did.
     """
     found = recorded_format(home)
-    if found is None and v1_layout(Lance(home.lancedb)):
+    if found is None and v1_layout(home.lance()):
         found = 1
     if found is None:
         _record(home)
@@ -109,7 +115,7 @@ def migrate(home: Home, *, space_of: SpaceOf, progress: Progress | None = None) 
     recorded = recorded_format(home)
     if recorded is not None and recorded > FORMAT_VERSION:
         raise HomeFormatError(_newer(home, recorded))
-    lance = Lance(home.lancedb)
+    lance = home.lance()
     found = 1 if v1_layout(lance) else recorded
     report = MigrationReport(found)
     if found == FORMAT_VERSION:
@@ -136,7 +142,7 @@ def _record(home: Home) -> None:
 
 def _remote_note(home: Home) -> str:
     """The backup hint's word on a LanceDB outside the home folder, which ``cp`` of the home misses."""
-    inside = "://" not in home.lancedb and Path(home.lancedb).resolve().is_relative_to(home.root.resolve())
+    inside = not is_remote(home.lancedb) and Path(home.lancedb).resolve().is_relative_to(home.root.resolve())
     return "" if inside else f", and of the LanceDB at {home.lancedb}"
 
 

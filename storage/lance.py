@@ -6,13 +6,15 @@ commit rules on that (see :mod:`storage.corpus_store`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import lance
 import lancedb
 import numpy as np
 import pyarrow as pa
+
+from storage.object_store import is_remote
 
 # LanceDB's filter strings are SQL: long IN lists are split so each statement stays small.
 IN_BATCH = 2_000
@@ -21,9 +23,20 @@ IN_BATCH = 2_000
 class Lance:
     """A LanceDB database at ``uri`` (a path or any LanceDB URI such as ``s3://...``)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+        """Connect to ``uri``; ``storage_options`` (endpoint, keys...) reach every table opened through it."""
         self.uri = uri
-        self.db = lancedb.connect(uri)
+        self.storage_options = dict(storage_options or {})
+        self.db = lancedb.connect(uri, storage_options=self.storage_options or None)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the database is on object storage (see :mod:`storage.object_store`)."""
+        return is_remote(self.uri)
+
+    def dataset(self, uri: str) -> lance.LanceDataset:
+        """The Lance dataset at ``uri`` (a table's), latest version, opened with this database's options."""
+        return lance.dataset(uri, storage_options=self.storage_options or None)
 
     def names(self) -> list[str]:
         """Every table name, over all pages of the listing."""
