@@ -61,9 +61,13 @@ class Lance:
                 return False
 
     def open_or_create(self, name: str, schema: pa.Schema) -> lancedb.table.Table:
-        """Table ``name``, created empty with ``schema`` on first use."""
+        """Table ``name``, created empty with ``schema`` on first use.
+
+        Two writers may both find it missing (two machines' first ingests into one store): the one that
+        loses the race opens what the winner created (``exist_ok``) instead of failing.
+        """
         if not self.exists(name):
-            return self.db.create_table(name, schema=schema)
+            return self.db.create_table(name, schema=schema, exist_ok=True)
         return self.db.open_table(name)
 
     def version(self, name: str) -> int:
