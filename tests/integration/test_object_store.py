@@ -46,7 +46,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     path = tmp_path / "docs.jsonl"
-    rows = [{"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in make_docs(12)]
+    docs = make_docs(12)
+    rows = [{"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": d.metadata} for d in docs]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -102,16 +103,16 @@ def test_the_server_honours_conditional_put_under_concurrency(s3):
     """What Lance's commits rest on: of concurrent ``If-None-Match: *`` PUTs of one key, exactly one wins."""
     client = s3.client()
 
-    def put(i: int) -> int:
+    def put(key: str, i: int) -> int:
         try:
-            client.put_object(Bucket=BUCKET, Key=f"race/{round_}", Body=str(i).encode(), IfNoneMatch="*")
+            client.put_object(Bucket=BUCKET, Key=key, Body=str(i).encode(), IfNoneMatch="*")
             return 200
         except botocore.exceptions.ClientError as error:
             return error.response["ResponseMetadata"]["HTTPStatusCode"]
 
-    for round_ in range(3):
+    for key in ("race/0", "race/1", "race/2"):
         with ThreadPoolExecutor(8) as pool:
-            assert sorted(pool.map(put, range(8))) == [200] + [412] * 7
+            assert sorted(pool.map(put, [key] * 8, range(8))) == [200] + [412] * 7
 
 
 def test_two_writers_appending_to_one_table_lose_no_commit(s3):
@@ -172,7 +173,8 @@ def test_server_stopped_mid_ingest_fails_clearly_and_a_rerun_converges(s3, sourc
     finally:
         s3.start()
     message = str(failed.value)
-    assert s3.endpoint in message and "s3://zsr/stopped" in message and "run the same command again" in message
+    assert s3.endpoint in message and "s3://zsr/stopped" in message
+    assert "run the same command again" in message
     use_embedder(monkeypatch, fake)
     rerun = workspace(tmp_path, "stopped", **fields)
     rerun.ingest(source, "c")
@@ -184,7 +186,12 @@ def test_server_restarted_mid_ingest_is_retried_through(s3, source, tmp_path, mo
     reference = workspace(tmp_path, "reference", **s3.settings("reference2"))
     reference.ingest(source, "c")
     embedders: list[StopsTheServer] = []
-    use_embedder(monkeypatch, lambda space: embedders.append(StopsTheServer(space, s3, 3, 0.5)) or embedders[-1])
+
+    def stops_and_restarts(space: Any) -> StopsTheServer:
+        embedders.append(StopsTheServer(space, s3, at=3, back_after=0.5))
+        return embedders[-1]
+
+    use_embedder(monkeypatch, stops_and_restarts)
     # retries back off from 0.1 s (randomised, doubling at most): 25 outlast the few seconds the restart takes
     restarted = workspace(tmp_path, "restarted", **s3.settings("restarted", s3_retries=25))
     restarted.ingest(source, "c")  # Lance's client retries while the server is down

@@ -1,0 +1,69 @@
+"""Object storage settings and errors without a server (tests/integration/test_object_store.py has one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage.object_store import ObjectStoreError, explained, is_remote
+from tasks.settings import Settings
+
+# As Lance words a PUT that never reached the server (RuntimeError from LanceDB, OSError from Lance).
+UNREACHABLE = (
+    "lance error: LanceError(IO): Generic S3 error: Error performing PUT http://127.0.0.1:9/zsr/x in 2s, "
+    "after 1 retries - HTTP error: error sending request, /root/.cargo/registry/src/lance-io/writer.rs:627:9"
+)
+
+
+def test_storage_options_come_from_the_s3_settings_for_an_s3_uri_only(tmp_path):
+    s3 = Settings(
+        home=tmp_path,
+        lancedb_uri="s3://bucket/zsr",
+        s3_endpoint="http://127.0.0.1:8333",
+        s3_access_key_id="key",
+        s3_secret_access_key="hunter2",
+        s3_allow_http=True,
+        s3_retries=3,
+        s3_retry_seconds=20,
+    )
+    assert s3.storage_options == {
+        "endpoint": "http://127.0.0.1:8333",
+        "aws_access_key_id": "key",
+        "aws_secret_access_key": "hunter2",
+        "allow_http": "true",
+        "client_max_retries": "3",
+        "client_retry_timeout": "20",
+    }  # no region: unset settings are left to the AWS_* variables
+    assert "hunter2" not in repr(s3)
+    assert Settings(home=tmp_path, s3_endpoint="http://127.0.0.1:8333").storage_options == {}
+
+
+def test_the_warehouse_can_live_apart_from_the_home(tmp_path):
+    assert Settings(home=tmp_path).warehouse_dir == tmp_path / "warehouse"
+    assert Settings(home=tmp_path, warehouse=tmp_path / "shared").warehouse_dir == tmp_path / "shared"
+
+
+def test_an_unreachable_store_is_named_with_its_fix():
+    options = {"endpoint": "http://127.0.0.1:9"}
+    with pytest.raises(ObjectStoreError) as raised, explained("s3://zsr/home", options):
+        raise RuntimeError(UNREACHABLE)
+    message = str(raised.value)
+    assert "s3://zsr/home (http://127.0.0.1:9)" in message and "run the same command again" in message
+    assert "error sending request" in message and ".cargo" not in message  # Lance's text, less its source path
+    assert isinstance(raised.value, ConnectionError)  # the CLI shows it as a user error
+
+
+@pytest.mark.parametrize(
+    ("uri", "error"),
+    [("/data/lancedb", OSError(UNREACHABLE)), ("s3://zsr/home", ValueError("Table 'c' was not found"))],
+)
+def test_other_errors_pass_unchanged(uri, error):
+    with pytest.raises(type(error)) as raised, explained(uri, {}):
+        raise error
+    assert raised.value is error
+
+
+def test_remote_uris():
+    assert is_remote("s3://bucket/prefix") and is_remote("gs://bucket")
+    assert not is_remote("/data/lancedb") and not is_remote(str(Path("relative/lancedb")))
