@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+from storage.lance import Lance
 from storage.object_store import ObjectStoreError, explained, is_remote
 from tasks.settings import Settings
 
@@ -50,7 +52,7 @@ def test_an_unreachable_store_is_named_with_its_fix():
         raise RuntimeError(UNREACHABLE)
     message = str(raised.value)
     assert "s3://zsr/home (http://127.0.0.1:9)" in message and "run the same command again" in message
-    assert "error sending request" in message and ".cargo" not in message  # Lance's text, less its source path
+    assert "error sending request" in message and ".cargo" not in message  # less the Rust source path
     assert isinstance(raised.value, ConnectionError)  # the CLI shows it as a user error
 
 
@@ -67,3 +69,12 @@ def test_other_errors_pass_unchanged(uri, error):
 def test_remote_uris():
     assert is_remote("s3://bucket/prefix") and is_remote("gs://bucket")
     assert not is_remote("/data/lancedb") and not is_remote(str(Path("relative/lancedb")))
+
+
+def test_a_writer_that_loses_the_race_to_create_a_table_opens_it(tmp_path, monkeypatch):
+    """Two machines' first ingests both find the registry missing; the second to create it must not fail."""
+    schema = pa.schema([("name", pa.string())])
+    first, second = Lance(str(tmp_path)), Lance(str(tmp_path))
+    monkeypatch.setattr(second, "exists", lambda name: False)  # it looked before the first created it
+    first.open_or_create("corpora", schema).add(pa.table({"name": ["c"]}))
+    assert second.open_or_create("corpora", schema).to_arrow().to_pylist() == [{"name": "c"}]
