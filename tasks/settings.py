@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Folder of the results warehouse; defaults to <home>/warehouse. With several machines: "
         "a path every worker mounts (a shared file system), see README 'Object storage'.",
     )
+    testsets: Path | None = Field(
+        default=None,
+        description="Folder of the registered test sets; defaults to <home>/testsets. With several machines: "
+        "a shared path, like ZSR_WAREHOUSE.",
+    )
     embedding_model: str = Field(
         default=DEFAULT_MODEL,
         description="sentence-transformers model name or local path used when a corpus is first ingested.",
@@ -177,7 +182,7 @@ class Settings(BaseSettings):
     @property
     def testsets_dir(self) -> Path:
         """Where registered test sets are kept (validated copies, BEIR layout)."""
-        return self.home_dir / "testsets"
+        return self.testsets.expanduser() if self.testsets else self.home_dir / "testsets"
 
     @property
     def llm_cache_path(self) -> Path:

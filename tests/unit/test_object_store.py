@@ -41,9 +41,11 @@ def test_storage_options_come_from_the_s3_settings_for_an_s3_uri_only(tmp_path):
     assert Settings(home=tmp_path, s3_endpoint="http://127.0.0.1:8333").storage_options == {}
 
 
-def test_the_warehouse_can_live_apart_from_the_home(tmp_path):
-    assert Settings(home=tmp_path).warehouse_dir == tmp_path / "warehouse"
-    assert Settings(home=tmp_path, warehouse=tmp_path / "shared").warehouse_dir == tmp_path / "shared"
+def test_the_warehouse_and_test_sets_can_live_apart_from_the_home(tmp_path):
+    home = Settings(home=tmp_path)
+    assert (home.warehouse_dir, home.testsets_dir) == (tmp_path / "warehouse", tmp_path / "testsets")
+    shared = Settings(home=tmp_path, warehouse=tmp_path / "w", testsets=tmp_path / "t")
+    assert (shared.warehouse_dir, shared.testsets_dir) == (tmp_path / "w", tmp_path / "t")
 
 
 def test_an_unreachable_store_is_named_with_its_fix():
