@@ -17,7 +17,9 @@ What relies on a local file system, and what it does on object storage:
 - so upkeep (:mod:`storage.upkeep`) on object storage never deletes files no version references
   (``delete_unverified``): they may belong to a commit another machine is making; Lance's own age rule
   (7 days) lets them go later;
-- the home's format record (``format.json``) and the LLM response cache (SQLite) stay in ``$ZSR_HOME``;
+- the home's format record (``format.json``) goes beside the tables (``<uri>/format.json``, one PUT, so
+  readers see the old record or the new), where every machine reads it (:func:`read_object`); the LLM
+  response cache (SQLite) stays in ``$ZSR_HOME``;
 - table sizes are not summed (``bytes`` is ``None``), since that would list every object.
 """
 
@@ -26,8 +28,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-# The words Lance's S3 client puts in every error of a request that did not get through.
-_UNREACHABLE = ("S3 error", "error sending request", "dispatch failure", "Connection refused")
+import pyarrow.fs as pafs
+
+# The words Lance's S3 client (and pyarrow's, for the format record) put in errors of a request that did not
+# get through.
+_UNREACHABLE = ("S3 error", "error sending request", "Connection refused", "NETWORK_CONNECTION")
 
 
 class ObjectStoreError(ConnectionError):
@@ -67,3 +72,35 @@ def _first_line(error: BaseException) -> str:
     """The error's text up to its first source location (Lance appends Rust file paths)."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text.split(", /")[0]
+
+
+def read_object(uri: str, options: Mapping[str, str]) -> bytes | None:
+    """The object at ``uri`` (``s3://bucket/key``); ``None`` where there is none."""
+    fs, path = _filesystem(uri, options)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return bytes(stream.read())
+
+
+def write_object(uri: str, options: Mapping[str, str], data: bytes) -> None:
+    """Write the object at ``uri`` whole in one PUT: a reader gets the old object or the new, never part."""
+    fs, path = _filesystem(uri, options)
+    with fs.open_output_stream(path) as out:
+        out.write(data)
+
+
+def _filesystem(uri: str, options: Mapping[str, str]) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow file system of ``uri``, with Lance's storage options translated for ``s3://``."""
+    if not uri.startswith("s3://"):
+        return pafs.FileSystem.from_uri(uri)
+    endpoint = options.get("endpoint")
+    scheme, _, host = endpoint.partition("://") if endpoint else ("https", "", "")
+    fs = pafs.S3FileSystem(
+        access_key=options.get("aws_access_key_id"),
+        secret_key=options.get("aws_secret_access_key"),
+        region=options.get("region"),
+        endpoint_override=host or None,
+        scheme=scheme,
+    )
+    return fs, uri.removeprefix("s3://")

@@ -121,9 +121,11 @@ class Workspace:
 
         Raises:
             HomeFormatError: an older zsr wrote the home (``zsr migrate`` upgrades it), or a newer one did.
+            ObjectStoreError: the object store holding the LanceDB did not answer.
         """
         self.settings = settings
-        check_format(home_of(settings))
+        with explained(settings.lancedb, settings.storage_options):
+            check_format(home_of(settings))
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 import tasks.workspace
+from storage.home import HomeFormatError
 from storage.lance import Lance
 from storage.object_store import ObjectStoreError
 from tasks.settings import Settings
@@ -85,6 +86,8 @@ def test_ingest_search_eval_and_gc_on_s3_match_a_local_folder(s3, source, tmp_pa
     assert not (tmp_path / "remote" / "lancedb").exists()
     listed = s3.client().list_objects_v2(Bucket=BUCKET, Prefix="same/")
     assert any(o["Key"].startswith("same/c__documents.lance/") for o in listed["Contents"])
+    record = s3.client().get_object(Bucket=BUCKET, Key="same/format.json")["Body"].read()
+    assert json.loads(record) == {"format": 3} and not (tmp_path / "remote" / "format.json").exists()
     assert snapshot(remote) == snapshot(local)
     for method in ("bm25", "dense", "hybrid"):
         assert remote.search("c", "term3 wing", method) == local.search("c", "term3 wing", method)
@@ -97,6 +100,13 @@ def test_ingest_search_eval_and_gc_on_s3_match_a_local_folder(s3, source, tmp_pa
     assert sum(t.versions_removed for t in report.tables) > 0
     assert all(t.bytes is None for t in report.tables)  # sizes are not summed on object storage
     assert remote.search("c", "term3 wing", "dense") == local.search("c", "term3 wing", "dense")
+
+
+def test_a_store_an_older_zsr_wrote_is_refused_on_every_machine(s3, tmp_path):
+    """The format record lives beside the tables, so a machine with a fresh home reads the store's own."""
+    s3.client().put_object(Bucket=BUCKET, Key="old/format.json", Body=b'{"format": 2}')
+    with pytest.raises(HomeFormatError, match=r"zsr store s3://zsr/old was written by zsr format 2.*migrate"):
+        workspace(tmp_path, "fresh", **s3.settings("old"))
 
 
 def test_the_server_honours_conditional_put_under_concurrency(s3):
