@@ -80,3 +80,14 @@ def test_a_writer_that_loses_the_race_to_create_a_table_opens_it(tmp_path, monke
     monkeypatch.setattr(second, "exists", lambda name: False)  # it looked before the first created it
     first.open_or_create("corpora", schema).add(pa.table({"name": ["c"]}))
     assert second.open_or_create("corpora", schema).to_arrow().to_pylist() == [{"name": "c"}]
+
+
+def test_the_cli_shows_it_as_one_line_and_exit_2(capsys):
+    import typer
+
+    from flows.cli.common import user_errors
+
+    with pytest.raises(typer.Exit) as exited, user_errors():
+        raise ObjectStoreError("the object store holding s3://zsr/home failed a request after its retries")
+    assert exited.value.exit_code == 2
+    assert capsys.readouterr().err.startswith("error: the object store holding s3://zsr/home")
