@@ -20,13 +20,18 @@ import pyarrow as pa
 import pytest
 
 import tasks.workspace
-from storage.home import HomeFormatError
+from storage.corpus_store import CorpusStore
+from storage.home import Home, HomeFormatError, check_format, migrate, recorded_format
 from storage.lance import Lance
 from storage.object_store import ObjectStoreError
+from tasks.ingest.embed import installed_space
+from tasks.methods.search import Searcher
 from tasks.settings import Settings
 from tasks.workspace import Workspace
 from tests.fakes import FakeEmbedder, make_docs, make_testset, write_beir
+from tests.home_fixture import unpack_home_v2
 from tests.s3_server import BUCKET, S3Server, weed_binary
+from tests.unit.test_home_format import no_model
 
 pytestmark = pytest.mark.slow
 
@@ -107,6 +112,27 @@ def test_a_store_an_older_zsr_wrote_is_refused_on_every_machine(s3, tmp_path):
     s3.client().put_object(Bucket=BUCKET, Key="old/format.json", Body=b'{"format": 2}')
     with pytest.raises(HomeFormatError, match=r"zsr store s3://zsr/old was written by zsr format 2.*migrate"):
         workspace(tmp_path, "fresh", **s3.settings("old"))
+
+
+def test_a_format_2_store_on_s3_is_refused_then_migrated(s3, tmp_path):
+    """`zsr migrate` on object storage: the format-2 fixture's tables uploaded as they are, then upgraded."""
+    local, _ = unpack_home_v2(tmp_path / "v2")
+    client = s3.client()
+    for path in Path(local.lancedb).rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), BUCKET, f"v2/{path.relative_to(local.lancedb)}")
+    client.upload_file(str(local.root / "format.json"), BUCKET, "v2/format.json")
+    options = Settings(**s3.settings("v2")).storage_options
+    home = Home(tmp_path / "fresh", f"s3://{BUCKET}/v2", tmp_path / "w", tmp_path / "t", options)
+    with pytest.raises(HomeFormatError, match="format 2"):
+        check_format(home)
+    report = migrate(home, space_of=installed_space)
+    assert report.found == 2 and recorded_format(home) == 3 and len(report.actions) == 4
+    check_format(home)
+    store = CorpusStore(home.lancedb, storage_options=options)
+    searcher = Searcher(store, "tiny", no_model, where="source = 'nasa'")
+    found = searcher.search("boundary shock heat wing", "bm25")
+    assert sorted(doc for doc, _ in found) == ["a1", "a2", "a4", "a7"]  # the metadata filterable now
 
 
 def test_the_server_honours_conditional_put_under_concurrency(s3):
