@@ -144,7 +144,9 @@ class Workspace:
         settings: Settings | None = None, progress: Callable[[str], None] | None = None
     ) -> MigrationReport:
         """Upgrade a home an older zsr wrote to this zsr's format (``zsr migrate``); a current one is kept."""
-        return upgrade(home_of(settings or get_settings()), space_of=installed_space, progress=progress)
+        settings = settings or get_settings()
+        with explained(settings.lancedb, settings.storage_options):
+            return upgrade(home_of(settings), space_of=installed_space, progress=progress)
 
     # -- what it holds -------------------------------------------------------------------------------------
     @cached_property
