@@ -102,8 +102,8 @@ class S3Server:
         self.start()
 
     def client(self) -> Any:
-        """A boto3 S3 client for this server (a short timeout, no retries: tests probe it directly)."""
-        config = botocore.config.Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
+        """A boto3 S3 client for this server (no retries: tests probe it directly)."""
+        config = botocore.config.Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 1})
         return boto3.client(
             "s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
             region_name=REGION, config=config,

@@ -228,8 +228,9 @@ def test_server_restarted_mid_ingest_is_retried_through(s3, source, tmp_path, mo
         return embedders[-1]
 
     use_embedder(monkeypatch, stops_and_restarts)
-    # retries back off from 0.1 s (randomised, doubling at most): 25 outlast the few seconds the restart takes
-    restarted = workspace(tmp_path, "restarted", **s3.settings("restarted", s3_retries=25))
+    # Retries back off from 0.1 s (randomised, doubling at most): 60 outlast the restart (3 s, more on a
+    # loaded machine), and ZSR_S3_RETRY_SECONDS (180) bounds them should it never come back.
+    restarted = workspace(tmp_path, "restarted", **s3.settings("restarted", s3_retries=60))
     restarted.ingest(source, "c")  # Lance's client retries while the server is down
     assert s3.process is not None and embedders[0].calls > 3
     assert snapshot(restarted) == snapshot(reference)
