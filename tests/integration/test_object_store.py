@@ -171,14 +171,20 @@ def test_two_writers_appending_to_one_table_lose_no_commit(s3):
     assert table.version == 1 + 16  # the empty table, then one commit per append
 
 
-def test_two_ingests_of_different_corpora_share_the_registry_and_cache(s3, source, tmp_path, monkeypatch):
+def test_concurrent_first_ingests_share_the_registry_and_cache(s3, source, tmp_path, monkeypatch):
+    """Three machines' first ingests at once: every shared table created once, never overwritten."""
     use_embedder(monkeypatch, fake)
-    workers = [workspace(tmp_path, f"worker{n}", **s3.settings("shared")) for n in (1, 2)]
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda pair: pair[0].ingest(source, pair[1]), zip(workers, ["c", "d"], strict=True)))
+    names = ["c", "d", "e"]
+    workers = [workspace(tmp_path, f"worker-{name}", **s3.settings("shared")) for name in names]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda ws, name: ws.ingest(source, name), workers, names))
     rows = workers[0].corpora()
-    assert [r["name"] for r in rows] == ["c", "d"]
-    assert all(r["documents_rows"] == 12 and not r["incomplete"] for r in rows)
+    assert [(r["name"], r["documents_rows"], r["incomplete"]) for r in rows] == [(n, 12, "") for n in names]
+    lance = workers[0].store.lance
+    for table in ("corpora", *(t for t in lance.names() if t.startswith("embedcache__"))):
+        dataset = lance.open(table).to_lance()
+        history = [type(t.operation).__name__ for t in dataset.get_transactions(dataset.version)]
+        assert history.count("Overwrite") == 1 and history[-1] == "Overwrite", (table, history)
 
 
 class StopsTheServer(FakeEmbedder):
