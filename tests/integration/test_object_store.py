@@ -193,13 +193,15 @@ class StopsTheServer(FakeEmbedder):
     def __init__(self, space: Any, server: S3Server, at: int, back_after: float | None = None) -> None:
         super().__init__(space=space)
         self.server, self.at, self.back_after, self.calls = server, at, back_after, 0
+        self.restart: threading.Timer | None = None
 
     def encode(self, texts: list[str], *, queries: bool) -> Any:
         self.calls += 1
         if self.calls == self.at:
             self.server.stop()
             if self.back_after is not None:
-                threading.Timer(self.back_after, self.server.start).start()
+                self.restart = threading.Timer(self.back_after, self.server.start)
+                self.restart.start()
         return super().encode(texts, queries=queries)
 
 
@@ -237,6 +239,11 @@ def test_server_restarted_mid_ingest_is_retried_through(s3, source, tmp_path, mo
     # Retries back off from 0.1 s (randomised, doubling at most): 60 outlast the restart (3 s, more on a
     # loaded machine), and ZSR_S3_RETRY_SECONDS (180) bounds them should it never come back.
     restarted = workspace(tmp_path, "restarted", **s3.settings("restarted", s3_retries=60))
-    restarted.ingest(source, "c")  # Lance's client retries while the server is down
+    try:
+        restarted.ingest(source, "c")  # Lance's client retries while the server is down
+    finally:  # the server is back (or its start failed) before the next test, whatever happened here
+        for embedder in embedders:
+            if embedder.restart is not None:
+                embedder.restart.join()
     assert s3.process is not None and embedders[0].calls > 3
     assert snapshot(restarted) == snapshot(reference)
