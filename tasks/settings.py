@@ -75,6 +75,17 @@ class Settings(BaseSettings):
         description="Refit a corpus's whitening at ingest once its chunk views changed by more than this "
         "share since the fit: (views added + views deleted) / views fit on.",
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to embed, evaluate and call LLMs on (auto, host:port or ray://host:10001); "
+        "unset: everything runs in this process and Ray is never imported.",
+    )
+    ray_actors: int | None = Field(
+        default=None,
+        ge=1,
+        description="Embedding actors an ingest starts on the Ray cluster; default: one per GPU, or one per "
+        "node on a cluster without GPUs.",
+    )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )
