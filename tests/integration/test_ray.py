@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import tasks.workspace
 from storage.corpus_store import CorpusStore
 from tasks.distributed.cluster import cluster_info, connect
 from tasks.distributed.evaluation import evaluate_on_ray
@@ -41,6 +40,7 @@ from tasks.workspace import Workspace
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, fake_workspace, make_docs
 from tests.llm_server import ScriptedServer
+from tests.ray_targets import MarkingEmbedder, fake_searcher
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,11 +142,11 @@ def tables(store: CorpusStore, corpus: str, space: Any) -> tuple[list[dict[str, 
 # -- ingest ------------------------------------------------------------------------------------------------
 def test_ingest_on_actors_equals_local_ingest(cluster: Cluster, tmp_path: Path) -> None:
     source = tmp_path / "slice.jsonl"
-    lines = (ROOT / "demo" / "cranfield" / "corpus.jsonl").read_text().splitlines()[:40]
+    lines = (ROOT / "demo" / "cranfield" / "corpus.jsonl").read_text().splitlines()[:20]
     source.write_text("\n".join(lines) + "\n")
     results = {}
     for name, address in (("local", None), ("ray", cluster.address)):
-        settings = Settings(home=tmp_path / name, ray_address=address, ray_actors=2)
+        settings = Settings(home=tmp_path / name, ray_address=address, ray_actors=1)
         ws = Workspace(settings)
         report, _ = ws.ingest(source, "slice")
         space = ws.store.registry.corpus("slice").space
@@ -159,18 +159,6 @@ def test_ingest_on_actors_equals_local_ingest(cluster: Cluster, tmp_path: Path) 
     a, b = (np.array([row["vector"] for row in rows]) for rows in (views, local_views))
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.99999
-
-
-class MarkingEmbedder(FakeEmbedder):
-    """The fake model, slowed down, leaving a file named after its process for each call it encodes."""
-
-    def __init__(self, marks: Path) -> None:
-        super().__init__(delay=0.3)
-        self.marks = marks
-
-    def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
-        (self.marks / f"{os.getpid()}-{time.time_ns()}").touch()
-        return super().encode(texts, queries=queries)
 
 
 def test_actor_killed_by_pid_midway_is_retried_and_tables_equal_an_uninterrupted_run(
@@ -208,17 +196,6 @@ def test_actor_killed_by_pid_midway_is_retried_and_tables_equal_an_uninterrupted
 
 
 # -- evaluation --------------------------------------------------------------------------------------------
-def fake_searcher(settings: Settings, corpus: str, wait: Path | None = None) -> Any:
-    """A worker's searcher over the fake model; with ``wait``, it marks its node there and waits first."""
-    tasks.workspace.load_embedder = lambda space, *args: FakeEmbedder(space=space)  # type: ignore[assignment]
-    if wait is not None:
-        import ray
-
-        (wait / ray.get_runtime_context().get_node_id()).touch()
-        time.sleep(3)
-    return Workspace(settings).searcher(corpus)
-
-
 def scores(runs: list[Any]) -> dict[str, dict[str, float]]:
     return {run.method: run.metrics for run in runs}
 
@@ -226,29 +203,13 @@ def scores(runs: list[Any]) -> dict[str, dict[str, float]]:
 METHODS = ["dense", "bm25", "hybrid"]
 
 
-def test_eval_fan_out_equals_local_results(cluster: Cluster, tmp_path: Path, monkeypatch: Any) -> None:
-    with fake_workspace(tmp_path, monkeypatch, corpora=("c",)) as ws:
-        local = ws.evaluate("c", "t", METHODS)
-        steps = Direct(ws.warehouse, ws.searcher, ws.testsets.load)
-        factory = partial(fake_searcher, ws.settings)
-        [fanned] = evaluate_on_ray(cluster.address, steps, factory, "c", ["t"], METHODS)
-        rankings = ws.sql(
-            "SELECT r.method, k.query_id, k.doc_id, k.rank FROM rankings k JOIN runs r USING (run_id) "
-            "WHERE r.eval_id = $1 ORDER BY 1, 2, 4",
-            [fanned.eval_id],
-        )
-        local_rankings = ws.sql(
-            "SELECT r.method, k.query_id, k.doc_id, k.rank FROM rankings k JOIN runs r USING (run_id) "
-            "WHERE r.eval_id = $1 ORDER BY 1, 2, 4",
-            [local.eval_id],
-        )
-    assert scores(fanned.runs) == scores(local.runs)
-    assert [r.method for r in fanned.runs] == METHODS
-    assert rankings is not None and rankings.height > 0
-    assert rankings.equals(local_rankings)
+RANKINGS = (
+    "SELECT r.method, k.query_id, k.doc_id, k.rank FROM rankings k JOIN runs r USING (run_id) "
+    "WHERE r.eval_id = $1 ORDER BY 1, 2, 4"
+)
 
 
-def test_node_leaving_mid_evaluation_leaves_no_partial_run(
+def test_eval_fanned_out_equals_local_and_a_node_leaving_midway_leaves_no_partial_run(
     cluster: Cluster, tmp_path: Path, monkeypatch: Any
 ) -> None:
     leaving = cluster.start_node()  # three nodes, one CPU each: one method on each
@@ -256,9 +217,14 @@ def test_node_leaving_mid_evaluation_leaves_no_partial_run(
     marks = tmp_path / "marks"
     marks.mkdir()
     with fake_workspace(tmp_path, monkeypatch, corpora=("c",)) as ws:
-        expected = scores(ws.evaluate("c", "t", METHODS).runs)
+        local = ws.evaluate("c", "t", METHODS)
         before = set(ws.runs(limit=100)["run_id"].to_list())
-        steps = Direct(ws.warehouse, ws.searcher, ws.testsets.load)
+        visible: list[int] = []  # runs of the evaluation in the warehouse each time a scored run came back
+
+        def came_back(method: str, done: int, total: int) -> None:
+            visible.append(len(set(ws.runs(limit=100)["run_id"].to_list()) - before))
+
+        steps = Direct(ws.warehouse, ws.searcher, ws.testsets.load, progress=came_back)
         factory = partial(fake_searcher, ws.settings, wait=marks)
         outcome: list[Any] = []
         evaluation = threading.Thread(
@@ -272,26 +238,26 @@ def test_node_leaving_mid_evaluation_leaves_no_partial_run(
             time.sleep(0.05)
         assert (marks / leaving).exists(), "no method was scored on the node that leaves"
         cluster.kill(node)
-        published_meanwhile = set()
-        while evaluation.is_alive():
-            published_meanwhile |= set(ws.runs(limit=100)["run_id"].to_list()) - before
-            time.sleep(0.2)
         evaluation.join()
+        [fanned] = outcome[0]
         after = set(ws.runs(limit=100)["run_id"].to_list()) - before
-    assert not published_meanwhile  # nothing of the evaluation was visible before all of it was back
-    [fanned] = outcome[0]
+        rankings, local_rankings = (ws.sql(RANKINGS, [e.eval_id]) for e in (fanned, local))
+    assert visible == [0, 0, 0]  # nothing published until every run, the retried one too, was back
     assert after == {run.run_id for run in fanned.runs}
-    assert scores(fanned.runs) == expected
+    assert [r.method for r in fanned.runs] == METHODS
+    assert scores(fanned.runs) == scores(local.runs)
+    assert rankings is not None and rankings.height > 0
+    assert rankings.equals(local_rankings)
 
 
 # -- LLM ---------------------------------------------------------------------------------------------------
 def test_llm_slots_bound_calls_in_flight_across_the_cluster(cluster: Cluster) -> None:
-    ray = connect(cluster.address)
-    slots = ClusterSlots(cluster.address, limit=2, lease=60)
+    ray, address = connect(cluster.address), cluster.address
+    slots = ClusterSlots(address, limit=2, lease=60)
 
     @ray.remote(num_cpus=0)
     def hold(limit: int) -> int:
-        mine = ClusterSlots(cluster.address, limit=limit, lease=60)
+        mine = ClusterSlots(address, limit=limit, lease=60)
         with mine:
             time.sleep(0.3)
             return int(ray.get(mine.actor.in_use.remote()))
