@@ -1,0 +1,68 @@
+"""The Ray scale-out's local guarantees: without ``ZSR_RAY_ADDRESS`` nothing imports Ray, and what the
+distributed path does with its pieces (slices of a batch, refusals) holds without a cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.distributed.pool import PooledEmbedder
+from tests.fakes import FakeEmbedder, fake_workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_local_path_never_imports_ray(tmp_path: Path) -> None:
+    """The CLI and flows loaded, a search and an evaluation run, without ZSR_RAY_ADDRESS: no ``ray``."""
+    script = f"""
+import os, sys
+os.environ["ZSR_HOME"] = {str(tmp_path / "home")!r}
+os.environ.pop("ZSR_RAY_ADDRESS", None)
+import pytest
+from pathlib import Path
+import flows.cli, flows.evaluate, flows.nightly
+from tests.fakes import fake_workspace
+with pytest.MonkeyPatch.context() as mp, fake_workspace(Path({str(tmp_path)!r}), mp) as ws:
+    ws.evaluate("c", "t", ["dense", "bm25"])
+    ws.search("c", "wing", "dense")
+assert "ray" not in sys.modules, "ray was imported on the local path"
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+class _Actor:
+    """Stands in for a Ray actor handle: ``encode.remote`` returns the fake's vectors as the 'ref'."""
+
+    def __init__(self, fake: FakeEmbedder, calls: list[list[str]]) -> None:
+        self.fake, self.calls = fake, calls
+        self.encode = self  # handle.encode.remote(...)
+
+    def remote(self, texts: list[str], queries: bool) -> np.ndarray:
+        self.calls.append(texts)
+        return self.fake.encode(texts, queries=queries)
+
+
+def test_a_batch_is_split_between_actors_and_put_back_in_order() -> None:
+    fake, calls = FakeEmbedder(), []
+    pool = PooledEmbedder.__new__(PooledEmbedder)
+    pool.actors = [_Actor(fake, calls) for _ in range(3)]
+    pool.dim = fake.dim
+    pool._ray = type("Ray", (), {"get": staticmethod(lambda refs: refs)})()
+    texts = [f"text {i} wing" for i in range(7)]
+    vectors = pool.encode(texts, queries=False)
+    assert [len(c) for c in calls] == [3, 3, 1]  # every actor a share, contiguous
+    assert np.array_equal(vectors, fake.encode(texts, queries=False))
+    assert pool.encode([], queries=False).shape == (0, fake.dim)
+
+
+def test_eval_on_ray_without_an_address_names_the_setting(tmp_path: Path, monkeypatch: Any) -> None:
+    with fake_workspace(tmp_path, monkeypatch) as ws, pytest.raises(ValueError, match="ZSR_RAY_ADDRESS"):
+        ws.evaluate("c", "t", ["bm25"], on_ray=True)
