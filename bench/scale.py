@@ -65,8 +65,8 @@ def main() -> int:
             seconds[name].append(spent)
     local = min(seconds["local, 1 thread"])
     print(f"{len(texts)} chunks in batches of {args.batch}, min of {args.rounds} rounds")
-    for name, spent in seconds.items():
-        best = min(spent)
+    for name, rounds in seconds.items():
+        best = min(rounds)
         cosine = (vectors[name] * vectors["local, 1 thread"]).sum(axis=1).min()
         rate = len(texts) / best
         print(f"{name:16} {rate:7.1f} chunks/s  {local / best:5.2f}x local  min cosine {cosine:.6f}")

@@ -20,36 +20,14 @@ app.add_typer(cluster_app, name="cluster")
 
 
 def status_rows(settings: Settings) -> dict[str, Any]:
-    """What ``zsr cluster status`` shows, as a JSON-ready dict.
+    """What ``zsr cluster status`` shows, as a JSON-ready dict (``tasks.distributed.cluster.describe``).
 
     Raises:
         ConnectionError: ``ZSR_RAY_ADDRESS`` is set and no cluster answers there.
     """
-    found: dict[str, Any] = {"ray": "local (ZSR_RAY_ADDRESS is unset: everything runs in this process)"}
-    if settings.ray_address:
-        from tasks.distributed.cluster import cluster_info
+    from tasks.distributed.cluster import describe
 
-        info = cluster_info(settings.ray_address)
-        found["ray"] = {
-            "address": info.address,
-            "nodes_alive": len(info.alive),
-            "nodes": [
-                {
-                    "node_id": n.node_id,
-                    "address": n.address,
-                    "alive": n.alive,
-                    "cpus": n.cpus,
-                    "gpus": n.gpus,
-                    "object_store_mb": round(n.object_store_bytes / 2**20),
-                }
-                for n in info.nodes
-            ],
-            "available": info.available,
-        }
-    found["storage"] = settings.lancedb
-    found["warehouse"] = str(settings.warehouse_dir)
-    found["prefect_api"] = api_url()
-    return found
+    return {**describe(settings), "prefect_api": api_url()}
 
 
 @cluster_app.command("status")
@@ -71,7 +49,14 @@ def status(as_json: JsonOpt = False) -> None:
         show(
             ["node", "address", "alive", "CPUs", "GPUs", "object store MB"],
             (
-                [n["node_id"][:12], n["address"], n["alive"], n["cpus"], n["gpus"], n["object_store_mb"]]
+                [
+                    n["node_id"][:12],
+                    n["address"],
+                    n["alive"],
+                    n["cpus"],
+                    n["gpus"],
+                    round(n["object_store_bytes"] / 2**20),
+                ]
                 for n in ray["nodes"]
             ),
         )

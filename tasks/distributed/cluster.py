@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +97,21 @@ def cluster_info(address: str) -> ClusterInfo:
         for n in ray.nodes()
     ]
     return ClusterInfo(address, nodes, dict(ray.available_resources()))
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Where the work of ``settings`` runs and lands: the Ray cluster (or local), storage URI, warehouse.
+
+    Raises:
+        ConnectionError: ``ZSR_RAY_ADDRESS`` is set and no cluster answers there.
+    """
+    ray: Any = "local (ZSR_RAY_ADDRESS is unset: everything runs in this process)"
+    if settings.ray_address:
+        info = cluster_info(settings.ray_address)
+        ray = {
+            "address": info.address,
+            "nodes_alive": len(info.alive),
+            "nodes": [asdict(n) for n in info.nodes],
+            "available": info.available,
+        }
+    return {"ray": ray, "storage": settings.lancedb, "warehouse": str(settings.warehouse_dir)}
