@@ -3,6 +3,7 @@ distributed path does with its pieces (slices of a batch, refusals) holds withou
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,18 @@ def test_a_batch_is_split_between_actors_and_put_back_in_order() -> None:
 def test_eval_on_ray_without_an_address_names_the_setting(tmp_path: Path, monkeypatch: Any) -> None:
     with fake_workspace(tmp_path, monkeypatch) as ws, pytest.raises(ValueError, match="ZSR_RAY_ADDRESS"):
         ws.evaluate("c", "t", ["bm25"], on_ray=True)
+
+
+def test_cluster_status_without_an_address_says_local(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.conftest import zsr_home_at
+
+    with zsr_home_at(tmp_path / "home") as home, pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ZSR_RAY_ADDRESS", raising=False)
+        result = CliRunner().invoke(app, ["cluster", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["ray"].startswith("local")
+    assert found["storage"] == str(home / "lancedb") and found["prefect_api"].startswith("http")
