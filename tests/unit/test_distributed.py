@@ -82,3 +82,68 @@ def test_cluster_status_without_an_address_says_local(tmp_path: Path) -> None:
     found = json.loads(result.output)
     assert found["ray"].startswith("local")
     assert found["storage"] == str(home / "lancedb") and found["prefect_api"].startswith("http")
+
+
+class _Call:
+    """``handle.method`` of a Ray handle: ``.remote(...)`` calls the function (the 'ref' is its result)."""
+
+    def __init__(self, function: Any) -> None:
+        self.remote = function
+
+
+class _FakeRay:
+    """Just enough of ``ray`` for PooledEmbedder to start: records the actors' resources and starts."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Any] = {}
+        self.started: list[Any] = []
+        fake = FakeEmbedder()
+        self.actor = type("Actor", (), {"shape": _Call(lambda: (fake.space, fake.dim, fake.max_tokens))})()
+
+    def remote(self, **resources: Any) -> Any:
+        self.resources = resources
+        return lambda cls: self  # the actor class
+
+    def options(self, **_: Any) -> _Call:
+        return _Call(self._start)
+
+    def _start(self, load: Any) -> Any:
+        self.started.append(load)
+        return self.actor
+
+    def get(self, ref: Any) -> Any:
+        return ref
+
+
+@pytest.mark.parametrize(
+    ("gpus", "size", "actors", "resources"),
+    [
+        (0.0, None, 2, {"num_cpus": 1, "num_gpus": 0.0}),  # one per node, a CPU each
+        (4.0, None, 4, {"num_cpus": 0, "num_gpus": 1.0}),  # one per GPU
+        (2.0, 4, 4, {"num_cpus": 0, "num_gpus": 0.5}),  # more actors than GPUs share them
+    ],
+)
+def test_pool_size_and_resources_follow_the_cluster(
+    gpus: float, size: int | None, actors: int, resources: dict[str, Any], monkeypatch: Any
+) -> None:
+    import tasks.distributed.pool as pool_module
+    from tasks.distributed.cluster import ClusterInfo, NodeInfo
+
+    ray = _FakeRay()
+    nodes = [NodeInfo(f"n{i}", "127.0.0.1:1", True, 1.0, gpus / 2, 1e8) for i in range(2)]
+    monkeypatch.setattr(pool_module, "connect", lambda address: ray)
+    monkeypatch.setattr(pool_module, "cluster_info", lambda address: ClusterInfo(address, nodes, {}))
+    pool = PooledEmbedder("addr", FakeEmbedder, size)
+    assert len(pool.actors) == actors == len(ray.started)
+    assert {k: ray.resources[k] for k in resources} == resources
+
+
+def test_more_actors_than_cpus_is_refused_by_the_setting(monkeypatch: Any) -> None:
+    import tasks.distributed.pool as pool_module
+    from tasks.distributed.cluster import ClusterInfo, NodeInfo
+
+    nodes = [NodeInfo(f"n{i}", "127.0.0.1:1", True, 1.0, 0.0, 1e8) for i in range(2)]
+    monkeypatch.setattr(pool_module, "connect", lambda address: None)
+    monkeypatch.setattr(pool_module, "cluster_info", lambda address: ClusterInfo(address, nodes, {}))
+    with pytest.raises(ValueError, match=r"ZSR_RAY_ACTORS=3 .* has 2; lower ZSR_RAY_ACTORS"):
+        PooledEmbedder("addr", FakeEmbedder, 3)
