@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         "automation's firing is recorded in the event feed and the nightly run logs the regressions.",
     )
 
+    @field_validator("ray_address", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``ZSR_RAY_ADDRESS=`` (empty) means no cluster, as unset does."""
+        return value or None
+
     @field_validator("llm_fallbacks", mode="before")
     @classmethod
     def _json_list_or_as_read(cls, value: Any) -> Any:

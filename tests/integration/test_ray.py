@@ -39,6 +39,7 @@ from tasks.settings import Settings
 from tasks.workspace import Workspace
 from tests.conftest import zsr_home_at
 from tests.fakes import FakeEmbedder, fake_workspace, make_docs
+from tests.flows.conftest import write_slice
 from tests.llm_server import ScriptedServer
 from tests.ray_targets import MarkingEmbedder, fake_searcher
 
@@ -140,18 +141,19 @@ def tables(store: CorpusStore, corpus: str, space: Any) -> tuple[list[dict[str, 
 
 
 # -- ingest ------------------------------------------------------------------------------------------------
-def test_ingest_on_actors_equals_local_ingest(cluster: Cluster, tmp_path: Path) -> None:
-    source = tmp_path / "slice.jsonl"
-    lines = (ROOT / "demo" / "cranfield" / "corpus.jsonl").read_text().splitlines()[:20]
-    source.write_text("\n".join(lines) + "\n")
+def test_ingest_on_actors_and_eval_on_ray_equal_the_local_path(cluster: Cluster, tmp_path: Path) -> None:
+    """The real model and the workspace's own Ray paths (what `zsr ingest` and `zsr eval --ray` run)."""
+    source = write_slice(tmp_path / "slice", queries=1, extra_docs=4)
     results = {}
     for name, address in (("local", None), ("ray", cluster.address)):
-        settings = Settings(home=tmp_path / name, ray_address=address, ray_actors=1)
-        ws = Workspace(settings)
+        ws = Workspace(Settings(home=tmp_path / name, ray_address=address, ray_actors=1))
         report, _ = ws.ingest(source, "slice")
+        ws.testsets.register("slice", "human", source)
+        evaluation = ws.evaluate("slice", "human", ["dense", "bm25"], on_ray=address is not None)
         space = ws.store.registry.corpus("slice").space
-        results[name] = (report, tables(ws.store, "slice", space))
-    (local, (local_docs, local_views)), (ray_report, (docs, views)) = results["local"], results["ray"]
+        results[name] = (report, tables(ws.store, "slice", space), scores(evaluation.runs))
+    (local, (local_docs, local_views), local_scores) = results["local"]
+    (ray_report, (docs, views), ray_scores) = results["ray"]
     assert ray_report.chunks_encoded == local.chunks_encoded > 0
     assert docs == local_docs
     strip = [{k: v for k, v in row.items() if k != "vector"} for row in views]
@@ -159,6 +161,9 @@ def test_ingest_on_actors_equals_local_ingest(cluster: Cluster, tmp_path: Path) 
     a, b = (np.array([row["vector"] for row in rows]) for rows in (views, local_views))
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() >= 0.99999
+    assert ray_scores.keys() == local_scores.keys() == {"dense", "bm25"}
+    for method, measured in ray_scores.items():
+        assert measured == pytest.approx(local_scores[method], abs=1e-4)
 
 
 def test_actor_killed_by_pid_midway_is_retried_and_tables_equal_an_uninterrupted_run(

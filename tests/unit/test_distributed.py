@@ -147,3 +147,12 @@ def test_more_actors_than_cpus_is_refused_by_the_setting(monkeypatch: Any) -> No
     monkeypatch.setattr(pool_module, "cluster_info", lambda address: ClusterInfo(address, nodes, {}))
     with pytest.raises(ValueError, match=r"ZSR_RAY_ACTORS=3 .* has 2; lower ZSR_RAY_ACTORS"):
         PooledEmbedder("addr", FakeEmbedder, 3)
+
+
+def test_an_empty_address_is_no_cluster(monkeypatch: Any) -> None:
+    from tasks.settings import Settings
+
+    monkeypatch.setenv("ZSR_RAY_ADDRESS", "")
+    assert Settings().ray_address is None
+    monkeypatch.setenv("ZSR_RAY_ADDRESS", "head:6379")
+    assert Settings().ray_address == "head:6379"
