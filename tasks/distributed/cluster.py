@@ -9,8 +9,6 @@ from typing import Any
 
 from tasks.settings import Settings
 
-log = logging.getLogger(__name__)
-
 NAMESPACE = "zsr"  # named actors (the LLM slots) are found by every driver and worker of zsr
 _lock = threading.Lock()
 

@@ -2,10 +2,10 @@
 
 :class:`PooledEmbedder` is an :class:`~tasks.ingest.embed.Embedder`, so ``reindex`` runs unchanged: it
 chunks, looks up the content-hash cache and commits on the driver, and only ``encode`` (and the tokenizer's
-offsets, for chunking) runs on the cluster. The pool lives as long as the ingest that
-started it (its actors end with it). An actor whose process dies is restarted, on whichever node has
-room, and its call is retried there; the driver sees the same vectors as if nothing had happened, and what
-it committed before follows the local path's rules (``tasks/ingest/index.py``).
+offsets, for chunking) runs on the cluster. The pool lives as long as the ingest that started it (its
+actors end with it). An actor whose process dies is restarted, on whichever node has room, and its call is
+retried there; the driver sees the same vectors as if nothing had happened, and what it committed before
+follows the local path's rules (``tasks/ingest/index.py``).
 """
 
 from __future__ import annotations
