@@ -1,7 +1,9 @@
 """The ``evaluate`` flow: score retrieval methods on a registered test set, with deltas against last time.
 
 The work is the evaluation sequence ``zsr eval`` runs (``tasks.evaluation.runs.evaluate``), each of its
-steps a task of ``flows.steps`` (one per method); the flow adds the artifacts.
+steps a task of ``flows.steps`` (one per method); the flow adds the artifacts. With ``ZSR_RAY_ADDRESS`` set,
+the methods are scored side by side on the Ray cluster instead, in one task (``steps.evaluate_on_ray``),
+and published by the flow's process once all are back.
 Schedule: none of its own; on demand from the Prefect UI (deployment ``evaluate``) and as the third step of
 ``nightly``.
 Side effects: one immutable run per method in the results warehouse (runs, metrics, per-query metrics,
@@ -64,24 +66,34 @@ def evaluate(
         depth: Documents retrieved per query; empty: from the measures (at least 100).
         report: Also write the HTML report and link it from the summary artifact.
     """
-    log = get_run_logger()
     methods = list(dict.fromkeys(methods))
     measures: list[str] = list(dict.fromkeys(metrics))
     if not methods or not measures:
         raise ValueError("choose at least one method and one metric")
     label = deployment_label()
     with Workspace.open().lease(corpus, testset):  # `zsr rm` refuses them while the flow runs
-        result = runs.evaluate(
-            steps.ORCHESTRATED,
-            corpus,
-            testset,
-            methods,
-            measures,
-            depth=depth,
-            label=label,
-            compare=True,
-            report=report,
-        )
+        if get_settings().ray_address:  # the methods side by side on the cluster, published here
+            [result] = steps.evaluate_on_ray(corpus, [testset], methods, measures, depth, label, report)
+        else:
+            result = runs.evaluate(
+                steps.ORCHESTRATED,
+                corpus,
+                testset,
+                methods,
+                measures,
+                depth=depth,
+                label=label,
+                compare=True,
+                report=report,
+            )
+    record(result, label)
+    return result
+
+
+def record(result: Evaluation, label: str) -> None:
+    """Log the scores and write the evaluation's artifacts: results table with deltas, summary."""
+    log = get_run_logger()
+    corpus, testset = result.corpus, result.testset
     threshold = get_settings().fallback_warn_share
     for run in result.runs:
         log.info("run %s (%s): %s", run.run_id, run.method, _numbers(run.metrics))
@@ -101,7 +113,6 @@ def evaluate(
         key=steps.slug(label, corpus, testset, "summary"),
         description=f"Evaluation {result.eval_id}",
     )
-    return result
 
 
 def results_table(result: Evaluation) -> list[dict[str, Any]]:

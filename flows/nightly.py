@@ -2,7 +2,9 @@
 
 Schedule: deployment ``nightly-reindex``, cron ``0 2 * * *`` Europe/Paris (``deployments/prefect.yaml``),
 concurrency limit 1 with ``CANCEL_NEW``: a run that starts while one is going is cancelled, never doubled.
-Side effects: those of ``reindex``, ``synthesize`` and ``evaluate`` (subflows, each with its own artifacts),
+Side effects: those of ``reindex``, ``synthesize`` and ``evaluate`` (subflows, each with its own artifacts;
+with ``ZSR_RAY_ADDRESS`` set, the test sets' evaluations are one task fanned out on the Ray cluster, with
+the same artifacts),
 plus the artifact ``<deployment>-<corpus>-comparison`` (paired comparison of every method with its run
 of the previous nightly evaluation). Storage upkeep (``zsr gc --apply``) runs right after the re-index.
 A significant drop (``tasks/evaluation/alerts.py``; thresholds
@@ -30,6 +32,7 @@ from flows.evaluate import (
     MetricName,
     deployment_label,
     evaluate,
+    record,
 )
 from flows.reindex import reindex
 from flows.synthesize import synthesize
@@ -75,6 +78,7 @@ def nightly(
         ``Regressed`` when a method dropped significantly on ``measure`` (after the comparison artifact).
     """
     log = get_run_logger()
+    settings = get_settings()
     indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
@@ -82,9 +86,16 @@ def nightly(
     if not testsets:
         log.warning("no test set is registered for %s: nothing to evaluate (`zsr testset add`)", corpus)
     metrics = list(dict.fromkeys([*metrics, measure]))
-    evaluations = [
-        evaluate(corpus=corpus, testset=t, methods=methods, metrics=metrics, report=True) for t in testsets
-    ]
+    label = deployment_label()
+    if settings.ray_address and testsets:  # every (test set, method) side by side on the cluster
+        evaluations = steps.evaluate_on_ray(corpus, testsets, list(methods), metrics, None, label, True)
+        for evaluation in evaluations:
+            record(evaluation, label)
+    else:
+        evaluations = [
+            evaluate(corpus=corpus, testset=t, methods=methods, metrics=metrics, report=True)
+            for t in testsets
+        ]
     rows: list[dict[str, Any]] = []
     for evaluation in evaluations:
         for run in evaluation.runs:
@@ -108,8 +119,6 @@ def nightly(
                     "wilcoxon_p": comparison.wilcoxon_p,
                 }
             )
-    label = deployment_label()
-    settings = get_settings()
     regressed = alerts.find_regressions(rows, measure, settings.regression_p, settings.regression_min_drop)
     key = steps.slug(label, corpus, "comparison")
     create_markdown_artifact(

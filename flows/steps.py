@@ -34,7 +34,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
 from tasks.evaluation.compare import Comparison
-from tasks.evaluation.runs import EvalRequest, Plan, RunResult, check
+from tasks.evaluation.runs import EvalRequest, Evaluation, Plan, RunResult, check
 from tasks.evaluation.testsets import TestSet
 from tasks.methods.registry import Method, calls_llm
 from tasks.methods.search import Searcher
@@ -197,6 +197,26 @@ def write_report(run_id: str, measure: str) -> str:
 def compare_runs(run_a: str, run_b: str, measure: str) -> Comparison:
     """Paired comparison of two published runs (cached: both runs are immutable)."""
     return Workspace.open().compare(run_a, run_b, measure, top=3)
+
+
+@task(**_retrying(retries=1, timeout_seconds=4 * 3600, cache_policy=NO_CACHE))
+def evaluate_on_ray(
+    corpus: str,
+    testsets: list[str],
+    methods: list[str],
+    measures: list[str],
+    depth: int | None,
+    label: str,
+    report: bool,
+) -> list[Evaluation]:
+    """Every (test set, method) a Ray task, published here once all are back (``tasks.distributed``).
+
+    Not tagged ``llm``: the cluster's own limit (``ZSR_LLM_CONCURRENCY`` slots) bounds each LLM call.
+    A retry scores every run again: none of the failed attempt was published.
+    """
+    return Workspace.open().evaluate_on_ray(
+        corpus, testsets, methods, measures, depth=depth, label=label, compare=True, report=report
+    )
 
 
 class Orchestrated:

@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         description="Refit a corpus's whitening at ingest once its chunk views changed by more than this "
         "share since the fit: (views added + views deleted) / views fit on.",
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to embed, evaluate and call LLMs on (auto, host:port or ray://host:10001); "
+        "unset: everything runs in this process and Ray is never imported.",
+    )
+    ray_actors: int | None = Field(
+        default=None,
+        ge=1,
+        description="Embedding actors an ingest starts on the Ray cluster; default: one per GPU, or one per "
+        "node on a cluster without GPUs.",
+    )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )
@@ -163,6 +174,12 @@ class Settings(BaseSettings):
         "postgresql+asyncpg://prefect:PASSWORD@db-host:5432/prefect for workers on several machines "
         "(`zsr serve --database` wins); unset: SQLite under PREFECT_HOME. Kept secret: it holds a password.",
     )
+
+    @field_validator("ray_address", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``ZSR_RAY_ADDRESS=`` (empty) means no cluster, as unset does."""
+        return value or None
 
     @field_validator("llm_fallbacks", mode="before")
     @classmethod

@@ -102,6 +102,11 @@ def embedder_factory(space: VectorSpace, settings: Settings) -> Callable[[], Emb
     return lambda: load_embedder(space, settings.device, settings.batch_size)
 
 
+def open_searcher(settings: Settings, judge: Judge | None, corpus: str) -> Searcher:
+    """A searcher over ``corpus`` in a workspace of its own: what a Ray worker evaluates with."""
+    return Workspace(settings).searcher(corpus, judge)
+
+
 def home_of(settings: Settings) -> Home:
     """The paths of a home, as storage takes them (storage reads no settings)."""
     return Home(
@@ -184,9 +189,12 @@ class Workspace:
             retry_seconds=settings.llm_retry_seconds,
             concurrency=settings.llm_concurrency,
         )
-        return LLMClient(
-            config, ResponseCache(settings.llm_cache_path), partial(self.warehouse.append, "llm_calls")
-        )
+        usage = partial(self.warehouse.append, "llm_calls")
+        if settings.ray_address:  # one limit on calls in flight for the cluster; batches spread over it
+            from tasks.distributed.llm import SpreadLLMClient
+
+            return SpreadLLMClient(settings.ray_address, config, settings.llm_cache_path, usage)
+        return LLMClient(config, ResponseCache(settings.llm_cache_path), usage)
 
     def searcher(self, corpus: str, judge: Judge | None = None, where: str | None = None) -> Searcher:
         """A :class:`Searcher` over ``corpus``, with the model the corpus was indexed with.
@@ -202,6 +210,19 @@ class Workspace:
 
     def _embedder(self, corpus: str) -> Callable[[], Embedder]:
         return embedder_factory(self.store.registry.corpus(corpus).space, self.settings)
+
+    def _ingest_embedder(self, space: VectorSpace) -> Callable[[], Embedder]:
+        """The model's loader in this process, or with ``ZSR_RAY_ADDRESS`` a pool of Ray actors running it.
+
+        Only an ingest's passages go to the cluster: one query at search time is encoded faster here than
+        one round trip takes.
+        """
+        load, address = embedder_factory(space, self.settings), self.settings.ray_address
+        if address is None:
+            return load
+        from tasks.distributed.pool import PooledEmbedder
+
+        return lambda: PooledEmbedder(address, load, self.settings.ray_actors)
 
     # -- corpora -------------------------------------------------------------------------------------------
     def ingest(
@@ -253,7 +274,7 @@ class Workspace:
                 corpus,
                 read.documents,
                 space,
-                embedder_factory(space, settings),
+                self._ingest_embedder(space),
                 overlap=settings.chunk_overlap,
                 batch_docs=settings.write_batch_size,
                 keep_deleted=keep_deleted,
@@ -573,14 +594,27 @@ class Workspace:
         report: bool = False,
         judge: Judge | None = None,
         progress: QueryProgress | None = None,
+        on_ray: bool = False,
     ) -> Evaluation:
         """Score methods on a test set into the warehouse: :func:`tasks.evaluation.runs.evaluate`, in process.
 
         ``judge`` judges for rede-rf and rerank (default: the LLM); ``progress`` gets (method, done, total).
+        ``on_ray`` scores the methods side by side on the Ray cluster instead (:meth:`evaluate_on_ray`).
         """
-        steps = Direct(
-            self.warehouse, lambda name: self.searcher(name, judge), self.testsets.load, self.report, progress
-        )
+        if on_ray:
+            return self.evaluate_on_ray(
+                corpus,
+                [testset],
+                methods,
+                measures,
+                depth=depth,
+                label=label,
+                compare=compare,
+                report=report,
+                judge=judge,
+                progress=progress,
+            )[0]
+        steps = self._steps(judge, progress)
         testset_name = testset if isinstance(testset, str) else testset.name
         with self.lease(corpus, testset_name):
             return sequence.evaluate(
@@ -594,6 +628,53 @@ class Workspace:
                 compare=compare,
                 report=report,
             )
+
+    def evaluate_on_ray(
+        self,
+        corpus: str,
+        testsets: Sequence[str | TestSet],
+        methods: Sequence[str],
+        measures: Sequence[str] | None = None,
+        *,
+        depth: int | None = None,
+        label: str = "",
+        compare: bool = False,
+        report: bool = False,
+        judge: Judge | None = None,
+        progress: QueryProgress | None = None,
+    ) -> list[Evaluation]:
+        """One evaluation per test set, every (test set, method) a Ray task; this process publishes them.
+
+        See :mod:`tasks.distributed.evaluation`: nothing is published before every run has come back.
+
+        Raises:
+            ValueError: ``ZSR_RAY_ADDRESS`` is not set.
+        """
+        address = self.settings.ray_address
+        if address is None:
+            raise ValueError("evaluating on Ray needs a cluster: set ZSR_RAY_ADDRESS (e.g. auto, host:6379)")
+        from tasks.distributed.evaluation import evaluate_on_ray
+
+        names = [t if isinstance(t, str) else t.name for t in testsets]
+        with self.lease(corpus, *names):
+            return evaluate_on_ray(
+                address,
+                self._steps(judge, progress),
+                partial(open_searcher, self.settings, judge),
+                corpus,
+                testsets,
+                methods,
+                measures,
+                depth=depth,
+                label=label,
+                compare=compare,
+                report=report,
+            )
+
+    def _steps(self, judge: Judge | None, progress: QueryProgress | None) -> Direct:
+        return Direct(
+            self.warehouse, lambda name: self.searcher(name, judge), self.testsets.load, self.report, progress
+        )
 
     def run_method(
         self, engine: Searcher, plan: Plan, method: Method, progress: Callable[[int, int], None] | None = None

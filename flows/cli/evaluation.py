@@ -48,6 +48,10 @@ def eval_(
     depth: Annotated[
         int | None, typer.Option(min=1, help="Documents retrieved per query (default: from the measures).")
     ] = None,
+    on_ray: Annotated[
+        bool,
+        typer.Option("--ray", help="Score the methods side by side on the Ray cluster of ZSR_RAY_ADDRESS."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score methods on a test set; every number lands in the warehouse."""
@@ -57,7 +61,15 @@ def eval_(
     with user_errors(), query_progress(not as_json) as progress:
         results = (
             workspace()
-            .evaluate(corpus, testset, split_methods(methods), measure_list, depth=depth, progress=progress)
+            .evaluate(
+                corpus,
+                testset,
+                split_methods(methods),
+                measure_list,
+                depth=depth,
+                progress=progress,
+                on_ray=on_ray,
+            )
             .runs
         )
     if as_json:

@@ -153,10 +153,23 @@ def plan(
 def run_method(
     engine: Searcher, plan: Plan, method: Method, warehouse: Warehouse, progress: Progress | None = None
 ) -> RunResult:
-    """Run ``method`` over the plan's judged queries, score it and publish it as one run.
+    """Run ``method`` over the plan's judged queries, score it and publish it as one run (:func:`publish`)."""
+    return publish(warehouse, score_method(engine, plan, method, progress))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A run scored but not yet published: its record and its data tables (what a Ray worker hands back)."""
+
+    result: RunResult
+    data: dict[str, pa.Table]
+
+
+def score_method(engine: Searcher, plan: Plan, method: Method, progress: Progress | None = None) -> Scored:
+    """Run ``method`` over the plan's judged queries and score it; nothing is written.
 
     Queries are searched one at a time so each gets an honest latency, and its LLM cost and fallback are
-    recorded beside it. The run lands whole or not at all (``Warehouse.write_run``).
+    recorded beside it.
     """
     engine.warm_up()  # model loading must not count as the first query's latency
     queries = plan.testset.queries
@@ -204,9 +217,21 @@ def run_method(
         llm_errors=llm_errors,
         metrics=aggregate,
     )
+    return Scored(result, _data(result.run_id, rankings, latency, traces, aggregate, per_query))
+
+
+def publish(warehouse: Warehouse, scored: Scored) -> RunResult:
+    """Publish a scored run: it lands whole or not at all (``Warehouse.write_run``)."""
     started = time.perf_counter()
-    warehouse.write_run(result, _data(result.run_id, rankings, latency, traces, aggregate, per_query))
-    log.info("run %s (%s): %s; %.0f%% fell back", result.run_id, method, aggregate, 100 * fallback_share)
+    result = scored.result
+    warehouse.write_run(result, scored.data)
+    log.info(
+        "run %s (%s): %s; %.0f%% fell back",
+        result.run_id,
+        result.method,
+        result.metrics,
+        100 * result.fallback_share,
+    )
     return replace(result, publish_seconds=time.perf_counter() - started)
 
 
@@ -333,6 +358,25 @@ def evaluate(
         compare: Also find the previous evaluation with the same label (``Evaluation.previous``).
         report: Also write the HTML report (``Evaluation.report``).
     """
+    engine, planned = prepare(
+        steps, corpus, testset, methods, measures, depth=depth, label=label, eval_id=eval_id
+    )
+    runs = [steps.run_method(engine, planned, method) for method in planned.methods]
+    return conclude(steps, planned, runs, compare=compare, report=report)
+
+
+def prepare(
+    steps: Steps,
+    corpus: str,
+    testset: str | TestSet,
+    methods: Sequence[str],
+    measures: Sequence[str] | None = None,
+    *,
+    depth: int | None = None,
+    label: str = "",
+    eval_id: str | None = None,
+) -> tuple[Searcher, Plan]:
+    """The first steps of :func:`evaluate` (its arguments): check, open the searcher, load, plan."""
     request = steps.check(methods, measures)  # typos fail before anything is read or loaded
     engine = steps.open_searcher(corpus)
     test = testset if isinstance(testset, TestSet) else steps.load_testset(corpus, testset)
@@ -345,8 +389,16 @@ def evaluate(
         test.name,
         len(test.queries),
     )
-    runs = [steps.run_method(engine, planned, method) for method in planned.methods]
-    result = Evaluation(planned.corpus, test.name, label, planned.eval_id, planned.measure_names, runs)
+    return engine, planned
+
+
+def conclude(
+    steps: Steps, planned: Plan, runs: list[RunResult], *, compare: bool = False, report: bool = False
+) -> Evaluation:
+    """The last steps of :func:`evaluate`, once every run is published: the previous runs, the report."""
+    result = Evaluation(
+        planned.corpus, planned.testset.name, planned.label, planned.eval_id, planned.measure_names, runs
+    )
     if compare:
         result.previous = steps.previous_runs(planned)
     if report:

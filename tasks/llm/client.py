@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -156,7 +157,9 @@ class LLMClient:
         usage_sink: UsageSink | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        slots: AbstractContextManager[Any] | None = None,
     ) -> None:
+        """``slots`` bounds the calls in flight (default: ``config.concurrency`` for this client alone)."""
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no cost-map download at import
         import litellm
 
@@ -169,7 +172,9 @@ class LLMClient:
         self.clock = clock
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(config.concurrency)  # per client, across every caller
+        self._slots: AbstractContextManager[Any] = slots or threading.BoundedSemaphore(
+            config.concurrency
+        )  # across every caller
         # The primary at its api_base; each fallback at its own (a bare model string: its provider's default).
         self.routes = (Fallback(config.model, config.api_base), *parse_fallbacks(list(config.fallbacks)))
         self.models = tuple(route.model for route in self.routes)
