@@ -29,6 +29,7 @@ from tasks.evaluation.provenance import (
     fallback_warning,
     git_sha,
     id_pattern,
+    method_tree,
     new_id,
     package_versions,
 )
@@ -188,7 +189,7 @@ def run_method(
         testset_hash=plan.testset.content_hash,
         method=str(method),
         method_name=method.name,
-        params=method.params.model_dump_json(),
+        params=json.dumps(method_tree(method)["params"]),
         depth=plan.depth,
         embedding_model=plan.embedding_model,
         vector_space=plan.vector_space,
