@@ -311,6 +311,18 @@ def aggregate(votes: Sequence[Judgement], how: Aggregate) -> Judgement:
     return Judgement(first.query_id, first.doc_id, grade, probability, raw=None)
 
 
+def settled(votes: Sequence[Judgement], n: int, how: Aggregate) -> bool:
+    """Whether ``votes``, the first of ``n``, already decide the aggregate: no later vote could change it.
+
+    ``majority``: the leading grade leads by more than the votes left (failed votes count as left, since
+    their turn is spent, conservatively). ``mean``: only when all ``n`` are in, P(relevant) being a mean.
+    """
+    if how == "mean" or len(votes) >= n:
+        return len(votes) >= n
+    counts = [*sorted(Counter(v.grade for v in votes if v.grade is not None).values(), reverse=True), 0, 0]
+    return counts[0] > counts[1] + (n - len(votes))
+
+
 @dataclass
 class JudgementMemo:
     """One search's judgements by (voter name, query id, doc id), and its per-query cap on judge calls.

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from tasks.llm.judge import Aggregate, Judge, Judgement, LLMJudge, Pair, aggregate, voter
+from tasks.llm.judge import Aggregate, Judge, Judgement, LLMJudge, Pair, aggregate, settled, voter
 from tasks.methods.base import FROZEN, MethodSpec, Ranking, Retriever, dense_from, mean_vector, stack
 from tasks.methods.first_stage import score_fusion
 from tasks.methods.generative import PASSAGE_CHARS, Domain, HydeParams, hyde_vectors
@@ -81,9 +81,12 @@ def judge_candidates(
 ) -> dict[str, list[Judgement]]:
     """The judge's verdict on each query's candidates, in their order, within the search's budget.
 
-    Each candidate is asked of ``params.votes`` voters, a voter only for pairs it has not judged earlier
-    in this search, and their verdicts aggregated. A query whose budget runs out gets verdicts for the
-    candidates before the first one it can no longer afford (a prefix of its candidates).
+    Voters are asked in rounds: the first judges every candidate the query can afford (a prefix of them:
+    the budget stops it at the first it cannot pay for), each next voter only the pairs the votes so far
+    leave open (majority: a side could still win; mean: always), so majority of 3 costs about 2 calls a
+    pair when votes mostly agree, with the same verdicts as asking all 3. A budget that runs out in a later
+    round leaves the rest of the query's pairs with the votes they have. A pair a voter judged earlier in
+    this search (the first stage of a pipeline) is reused and costs nothing.
 
     The default judge is ReDE-RF's: binary, one token, the passage cut to about 128 tokens, over the
     searcher's (metered) LLM; an answer it cannot read is not cached, so the next run asks again.
@@ -91,33 +94,40 @@ def judge_candidates(
     judge: Judge = retriever.judge or LLMJudge(
         retriever.llm, scale="binary", max_doc_chars=PASSAGE_CHARS, cache_unparseable=False
     )
-    voters = [voter(judge, i) for i in range(params.votes)]
     memo = retriever.judgements
-    afforded: dict[str, list[str]] = {}
-    asks: dict[str, dict[tuple[str, str], Pair]] = {v.name: {} for v in voters}  # ordered, each pair once
-    for qid in queries:
-        trace = retriever.trace(qid)
-        afforded[qid] = []
-        for doc in candidates[qid]:
-            missing = [
-                v for v in voters if (v.name, qid, doc) not in memo.seen and (qid, doc) not in asks[v.name]
-            ]
-            if memo.budget is not None and trace.judge_calls + len(missing) > memo.budget:
-                break
-            afforded[qid].append(doc)
-            trace.judge_calls += len(missing)
-            for v in missing:
-                asks[v.name][qid, doc] = (qid, queries[qid], doc, "")
-    texts = retriever.document_texts(sorted({d for pairs in asks.values() for _, d in pairs}))
-    for v in voters:
-        pairs = [(q, text, d, texts.get(d, "")) for q, text, d, _ in asks[v.name].values()]
-        for (qid, _, doc, _), verdict in zip(pairs, v.judge(pairs), strict=True):
-            memo.seen[v.name, qid, doc] = verdict
+    votes: dict[tuple[str, str], list[Judgement]] = {}
+    afforded: dict[str, list[str]] = {qid: [] for qid in queries}
+    texts: dict[str, str] = {}
+    for index in range(params.votes):
+        vote = voter(judge, index)
+        consulted: list[tuple[str, str]] = []  # the pairs this voter's verdict counts for
+        asks: list[Pair] = []
+        for qid in queries:
+            trace = retriever.trace(qid)
+            for doc in candidates[qid] if index == 0 else afforded[qid]:
+                if index and settled(votes[qid, doc], params.votes, params.aggregate):
+                    continue
+                known = (vote.name, qid, doc) in memo.seen
+                if not known and memo.budget is not None and trace.judge_calls >= memo.budget:
+                    break
+                consulted.append((qid, doc))
+                if not known:
+                    trace.judge_calls += 1
+                    asks.append((qid, queries[qid], doc, ""))
+        new = sorted({d for _, _, d, _ in asks} - set(texts))
+        texts.update(retriever.document_texts(new) if new else {})
+        pairs = [(q, text, d, texts.get(d, "")) for q, text, d, _ in asks]
+        for (qid, _, doc, _), verdict in zip(pairs, vote.judge(pairs), strict=True):
+            memo.seen[vote.name, qid, doc] = verdict
             retriever.trace(qid).llm_errors += verdict.grade is None
+        for qid, doc in consulted:
+            votes.setdefault((qid, doc), []).append(memo.seen[vote.name, qid, doc])
+            if index == 0:
+                afforded[qid].append(doc)
     out = {}
     for qid, docs in afforded.items():
         retriever.trace(qid).judge = judge.name
-        out[qid] = [aggregate([memo.seen[v.name, qid, d] for v in voters], params.aggregate) for d in docs]
+        out[qid] = [aggregate(votes[qid, d], params.aggregate) for d in docs]
     return out
 
 
