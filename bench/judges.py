@@ -1,7 +1,7 @@
 """Judge pipelines with a noisy judge: votes, interpolation, rerank over rede-rf, judge calls per query.
 
 Usage: python bench/judges.py [--data DIR] [--datasets cranfield,cisi] [--tune cranfield] [--queries N]
-           [--home DIR]
+           [--home DIR] [--alphas A,B]
 
 Ingests each collection (into --home, or a temporary ZSR_HOME) and evaluates through the same path as
 `zsr eval` with simulated judges: the oracle (human qrels) and noisy oracles at 90/80/70% accuracy, each
@@ -10,7 +10,8 @@ First, on the --tune collection only, at 90% correlated, it picks alpha (the wei
 the first stage in rerank) for single-vote and for voted reranks; then it reports, per collection, nDCG@10,
 R@100 and judge calls per query (the warehouse's `queries.judge_calls`) of: hybrid, rerank, rede-rf,
 rerank over rede-rf (judgements shared), interpolated rerank, votes of 3 and 5, and votes of 3 under a
-budget of 40 calls. The last lines check the targets of issue 18: at 90% correlated, the best pipeline
+budget of 40 calls. `--alphas A,B` gives the alphas (one vote, votes) instead of tuning, to run the
+other collection in a second process with those chosen on the first. The last lines check the targets of issue 18: at 90% correlated, the best pipeline
 within 40 calls a query against Cranfield 0.63 / CISI 0.665 nDCG@10, and nothing below hybrid at 70%.
 Prove the plumbing with `--datasets cisi --queries 5`.
 """
@@ -101,13 +102,16 @@ def main() -> None:
     parser.add_argument("--tune", default="cranfield", help="collection the alphas are chosen on")
     parser.add_argument("--queries", type=int, default=None, help="first N judged queries (all)")
     parser.add_argument("--home", type=Path, default=None, help="ZSR_HOME to reuse (a temporary one)")
+    parser.add_argument("--alphas", default=None, help="alpha for one vote and for votes: no tuning")
     args = parser.parse_args()
 
-    datasets = args.datasets.split(",")
-    order = sorted(datasets, key=lambda d: d != args.tune)  # the tuning collection first
+    order = sorted(args.datasets.split(","), key=lambda d: d != args.tune)  # the tuning collection first
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(Settings(home=args.home or Path(tmp)))
         alphas = (1.0, 1.0)
+        if args.alphas:
+            one, voted = (float(a) for a in args.alphas.split(","))
+            alphas, args.tune = (one, voted), None
         verdicts = []
         for dataset in order:
             folder = args.data / dataset
