@@ -10,10 +10,10 @@ First, on the --tune collection only, at 90% correlated, it picks alpha (the wei
 the first stage in rerank) for single-vote and for voted reranks; then it reports, per collection, nDCG@10,
 R@100 and judge calls per query (the warehouse's `queries.judge_calls`) of: hybrid, rerank, rede-rf,
 rerank over rede-rf (judgements shared), interpolated rerank, votes of 3 and 5, and votes of 3 under a
-budget of 40 calls. `--alphas A,B` gives the alphas (one vote, votes) instead of tuning, to run the
-other collection in a second process with those chosen on the first. The last lines check the targets of issue 18: at 90% correlated, the best pipeline
-within 40 calls a query against Cranfield 0.63 / CISI 0.665 nDCG@10, and nothing below hybrid at 70%.
-Prove the plumbing with `--datasets cisi --queries 5`.
+budget of 40 calls. `--alphas A,B` gives the alphas (one vote, votes) instead of tuning, to run the other
+collection in a second process with those chosen on the first. The last lines check the targets of
+issue 18: at 90% correlated, the best pipeline within 40 calls a query against Cranfield 0.63 / CISI 0.665
+nDCG@10, and nothing below hybrid at 70%. Prove the plumbing with `--datasets cisi --queries 5`.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main() -> None:
         for dataset in order:
             folder = args.data / dataset
             ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
-            human, _ = ws.testsets.register(dataset, "human", folder)
+            human, _ = ws.testsets.register(dataset, "human", folder, replace=True)  # a reused --home
             test = subset(human, args.queries)
             print(f"\n{dataset}: {len(test.queries)} queries")
             print(f"{'judge':16} {'method':62} {'nDCG@10':>7} {'R@100':>6} {'calls':>6}")

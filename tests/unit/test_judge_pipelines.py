@@ -211,6 +211,8 @@ def test_a_budget_caps_a_whole_pipeline(store, fake):
     searcher = Searcher(store, "c", lambda: fake, judge=judge)
     searcher.search(QUERY, "rerank(first=rede-rf(k=10), depth=10, budget=4)", k=12)
     assert searcher.last_trace["q"].judge_calls == len(judge.asked) == 4  # rede-rf spent it all
+    searcher.search(QUERY, "rerank(first=rede-rf(k=10, budget=8), depth=10, budget=4)", k=12)
+    assert searcher.last_trace["q"].judge_calls == 4  # the tighter cap wins, the outer one here
     judge.asked.clear()
     first = ids(searcher.search(QUERY, "hybrid", k=12))
     hits = searcher.search(QUERY, "rerank(depth=10, budget=3)", k=12)
