@@ -14,19 +14,29 @@ budget of 40 calls. `--alphas A,B` gives the alphas (one vote, votes) instead of
 collection in a second process with those chosen on the first. The last lines check the targets of
 issue 18: at 90% correlated, the best pipeline within 40 calls a query against Cranfield 0.63 / CISI 0.665
 nDCG@10, and nothing below hybrid at 70%. Prove the plumbing with `--datasets cisi --queries 5`.
+
+The runs go through `evaluate_methods` (the evaluation sequence of `zsr eval`, over a searcher in hand) on
+a searcher that computes each deterministic first stage's ranking and each query vector once per
+collection and hands them to every later run (:class:`Reuse`): they are the same in every run, and
+recomputing them for ~130 runs took hours on 2 shared cores. Latency is not measured here.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from bench.query_methods import MEASURES, rows, subset
-from tasks.evaluation.runs import RunResult
+from tasks.evaluation.runs import RunResult, evaluate_methods
 from tasks.evaluation.testsets import TestSet
 from tasks.llm.judge import Judge, NoisyOracleJudge, OracleJudge
-from tasks.methods.registry import parse_method
+from tasks.methods.base import Ranking
+from tasks.methods.registry import Method, calls_llm, parse_method
+from tasks.methods.search import Searcher
 from tasks.settings import Settings
 from tasks.workspace import Workspace
 
@@ -50,6 +60,40 @@ def pipelines(alpha: float, alpha_votes: float) -> list[str]:
         f"rerank(first=rede-rf(votes=3), votes=3, alpha={alpha_votes}, budget={BUDGET})",
     ]
     return list(dict.fromkeys(str(parse_method(m)) for m in methods))
+
+
+class Reuse:
+    """First-stage rankings (of methods that call no LLM) and query vectors, kept across the study's runs."""
+
+    def __init__(self) -> None:
+        self.rankings: dict[tuple[str, int, str], Ranking] = {}
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def searcher(self, ws: Workspace, corpus: str, judge: Judge | None) -> Searcher:
+        """``ws.searcher(corpus, judge)`` that asks this store before it retrieves or encodes queries."""
+        searcher = ws.searcher(corpus, judge)
+        retrieve, encode = searcher.retrieve, searcher.encode
+
+        def reused_retrieve(queries: Mapping[str, str], method: str | Method, k: int) -> dict[str, Ranking]:
+            if calls_llm(method):  # a judged method runs; its first stage comes back through here
+                return retrieve(queries, method, k)
+            key = (str(method), k)
+            missing = {q: text for q, text in queries.items() if (*key, text) not in self.rankings}
+            for qid, ranking in (retrieve(missing, method, k) if missing else {}).items():
+                self.rankings[(*key, missing[qid])] = ranking
+            return {q: self.rankings[(*key, text)] for q, text in queries.items()}
+
+        def reused_encode(texts: list[str], *, queries: bool) -> np.ndarray:
+            if not queries:
+                return encode(texts, queries=False)
+            missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+            if missing:
+                self.vectors.update(zip(missing, encode(missing, queries=True), strict=True))
+            return np.vstack([self.vectors[t] for t in texts])
+
+        searcher.retrieve = reused_retrieve  # type: ignore[method-assign]
+        searcher.encode = reused_encode  # type: ignore[method-assign]
+        return searcher
 
 
 def judges(test: TestSet) -> list[tuple[str, Judge]]:
@@ -78,14 +122,21 @@ def show(ws: Workspace, label: str, run: RunResult) -> float:
     return calls
 
 
-def tune(ws: Workspace, test: TestSet) -> tuple[float, float]:
+def evaluate(
+    ws: Workspace, reuse: Reuse, test: TestSet, methods: list[str], judge: Judge | None
+) -> list[RunResult]:
+    """Runs of ``methods`` on ``test`` through the evaluation sequence, published to the warehouse."""
+    return evaluate_methods(
+        reuse.searcher(ws, test.corpus, judge), test, methods, ws.warehouse, measures=MEASURES
+    )
+
+
+def tune(ws: Workspace, reuse: Reuse, test: TestSet) -> tuple[float, float]:
     """The alphas with the best nDCG@10 at 90% correlated, for one vote and for votes of 3 (in budget)."""
     judge = NoisyOracleJudge(test.qrels, 0.9, correlated=CORRELATED)
     best = []
     for template in ("rerank(alpha={})", f"rerank(votes=3, alpha={{}}, budget={BUDGET})"):
-        runs = ws.evaluate(
-            test.corpus, test, [template.format(a) for a in ALPHAS], MEASURES, judge=judge
-        ).runs
+        runs = evaluate(ws, reuse, test, [template.format(a) for a in ALPHAS], judge)
         for run in runs:
             show(ws, "tune 90% corr", run)
         scores = [run.metrics["nDCG@10"] for run in runs]
@@ -118,18 +169,19 @@ def main() -> None:
             ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
             human, _ = ws.testsets.register(dataset, "human", folder, replace=True)  # a reused --home
             test = subset(human, args.queries)
+            reuse = Reuse()
             print(f"\n{dataset}: {len(test.queries)} queries")
             print(f"{'judge':16} {'method':62} {'nDCG@10':>7} {'R@100':>6} {'calls':>6}")
             if dataset == args.tune:
-                alphas = tune(ws, test)
+                alphas = tune(ws, reuse, test)
                 print(f"chosen on {dataset}: alpha={alphas[0]} (one vote), {alphas[1]} (votes)")
-            (hybrid,) = ws.evaluate(dataset, test, ["hybrid"], MEASURES).runs
+            (hybrid,) = evaluate(ws, reuse, test, ["hybrid"], None)
             show(ws, "-", hybrid)
             floor = hybrid.metrics["nDCG@10"]
             for label, judge in judges(test):
                 # Votes of a perfect judge agree, so the oracle runs the pipelines without them.
                 methods = [m for m in pipelines(*alphas) if label != "oracle" or "votes" not in m]
-                for run in ws.evaluate(dataset, test, methods, MEASURES, judge=judge).runs:
+                for run in evaluate(ws, reuse, test, methods, judge):
                     calls = show(ws, label, run)
                     score = run.metrics["nDCG@10"]
                     if label == "90% correlated" and calls <= BUDGET:
