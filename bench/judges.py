@@ -1,24 +1,25 @@
 """Judge pipelines with a noisy judge: votes, interpolation, rerank over rede-rf, judge calls per query.
 
 Usage: python bench/judges.py [--data DIR] [--datasets cranfield,cisi] [--tune cranfield] [--queries N]
-           [--home DIR] [--alphas A,B]
+           [--home DIR] [--tuned A,B,D]
 
 Ingests each collection (into --home, or a temporary ZSR_HOME) and evaluates through the same path as
 `zsr eval` with simulated judges: the oracle (human qrels) and noisy oracles at 90/80/70% accuracy, each
 with independent noise and with correlated noise (half of each pair's errors shared by all its votes).
 First, on the --tune collection only, at 90% correlated, it picks alpha (the weight of the judge against
-the first stage in rerank) for single-vote and for voted reranks; then it reports, per collection, nDCG@10,
+the first stage in rerank) for single-vote and for voted reranks, and the depth of confirmed votes (more
+votes only for pairs the first vote accepts) under the budget; then it reports, per collection, nDCG@10,
 R@100 and judge calls per query (the warehouse's `queries.judge_calls`) of: hybrid, rerank, rede-rf,
 rerank over rede-rf (judgements shared), interpolated rerank, votes of 3 and 5, and votes of 3 under a
-budget of 40 calls. `--alphas A,B` gives the alphas (one vote, votes) instead of tuning, to run the other
-collection in a second process with those chosen on the first. The last lines check the targets of
-issue 18: at 90% correlated, the best pipeline within 40 calls a query against Cranfield 0.63 / CISI 0.665
-nDCG@10, and nothing below hybrid at 70%. Prove the plumbing with `--datasets cisi --queries 5`.
+budget of 40 calls, with and without confirmation. `--tuned A,B,D` gives those values instead of tuning,
+to run the other collection in a second process with those chosen on the first. The last lines check the
+targets of issue 18: at 90% correlated, the best pipeline within 40 calls a query against Cranfield 0.63
+/ CISI 0.665 nDCG@10, and nothing below hybrid at 70%. Prove the plumbing with `--datasets cisi
+--queries 5`.
 
-The runs go through `evaluate_methods` (the evaluation sequence of `zsr eval`, over a searcher in hand) on
-a searcher that computes each deterministic first stage's ranking and each query vector once per
-collection and hands them to every later run (:class:`Reuse`): they are the same in every run, and
-recomputing them for ~130 runs took hours on 2 shared cores. Latency is not measured here.
+The runs go through `Workspace.evaluate` (the path of `zsr eval`) with searchers that compute each
+deterministic first stage's ranking and each query vector once and hand them to every later run
+(:func:`reuse_first_stages`). Latency is not measured here.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.query_methods import MEASURES, rows, subset
-from tasks.evaluation.runs import RunResult, evaluate_methods
+from tasks.evaluation.runs import RunResult
 from tasks.evaluation.testsets import TestSet
 from tasks.llm.judge import Judge, NoisyOracleJudge, OracleJudge
 from tasks.methods.base import Ranking
@@ -43,12 +44,13 @@ from tasks.workspace import Workspace
 ACCURACIES = (0.9, 0.8, 0.7)
 CORRELATED = 0.5  # the share of each pair's errors that all its votes share
 ALPHAS = (1.0, 0.7, 0.5, 0.3)
+DEPTHS = (20, 25, 30)  # of confirmed votes under the budget
 TARGETS = {"cranfield": 0.63, "cisi": 0.665}  # nDCG@10 at 90% correlated within the call budget
 BUDGET = 40
 
 
-def pipelines(alpha: float, alpha_votes: float) -> list[str]:
-    """The methods of the study, the interpolated ones at the tuned alphas, each once (alpha=1 is rerank)."""
+def pipelines(alpha: float, alpha_votes: float, depth: int) -> list[str]:
+    """The methods of the study at the tuned alphas and depth, each once (alpha=1 is rerank)."""
     methods = [
         "rerank",
         "rede-rf",
@@ -58,42 +60,49 @@ def pipelines(alpha: float, alpha_votes: float) -> list[str]:
         f"rerank(votes=5, alpha={alpha_votes})",
         f"rerank(votes=3, alpha={alpha_votes}, budget={BUDGET})",
         f"rerank(first=rede-rf(votes=3), votes=3, alpha={alpha_votes}, budget={BUDGET})",
+        f"rerank(votes=3, confirm=true, depth={depth}, alpha={alpha_votes}, budget={BUDGET})",
     ]
     return list(dict.fromkeys(str(parse_method(m)) for m in methods))
 
 
-class Reuse:
-    """First-stage rankings (of methods that call no LLM) and query vectors, kept across the study's runs."""
+def reuse_first_stages(ws: Workspace) -> None:
+    """Make ``ws``'s searchers share first-stage rankings (of methods that call no LLM) and query vectors.
 
-    def __init__(self) -> None:
-        self.rankings: dict[tuple[str, int, str], Ranking] = {}
-        self.vectors: dict[str, np.ndarray] = {}
+    Each is computed once per (corpus, method, depth, query text) and handed to every later run of this
+    process: they are the same in every run, and recomputing them for ~130 runs took hours on 2 shared cores.
+    """
+    rankings: dict[tuple[str, str, int, str], Ranking] = {}
+    vectors: dict[tuple[str, str], np.ndarray] = {}
+    plain = ws.searcher
 
-    def searcher(self, ws: Workspace, corpus: str, judge: Judge | None) -> Searcher:
-        """``ws.searcher(corpus, judge)`` that asks this store before it retrieves or encodes queries."""
-        searcher = ws.searcher(corpus, judge)
-        retrieve, encode = searcher.retrieve, searcher.encode
+    def searcher(corpus: str, judge: Judge | None = None, where: str | None = None) -> Searcher:
+        engine = plain(corpus, judge, where)
+        retrieve, encode = engine.retrieve, engine.encode
 
         def reused_retrieve(queries: Mapping[str, str], method: str | Method, k: int) -> dict[str, Ranking]:
             if calls_llm(method):  # a judged method runs; its first stage comes back through here
                 return retrieve(queries, method, k)
-            key = (str(method), k)
-            missing = {q: text for q, text in queries.items() if (*key, text) not in self.rankings}
+            key = (corpus, str(method), k)
+            missing = {q: text for q, text in queries.items() if (*key, text) not in rankings}
             for qid, ranking in (retrieve(missing, method, k) if missing else {}).items():
-                self.rankings[(*key, missing[qid])] = ranking
-            return {q: self.rankings[(*key, text)] for q, text in queries.items()}
+                rankings[(*key, missing[qid])] = ranking
+            return {q: rankings[(*key, text)] for q, text in queries.items()}
 
         def reused_encode(texts: list[str], *, queries: bool) -> np.ndarray:
             if not queries:
                 return encode(texts, queries=False)
-            missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+            missing = [t for t in dict.fromkeys(texts) if (corpus, t) not in vectors]
             if missing:
-                self.vectors.update(zip(missing, encode(missing, queries=True), strict=True))
-            return np.vstack([self.vectors[t] for t in texts])
+                vectors.update(
+                    zip([(corpus, t) for t in missing], encode(missing, queries=True), strict=True)
+                )
+            return np.vstack([vectors[corpus, t] for t in texts])
 
-        searcher.retrieve = reused_retrieve  # type: ignore[method-assign]
-        searcher.encode = reused_encode  # type: ignore[method-assign]
-        return searcher
+        engine.retrieve = reused_retrieve  # type: ignore[method-assign]
+        engine.encode = reused_encode  # type: ignore[method-assign]
+        return engine
+
+    ws.searcher = searcher  # type: ignore[method-assign]
 
 
 def judges(test: TestSet) -> list[tuple[str, Judge]]:
@@ -122,26 +131,27 @@ def show(ws: Workspace, label: str, run: RunResult) -> float:
     return calls
 
 
-def evaluate(
-    ws: Workspace, reuse: Reuse, test: TestSet, methods: list[str], judge: Judge | None
-) -> list[RunResult]:
-    """Runs of ``methods`` on ``test`` through the evaluation sequence, published to the warehouse."""
-    return evaluate_methods(
-        reuse.searcher(ws, test.corpus, judge), test, methods, ws.warehouse, measures=MEASURES
-    )
+def evaluate(ws: Workspace, test: TestSet, methods: list[str], judge: Judge | None) -> list[RunResult]:
+    """Runs of ``methods`` on ``test`` (a subset of a registered set), through the same path as `zsr eval`."""
+    return ws.evaluate(test.corpus, test, methods, MEASURES, judge=judge).runs
 
 
-def tune(ws: Workspace, reuse: Reuse, test: TestSet) -> tuple[float, float]:
-    """The alphas with the best nDCG@10 at 90% correlated, for one vote and for votes of 3 (in budget)."""
+def best(ws: Workspace, test: TestSet, template: str, grid: tuple[float, ...], judge: Judge) -> float:
+    """The value of ``grid`` whose run of ``template`` scores the best nDCG@10 (ties: the first listed)."""
+    runs = evaluate(ws, test, [template.format(v) for v in grid], judge)
+    for run in runs:
+        show(ws, "tune 90% corr", run)
+    scores = [run.metrics["nDCG@10"] for run in runs]
+    return grid[scores.index(max(scores))]
+
+
+def tune(ws: Workspace, test: TestSet) -> tuple[float, float, int]:
+    """At 90% correlated: alpha for one vote, alpha for votes of 3 (in budget), depth of confirmed votes."""
     judge = NoisyOracleJudge(test.qrels, 0.9, correlated=CORRELATED)
-    best = []
-    for template in ("rerank(alpha={})", f"rerank(votes=3, alpha={{}}, budget={BUDGET})"):
-        runs = evaluate(ws, reuse, test, [template.format(a) for a in ALPHAS], judge)
-        for run in runs:
-            show(ws, "tune 90% corr", run)
-        scores = [run.metrics["nDCG@10"] for run in runs]
-        best.append(ALPHAS[scores.index(max(scores))])  # ties: the larger alpha, listed first
-    return best[0], best[1]
+    alpha = best(ws, test, "rerank(alpha={})", ALPHAS, judge)
+    alpha_votes = best(ws, test, f"rerank(votes=3, alpha={{}}, budget={BUDGET})", ALPHAS, judge)
+    confirmed = f"rerank(votes=3, confirm=true, depth={{}}, alpha={alpha_votes}, budget={BUDGET})"
+    return alpha, alpha_votes, int(best(ws, test, confirmed, DEPTHS, judge))
 
 
 def main() -> None:
@@ -153,35 +163,35 @@ def main() -> None:
     parser.add_argument("--tune", default="cranfield", help="collection the alphas are chosen on")
     parser.add_argument("--queries", type=int, default=None, help="first N judged queries (all)")
     parser.add_argument("--home", type=Path, default=None, help="ZSR_HOME to reuse (a temporary one)")
-    parser.add_argument("--alphas", default=None, help="alpha for one vote and for votes: no tuning")
+    parser.add_argument("--tuned", default=None, help="A,B,D: alpha (one vote), alpha (votes), depth")
     args = parser.parse_args()
 
     order = sorted(args.datasets.split(","), key=lambda d: d != args.tune)  # the tuning collection first
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(Settings(home=args.home or Path(tmp)))
-        alphas = (1.0, 1.0)
-        if args.alphas:
-            one, voted = (float(a) for a in args.alphas.split(","))
-            alphas, args.tune = (one, voted), None
+        reuse_first_stages(ws)
+        tuned = (1.0, 1.0, 20)
+        if args.tuned:
+            one, voted, depth = args.tuned.split(",")
+            tuned, args.tune = (float(one), float(voted), int(depth)), None
         verdicts = []
         for dataset in order:
             folder = args.data / dataset
             ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
             human, _ = ws.testsets.register(dataset, "human", folder, replace=True)  # a reused --home
             test = subset(human, args.queries)
-            reuse = Reuse()
             print(f"\n{dataset}: {len(test.queries)} queries")
             print(f"{'judge':16} {'method':62} {'nDCG@10':>7} {'R@100':>6} {'calls':>6}")
             if dataset == args.tune:
-                alphas = tune(ws, reuse, test)
-                print(f"chosen on {dataset}: alpha={alphas[0]} (one vote), {alphas[1]} (votes)")
-            (hybrid,) = evaluate(ws, reuse, test, ["hybrid"], None)
+                tuned = tune(ws, test)
+                print(f"chosen on {dataset}: --tuned {','.join(map(str, tuned))}")
+            (hybrid,) = evaluate(ws, test, ["hybrid"], None)
             show(ws, "-", hybrid)
             floor = hybrid.metrics["nDCG@10"]
             for label, judge in judges(test):
                 # Votes of a perfect judge agree, so the oracle runs the pipelines without them.
-                methods = [m for m in pipelines(*alphas) if label != "oracle" or "votes" not in m]
-                for run in evaluate(ws, reuse, test, methods, judge):
+                methods = [m for m in pipelines(*tuned) if label != "oracle" or "votes" not in m]
+                for run in evaluate(ws, test, methods, judge):
                     calls = show(ws, label, run)
                     score = run.metrics["nDCG@10"]
                     if label == "90% correlated" and calls <= BUDGET:

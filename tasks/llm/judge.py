@@ -314,8 +314,8 @@ def aggregate(votes: Sequence[Judgement], how: Aggregate) -> Judgement:
 def settled(votes: Sequence[Judgement], n: int, how: Aggregate) -> bool:
     """Whether ``votes``, the first of ``n``, already decide the aggregate: no later vote could change it.
 
-    ``majority``: the leading grade leads by more than the votes left (failed votes count as left, since
-    their turn is spent, conservatively). ``mean``: only when all ``n`` are in, P(relevant) being a mean.
+    ``majority``: the leading grade leads by more than the votes left (a failed vote is spent and counts
+    for neither side). ``mean``: only when all ``n`` are in, P(relevant) being a mean.
     """
     if how == "mean" or len(votes) >= n:
         return len(votes) >= n

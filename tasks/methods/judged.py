@@ -32,6 +32,9 @@ class JudgedParams(BaseModel):
     aggregate: Aggregate = Field(
         default="majority", description="votes to one verdict: majority, or mean P(relevant) above 1/2"
     )
+    confirm: bool = Field(
+        default=False, description="later votes only where the first found the pair relevant"
+    )
     budget: int | None = Field(
         default=None, ge=1, description="judge calls a query may make, its first stage's included (none)"
     )
@@ -85,8 +88,10 @@ def judge_candidates(
     the budget stops it at the first it cannot pay for), each next voter only the pairs the votes so far
     leave open (majority: a side could still win; mean: always), so majority of 3 costs about 2 calls a
     pair when votes mostly agree, with the same verdicts as asking all 3. A budget that runs out in a later
-    round leaves the rest of the query's pairs with the votes they have. A pair a voter judged earlier in
-    this search (the first stage of a pipeline) is reused and costs nothing.
+    round leaves the rest of the query's pairs with the votes they have. ``confirm``: a pair the first
+    voter rejects stays rejected and only its accepted pairs get more votes, since false positives are
+    what hurt (a budget then reaches deeper). A pair a voter judged earlier in this search (the first
+    stage of a pipeline) is reused and costs nothing.
 
     The default judge is ReDE-RF's: binary, one token, the passage cut to about 128 tokens, over the
     searcher's (metered) LLM; an answer it cannot read is not cached, so the next run asks again.
@@ -105,7 +110,10 @@ def judge_candidates(
         for qid in queries:
             trace = retriever.trace(qid)
             for doc in candidates[qid] if index == 0 else afforded[qid]:
-                if index and settled(votes[qid, doc], params.votes, params.aggregate):
+                if index and (
+                    (params.confirm and not votes[qid, doc][0].grade)
+                    or settled(votes[qid, doc], params.votes, params.aggregate)
+                ):
                     continue
                 known = (vote.name, qid, doc) in memo.seen
                 if not known and memo.budget is not None and trace.judge_calls >= memo.budget:
