@@ -205,6 +205,18 @@ def test_votes_reuse_the_first_stages_vote_and_count_each_call(store, fake):
     assert set(judge.asked.values()) == {1}
 
 
+def test_confirmed_votes_ask_again_only_where_the_first_vote_accepts(store, fake):
+    qrels = {"q": {"d9": 1, "d5": 2, "d3": 1}}
+    judge = Counting(NoisyOracleJudge(qrels, 1.0))
+    searcher = Searcher(store, "c", lambda: fake, judge=judge)
+    top = ids(searcher.search(QUERY, "hybrid", k=6))
+    accepted = [d for d in top if d in qrels["q"]]
+    assert 0 < len(accepted) < 6  # the case tells confirmation apart from asking everything again
+    searcher.search(QUERY, "rerank(votes=3, confirm=true, depth=6)", k=6)
+    assert searcher.last_trace["q"].judge_calls == 6 + len(accepted)  # the second vote agrees: settled
+    assert sorted(d for name, _, d in judge.asked if name != judge.name) == sorted(accepted)
+
+
 def test_a_budget_caps_a_whole_pipeline(store, fake):
     qrels = {"q": {"d9": 1, "d5": 2, "d3": 1}}
     judge = Counting(OracleJudge(qrels))
