@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from query_methods import MEASURES, rows, subset  # bench/ is on the path of a bench script
 
-from bench.query_methods import MEASURES, rows, subset
 from tasks.evaluation.runs import RunResult
 from tasks.evaluation.testsets import TestSet
 from tasks.llm.judge import Judge, NoisyOracleJudge, OracleJudge
