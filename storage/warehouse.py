@@ -5,7 +5,7 @@ Layout under the warehouse root::
     runs/<run_id>.parquet            one row: provenance, parameters, timings
     metrics/<run_id>.parquet         aggregate value per measure
     query_metrics/<run_id>.parquet   value per query and measure
-    queries/<run_id>.parquet         per-query cost: latency, LLM calls, tokens, cache hits, fallback
+    queries/<run_id>.parquet         per-query cost: latency, LLM and judge calls, tokens, fallback
     rankings/<run_id>.parquet        the run itself, as TREC rows (query, doc, rank, score)
     llm_calls/<batch>.parquet        one row per LLM call (any purpose), appended in batches
     judgements/<batch>.parquet       one row per judged (query, document) pair of a synthetic test set
@@ -83,7 +83,7 @@ class RunRecord:
     testset_hash: str
     method: str  # as asked for, with its parameters: "hybrid(fusion=score)"
     method_name: str
-    params: str  # JSON of every parameter, defaults included
+    params: str  # JSON of every parameter, defaults included; a nested method as {"method", "params"}
     depth: Int32
     embedding_model: str
     vector_space: str | None  # key of the vector space searched (storage.vector_space); null before format 2
@@ -141,6 +141,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("tokens_out", pa.int64()),
             ("cache_hits", pa.int32()),
             ("llm_errors", pa.int32()),  # LLM answers that failed or could not be used
+            ("judge_calls", pa.int32()),  # judgements asked for (each vote one); null in older runs
             ("fallback", pa.string()),  # "<what ran instead>: <why>"; null when the method ran as designed
         ]
     ),

@@ -3,6 +3,11 @@
 Ids are sortable and readable (``20261201-093000-nightly-reindex-3fa2c1``): UTC time, an optional label,
 a random suffix. The label of an evaluation id is how the previous evaluation of the same deployment is
 found (:func:`id_pattern`), so the id format is defined here only.
+
+A run's method is stored twice: as its canonical string (``runs.method``, defaults left out) and as a tree
+with every parameter, defaults included, nested methods as trees themselves (``runs.params``, see
+:func:`method_tree`), so a pipeline's every stage stays on record even after a default changes, and
+:func:`method_from_tree` rebuilds the method from it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tasks.methods.base import method_fields
+from tasks.methods.registry import REGISTRY, Method, parse_method
 
 if TYPE_CHECKING:
     from tasks.methods.base import QueryTrace
@@ -58,6 +66,28 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def method_tree(method: Method) -> dict[str, Any]:
+    """``{"method": name, "params": {...}}``: every parameter, defaults included, nested methods as trees."""
+    params = method.params.model_dump(mode="json")
+    for name in method_fields(type(method.params)):
+        params[name] = method_tree(parse_method(params[name]))
+    return {"method": method.name, "params": params}
+
+
+def method_from_tree(tree: dict[str, Any]) -> Method:
+    """The method a :func:`method_tree` describes (``str()`` of it: the run's canonical ``method``).
+
+    Raises:
+        KeyError: the tree names a method this zsr does not have.
+        pydantic.ValidationError: a parameter this zsr's method no longer takes, or a bad value.
+    """
+    entry = REGISTRY[tree["method"]]
+    params = dict(tree["params"])
+    for name in method_fields(entry.params):
+        params[name] = str(method_from_tree(params[name]))
+    return Method(entry.name, entry.params(**params))
 
 
 def fallback_stats(traces: Iterable[QueryTrace]) -> tuple[float, int]:

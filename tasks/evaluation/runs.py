@@ -29,6 +29,7 @@ from tasks.evaluation.provenance import (
     fallback_warning,
     git_sha,
     id_pattern,
+    method_tree,
     new_id,
     package_versions,
 )
@@ -201,7 +202,7 @@ def score_method(engine: Searcher, plan: Plan, method: Method, progress: Progres
         testset_hash=plan.testset.content_hash,
         method=str(method),
         method_name=method.name,
-        params=method.params.model_dump_json(),
+        params=json.dumps(method_tree(method)["params"]),
         depth=plan.depth,
         embedding_model=plan.embedding_model,
         vector_space=plan.vector_space,

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from tasks.llm.client import Completion, LLMConfig, LLMError, Request
-from tasks.llm.judge import Completer, Judge
+from tasks.llm.judge import Completer, Judge, JudgementMemo
 
 Ranking = list[tuple[str, float]]
 FROZEN = ConfigDict(extra="forbid", frozen=True)  # every parameter model: unknown keys refused, hashable
@@ -60,6 +60,7 @@ class QueryTrace:
     tokens_out: int = 0
     cache_hits: int = 0
     llm_errors: int = 0  # LLM answers that failed or could not be used (junk, empty, unparseable)
+    judge_calls: int = 0  # judgements asked for (each vote one; a pair judged earlier in the search: none)
     fallback: str | None = None
     llm: str | None = None  # the model that answered, where one was called
     judge: str | None = None
@@ -122,6 +123,11 @@ class Retriever(Protocol):
     @property
     def judge(self) -> Judge | None:
         """The relevance judge; ``None``: judge with ReDE-RF's single-token judge over :attr:`llm`."""
+        ...
+
+    @property
+    def judgements(self) -> JudgementMemo:
+        """The current search's judgements, so a pipeline judges a pair once, and its judge-call cap."""
         ...
 
     def trace(self, query_id: str) -> QueryTrace:

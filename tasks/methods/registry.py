@@ -8,7 +8,8 @@ A method string is ``name`` or ``name(key=value, ...)`` (the syntax: :mod:`tasks
 parameter typed :data:`~tasks.methods.base.MethodSpec` (``first``) takes a method string itself, parameters
 and all: ``rerank(first=hybrid(fusion=rrf), depth=30)``. ``str(parse_method(spec))`` is the canonical
 spelling stored in runs: parameters at their defaults left out, the others sorted by name, nested methods
-canonical too; the parameters' JSON holds a nested method as its canonical string.
+canonical too; the parameters' JSON holds a nested method as its canonical string (a run's ``params``
+column holds the whole tree instead: :func:`tasks.evaluation.provenance.method_tree`).
 """
 
 from __future__ import annotations

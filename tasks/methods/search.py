@@ -20,7 +20,7 @@ import numpy as np
 
 from storage.corpus_store import CorpusStore
 from tasks.ingest.embed import Embedder
-from tasks.llm.judge import Completer, Judge
+from tasks.llm.judge import Completer, Judge, JudgementMemo
 from tasks.methods.base import LLMUnavailableError, Meter, QueryTrace, Ranking, rank
 from tasks.methods.registry import REGISTRY, Method, parse_method
 
@@ -82,6 +82,7 @@ class Searcher:
         self.llm_factory = llm_factory if llm is None else lambda: llm
         self.judge = judge
         self.last_trace: dict[str, QueryTrace] = defaultdict(QueryTrace)
+        self.judgements = JudgementMemo()  # this search's (see search_batch)
         self._meter: Meter | None = None
         self._query_vectors: dict[str, np.ndarray] = {}  # this search's, by text (see encode)
         counts = store.counts(corpus)
@@ -115,9 +116,12 @@ class Searcher:
     ) -> dict[str, Ranking]:
         """Top ``k`` documents for each query, by query id; dense queries are encoded in one batch.
 
-        Each query's cost and fallback land in ``last_trace`` (reset by every call).
+        Each query's cost and fallback land in ``last_trace`` (reset by every call). Judgements are kept
+        for the search (the methods of a pipeline judge a pair once) and dropped after it, so a later
+        search with another judge or test set never sees them.
         """
         self.last_trace = defaultdict(QueryTrace)
+        self.judgements = JudgementMemo()
         self._query_vectors = {}
         if self._meter:
             self._meter.take()  # calls made outside a search belong to no query
