@@ -264,17 +264,6 @@ def load_promptreps(model: str, *, expand: int = 0, batch_size: int = 8) -> Prom
     return PromptReps(lm, tokenizer, model, revision, expand, batch_size)
 
 
-def represent_cached(store: CorpusStore, encoder: PromptReps, texts: Sequence[str], *, queries: bool) -> Reps:
-    """PromptReps of ``texts``, from the PromptReps space's embedding cache where it has them."""
-    keys = [content_hash(t) for t in texts]
-    rows, _ = embed_cached(store, encoder, dict(zip(keys, texts, strict=True)), queries=queries)
-    return (
-        unpack(np.stack([rows[k] for k in keys]), encoder.hidden)
-        if texts
-        else Reps(np.zeros((0, encoder.hidden), np.float32), [])
-    )
-
-
 @dataclass
 class PromptRepsReport:
     """What a PromptReps (re-)index did: documents by outcome, chunks encoded or cached, tokens/s."""

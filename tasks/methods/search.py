@@ -217,15 +217,13 @@ class Searcher:
     ) -> tuple[list[Ranking], list[Ranking]]:
         """Top ``k`` documents of each text by its PromptReps (dense, sparse), a document as its best chunk.
 
-        The query representations come from the PromptReps space's cache where a text was seen before.
+        Queries are represented afresh, as dense search encodes them: searching writes nothing.
 
         Raises:
             LookupError: the corpus has no PromptReps index for the configured LM; the message says how to
                 build it.
             ValueError: a ``where`` filter: PromptReps views carry no metadata columns.
         """
-        from tasks.ingest.promptreps import represent_cached
-
         if self.promptreps_factory is None:
             raise LookupError("this searcher has no PromptReps LM: open it through Workspace.searcher")
         if self.where:
@@ -238,7 +236,7 @@ class Searcher:
                 f"corpus {self.corpus!r} has no PromptReps index for {space.model!r} (space {space.key}): "
                 f"build it with `zsr promptreps index {self.corpus}`"
             )
-        reps = represent_cached(store, encoder, texts, queries=True)
+        reps = encoder.represent(texts, queries=True)
         per_doc = views / max(store.counts(self.corpus)["documents"], 1)
 
         def dense_hits(rows: np.ndarray, limit: int) -> list[Hits]:
