@@ -225,6 +225,8 @@ def test_the_index_is_incremental_and_cached(tmp_path, monkeypatch, encoder):
         update = index_promptreps(ws.store, "c", counting)
         assert (update.added, update.deleted, update.unchanged) == (1, 1, 10)
         assert counting.seen == ["title 3 wing lift changed"]  # only the changed chunk, by its text
+        stored = ws.store.views.hashes("c", counting.space)
+        assert "d11" not in stored and stored["d3"] == {("chunk", docs[3].content_hash)}
 
         # another corpus with the same text: from the cache, never encoded
         reindex(ws.store, "other", docs[:2], fake.space, lambda: fake)
