@@ -60,6 +60,7 @@ def nightly(
     methods: list[MethodName] = DEFAULT_METHODS,
     metrics: list[MetricName] = DEFAULT_METRICS,
     measure: MetricName = "nDCG@10",
+    promptreps: bool = False,
 ) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
@@ -72,6 +73,7 @@ def nightly(
         methods: Methods evaluated on every registered test set.
         metrics: Measures of each evaluation.
         measure: Per-query measure of the comparison with the previous nightly run.
+        promptreps: Also bring the corpus's PromptReps index up to date after re-indexing.
 
     Returns:
         What each step did and the comparison rows; the same in the data of a failed state named
@@ -79,7 +81,9 @@ def nightly(
     """
     log = get_run_logger()
     settings = get_settings()
-    indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
+    indexed = reindex(
+        corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False, promptreps=promptreps
+    )
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
     testsets = steps.find_testsets(corpus)

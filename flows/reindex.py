@@ -29,6 +29,7 @@ def reindex(
     keep_deleted: bool = False,
     chunking: Chunking | None = None,
     refresh_views: bool = True,
+    promptreps: bool = False,
 ) -> dict[str, Any]:
     """Re-index ``corpus`` from ``source``: only new and changed documents are embedded.
 
@@ -42,6 +43,8 @@ def reindex(
         chunking: How chunk vectors of a new corpus are made: tokens (each chunk alone) or late (pooled from
             one pass over the whole document); empty: ZSR_CHUNKING. A corpus keeps its own.
         refresh_views: Also rebuild title and query views and the expanded BM25 index.
+        promptreps: Also bring the corpus's PromptReps index up to date (ZSR_PROMPTREPS_MODEL; slow: an LM
+            reads every new or changed chunk).
     """
     log = get_run_logger()
     report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted, chunking)
@@ -60,6 +63,11 @@ def reindex(
     views = steps.refresh_views(corpus) if refresh_views else None
     if views:
         log.info("views of %s: %d added, %d removed", corpus, views["added"], views["deleted"])
+    reps = steps.index_promptreps(corpus) if promptreps else None
+    if reps:
+        log.info(
+            "PromptReps of %s: %d documents represented, %d deleted", corpus, reps["added"], reps["deleted"]
+        )
     rows = [
         {"what": what, "count": report[what]}
         for what in ("added", "changed", "deleted", "unchanged", "kept_deleted", "chunks_encoded")
@@ -73,4 +81,4 @@ def reindex(
         key=steps.slug("reindex", corpus),
         description=f"Re-index of {corpus} from {source} ({report['seconds']:.1f} s)",
     )
-    return {"index": report, "views": views}
+    return {"index": report, "views": views, "promptreps": reps}

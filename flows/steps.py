@@ -110,6 +110,14 @@ def index_source(
     return {**asdict(report), "skipped": [str(p) for p in read.skipped]}
 
 
+@task(**_retrying(retries=2, timeout_seconds=6 * 3600, cache_policy=NO_CACHE))
+def index_promptreps(corpus: str) -> dict[str, Any]:
+    """Bring the corpus's PromptReps index in line with its chunks (idempotent; cached per chunk text)."""
+    progress = ProgressArtifact(slug("promptreps", corpus, "progress"), f"Documents of {corpus} represented")
+    report = Workspace.open().index_promptreps(corpus, progress=progress)
+    return {**asdict(report), "tokens_per_second": report.tokens_per_second}
+
+
 @task(**_retrying(retries=2, timeout_seconds=2 * 3600, cache_policy=NO_CACHE))
 def refresh_views(corpus: str) -> dict[str, Any]:
     """Bring title and query views and the expanded BM25 index in line with the corpus (idempotent)."""

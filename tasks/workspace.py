@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -62,6 +62,9 @@ from tasks.settings import Chunking, Settings, get_settings
 from tasks.synthetic.config import SynthesisConfig
 from tasks.synthetic.generate import SynthesisReport, document_vectors, sample_documents, setup, synthesize
 from tasks.synthetic.testset import AgreementResult, SyntheticReport, agreement, build_synthetic_testset
+
+if TYPE_CHECKING:  # the module loads torch, which only PromptReps needs
+    from tasks.ingest.promptreps import PromptReps, PromptRepsReport
 
 QueryProgress = Callable[[str, int, int], None]  # (method, queries done, queries total)
 _default: Workspace | None = None
@@ -205,8 +208,33 @@ class Workspace:
         """
         check_truncation(self.store.registry.corpus(corpus).space.model, self.settings.truncate_dims)
         return Searcher(
-            self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm, where=where
+            self.store,
+            corpus,
+            self._embedder(corpus),
+            judge=judge,
+            llm_factory=lambda: self.llm,
+            where=where,
+            promptreps_factory=lambda: self.promptreps,
         )
+
+    @cached_property
+    def promptreps(self) -> PromptReps:
+        """The PromptReps LM of the settings (``ZSR_PROMPTREPS_MODEL``), loaded on first use."""
+        from tasks.ingest.promptreps import load_promptreps
+
+        settings = self.settings
+        return load_promptreps(
+            settings.promptreps_model,
+            expand=settings.promptreps_expand,
+            batch_size=settings.promptreps_batch_size,
+        )
+
+    def index_promptreps(self, corpus: str, progress: Progress | None = None) -> PromptRepsReport:
+        """Build or bring up to date ``corpus``'s PromptReps index (only new and changed documents)."""
+        from tasks.ingest.promptreps import index_promptreps
+
+        with self.lease(corpus):
+            return index_promptreps(self.store, corpus, self.promptreps, progress=progress)
 
     def _embedder(self, corpus: str) -> Callable[[], Embedder]:
         return embedder_factory(self.store.registry.corpus(corpus).space, self.settings)

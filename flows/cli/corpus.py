@@ -64,6 +64,9 @@ def ingest(
         bool, typer.Option(help="Skip bad records and report them instead of failing.")
     ] = False,
     keep_deleted: Annotated[bool, typer.Option(help="Keep documents that are gone from the source.")] = False,
+    promptreps: Annotated[
+        bool, typer.Option(help="Also build the PromptReps index (as `zsr promptreps index`).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index SOURCE as a corpus; re-running it re-embeds only new and changed documents."""
@@ -84,8 +87,9 @@ def ingest(
             delimiter="\t" if delimiter == "\\t" else delimiter,  # as the hint prints it: '\t'
         )
     skipped = [asdict(p) for p in read.skipped]
+    reps = _index_promptreps(corpus, as_json) if promptreps else None
     if as_json:
-        emit_json({**asdict(report), "skipped": skipped})
+        emit_json({**asdict(report), "skipped": skipped} | ({"promptreps": reps} if reps else {}))
         return
     out.print(
         f"[bold]{corpus}[/]: {report.added} added, {report.changed} changed, {report.deleted} deleted, "
@@ -238,3 +242,32 @@ def demo(
     )
     show_results(corpus, "human", results)
     out.print(f'report: {page}\nquery the results: zsr sql "SELECT * FROM leaderboard"', soft_wrap=True)
+
+
+promptreps_app = typer.Typer(help="PromptReps: a causal LM's prompted dense and sparse representations.")
+app.add_typer(promptreps_app, name="promptreps")
+
+
+@promptreps_app.command("index")
+def promptreps_index(
+    corpus: Annotated[str, typer.Argument(help="Corpus name.")], as_json: JsonOpt = False
+) -> None:
+    """Build or update CORPUS's PromptReps index with ZSR_PROMPTREPS_MODEL: only new and changed documents."""
+    reps = _index_promptreps(corpus, as_json)
+    if as_json:
+        emit_json(reps)
+
+
+def _index_promptreps(corpus: str, as_json: bool) -> dict[str, Any]:
+    """Run the PromptReps index of ``corpus``; print its report unless ``as_json``, and return it."""
+    with user_errors(), index_progress(not as_json) as progress:
+        report = workspace().index_promptreps(corpus, progress=progress)
+    reps = {**asdict(report), "tokens_per_second": report.tokens_per_second}
+    if not as_json:
+        out.print(
+            f"[bold]{corpus}[/] PromptReps ({report.model}): {report.added} documents represented, "
+            f"{report.deleted} deleted, {report.unchanged} unchanged; chunks {report.chunks_encoded} "
+            f"encoded, {report.chunks_cached} from cache; {report.tokens_per_second:.0f} tokens/s; "
+            f"{report.seconds:.1f}s"
+        )
+    return reps

@@ -165,6 +165,12 @@ class Retriever(Protocol):
         """bm25 over weighted words, one ``{word: weight}`` a query."""
         ...
 
+    def search_promptreps(
+        self, texts: list[str], k: int, *, dense: bool, sparse: bool
+    ) -> tuple[list[Ranking], list[Ranking]]:
+        """Top ``k`` documents of each text by its PromptReps (dense, sparse); ``[]`` for one not asked."""
+        ...
+
     def document_vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Each document's stored vector: the normalised mean of its chunk vectors."""
         ...

@@ -14,15 +14,19 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from storage.corpus_store import CorpusStore
+from storage.matrix import Hits
 from tasks.ingest.embed import Embedder
 from tasks.llm.judge import Completer, Judge, JudgementMemo
 from tasks.methods.base import LLMUnavailableError, Meter, QueryTrace, Ranking, rank
 from tasks.methods.registry import REGISTRY, Method, parse_method
+
+if TYPE_CHECKING:  # the module loads torch, which only promptreps searches need
+    from tasks.ingest.promptreps import PromptReps
 
 log = logging.getLogger(__name__)
 # The bm25 searches of a batch run side by side: LanceDB has no batch full-text call, and a search spends
@@ -43,6 +47,32 @@ def side_by_side(search: Callable[[T], Ranking], queries: Sequence[T]) -> list[R
         return [search(q) for q in queries]
     with ThreadPoolExecutor(min(BM25_THREADS, len(queries)), thread_name_prefix="zsr-bm25") as pool:
         return list(pool.map(search, queries))
+
+
+def best_documents(
+    hits: Callable[[np.ndarray, int], list[Hits]], queries: int, k: int, views: int, views_per_doc: float
+) -> list[Ranking]:
+    """Top ``k`` documents per query, a document scoring as its best view.
+
+    ``hits(rows, limit)`` gives the best ``limit`` views of the queries at positions ``rows``, best first.
+    Enough views are fetched that k distinct documents are among them; queries that fall short are asked
+    again for twice as many, up to every view.
+    """
+    limit = min(views, math.ceil(k * views_per_doc * 1.5) + 10)
+    out: list[Ranking] = [[] for _ in range(queries)]
+    pending = np.arange(queries)
+    while len(pending):
+        retry = []
+        for q, view_hits in zip(pending, hits(pending, limit), strict=True):
+            best: dict[str, float] = {}
+            for doc_id, score in view_hits:  # best first, so the first hit of a document is its max
+                best.setdefault(doc_id, score)
+            if len(best) < k and limit < views:
+                retry.append(q)
+            else:
+                out[q] = rank(best, k)
+        pending, limit = np.asarray(retry, dtype=np.int64), min(views, limit * 2)
+    return out
 
 
 class Searcher:
@@ -69,8 +99,11 @@ class Searcher:
         judge: Judge | None = None,
         llm_factory: Callable[[], Completer] | None = None,
         where: str | None = None,
+        promptreps_factory: Callable[[], PromptReps] | None = None,
     ) -> None:
         """Open the corpus, and check ``where`` against its metadata.
+
+        ``promptreps_factory`` builds the LM ``promptreps`` searches with (the one its index was built with).
 
         Raises:
             FilterError: ``where`` names an unknown key, has a syntax error or a value of the wrong type.
@@ -81,6 +114,7 @@ class Searcher:
         self.embedder_factory = get_embedder
         self.llm_factory = llm_factory if llm is None else lambda: llm
         self.judge = judge
+        self.promptreps_factory = promptreps_factory
         self.last_trace: dict[str, QueryTrace] = defaultdict(QueryTrace)
         self.judgements = JudgementMemo()  # this search's (see search_batch)
         self._meter: Meter | None = None
@@ -170,31 +204,55 @@ class Searcher:
         ``whiten``: by the cosine in the corpus's whitened space, ``dims`` directions kept (``None``: all;
         see :mod:`storage.whitening`).
         """
-        # Fetch enough chunks that k distinct documents are among them; widen for queries that fall short.
-        limit = min(self._n_views, math.ceil(k * self._views_per_doc * 1.5) + 10)
-        out: list[Ranking] = [[] for _ in vectors]
-        pending = list(range(len(vectors)))
-        while pending:
-            hits = (
-                self.store.whitening.dense(
-                    self.corpus, self.info.space, vectors[pending], limit, kinds, self.where, dims
+
+        def hits(rows: np.ndarray, limit: int) -> list[Hits]:
+            if whiten:
+                return self.store.whitening.dense(
+                    self.corpus, self.info.space, vectors[rows], limit, kinds, self.where, dims
                 )
-                if whiten
-                else self.store.search.dense(
-                    self.corpus, self.info.space, vectors[pending], limit, kinds, self.where
-                )
+            return self.store.search.dense(
+                self.corpus, self.info.space, vectors[rows], limit, kinds, self.where
             )
-            retry = []
-            for q, chunk_hits in zip(pending, hits, strict=True):
-                best: dict[str, float] = {}
-                for doc_id, score in chunk_hits:  # best first, so the first hit of a document is its max
-                    best.setdefault(doc_id, score)
-                if len(best) < k and limit < self._n_views:
-                    retry.append(q)
-                else:
-                    out[q] = rank(best, k)
-            pending, limit = retry, min(self._n_views, limit * 2)
-        return out
+
+        return best_documents(hits, len(vectors), k, self._n_views, self._views_per_doc)
+
+    def search_promptreps(
+        self, texts: list[str], k: int, *, dense: bool, sparse: bool
+    ) -> tuple[list[Ranking], list[Ranking]]:
+        """Top ``k`` documents of each text by its PromptReps (dense, sparse), a document as its best chunk.
+
+        Queries are represented afresh, as dense search encodes them: searching writes nothing.
+
+        Raises:
+            LookupError: the corpus has no PromptReps index for the configured LM; the message says how to
+                build it.
+            ValueError: a ``where`` filter: PromptReps views carry no metadata columns.
+        """
+        if self.promptreps_factory is None:
+            raise LookupError("this searcher has no PromptReps LM: open it through Workspace.searcher")
+        if self.where:
+            raise ValueError("promptreps does not filter on metadata (--where): search without --where")
+        encoder = self.promptreps_factory()
+        space, store = encoder.space, self.store
+        views = store.sparse.count(self.corpus, space)
+        if not store.sparse.exists(self.corpus, space):
+            raise LookupError(
+                f"corpus {self.corpus!r} has no PromptReps index for {space.model!r} (space {space.key}): "
+                f"build it with `zsr promptreps index {self.corpus}`"
+            )
+        reps = encoder.represent(texts, queries=True)
+        per_doc = views / max(store.counts(self.corpus)["documents"], 1)
+
+        def dense_hits(rows: np.ndarray, limit: int) -> list[Hits]:
+            return store.search.dense(self.corpus, space, reps.dense[rows], limit)
+
+        def sparse_hits(rows: np.ndarray, limit: int) -> list[Hits]:
+            return store.sparse.top(self.corpus, space, [reps.sparse[r] for r in rows], limit)
+
+        return (
+            best_documents(dense_hits, len(texts), k, views, per_doc) if dense else [],
+            best_documents(sparse_hits, len(texts), k, views, per_doc) if sparse else [],
+        )
 
     def document_vectors(self, doc_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Each document's stored vector: the normalised mean of its chunk vectors (one chunk: its vector)."""

@@ -19,7 +19,10 @@ from tasks.methods.search import Searcher
 from tests.fakes import make_docs
 
 QUERY = "term3 wing"
-ORDER = ["dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"]
+ORDER = [
+    *("dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"),
+    "promptreps",
+]
 
 
 @pytest.fixture
@@ -186,7 +189,10 @@ def test_split_methods_keeps_nested_commas():
         # a missing '=', at the top or nested
         ("rerank(first=hybrid(depth))", r"parameter 'depth' \(column 21\) must be written key=value"),
         # unknown methods, nested too: the path, the column, the list and `zsr methods`
-        ("colbert", r"^unknown method 'colbert'; available: dense, bm25, .*rerank \(see `zsr methods`\)$"),
+        (
+            "colbert",
+            r"^unknown method 'colbert'; available: dense, bm25, .*rerank, promptreps \(see `zsr methods`\)$",
+        ),
         (
             "rede-rf(first=colbert)",
             r"first: unknown method 'colbert' \(column 15\); available: dense, .*zsr methods",
