@@ -47,7 +47,7 @@ class ModelManifest:
         steps: Optimiser steps taken in all (across resumed runs).
         max_steps: The step bound it was run with.
         seconds: Training seconds in all (across resumed runs).
-        stopped: Why training ended: ``max-steps``, ``max-minutes`` or ``epochs`` (the data ran out).
+        stopped: Why training ended: ``max-steps`` or ``max-minutes``.
         dev: Dev figures by model: ``{"base": {"nDCG@10": ..}, "adapted": {..}}`` on the held-out queries.
         created_at: UTC time it was published, ISO 8601.
         extra: Anything else worth keeping (e.g. the judge's name); free-form.
