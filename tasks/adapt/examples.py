@@ -77,7 +77,9 @@ class AdaptConfig:
         problems = [
             f"--loss {self.loss!r} (use {' or '.join(LOSSES)})" if self.loss not in LOSSES else "",
             f"--max-steps {self.max_steps} (at least 1)" if self.max_steps < 1 else "",
-            f"--max-minutes {self.max_minutes} (above 0)" if (self.max_minutes or 1) <= 0 else "",
+            f"--max-minutes {self.max_minutes} (above 0)"
+            if self.max_minutes is not None and self.max_minutes <= 0
+            else "",
             f"--batch-size {self.batch_size} (at least 2)" if self.batch_size < 2 else "",
             f"--hard-negatives {self.hard_negatives} (0 to pool depth {self.pool_depth})"
             if not 0 <= self.hard_negatives <= self.pool_depth
