@@ -125,7 +125,10 @@ def dev_figures(
     qids = sorted(examples.dev_queries)
 
     def encode(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
+        vectors = model.encode(
+            texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors)
 
     docs = encode([passages[d] for d in doc_ids])
     queries = encode([query_prefix + examples.dev_queries[q] for q in qids])

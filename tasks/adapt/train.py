@@ -84,7 +84,7 @@ def train(
         MultipleNegativesRankingLoss,
     )
     from sentence_transformers.util import pairwise_cos_sim
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
 
     os.environ.setdefault("WANDB_DISABLED", "true")
     resume = last_checkpoint(work)
@@ -144,6 +144,7 @@ def train(
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=False,
         use_cpu=device == "cpu",
     )
     trainer = SentenceTransformerTrainer(
@@ -153,6 +154,7 @@ def train(
         loss=loss,
         callbacks=[Bounds()],
     )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the losses go to the report instead
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     outcome.steps = int(result.global_step)
     outcome.seconds = spent_before + time.monotonic() - started
