@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from storage.models import MANIFEST, ModelManifest, UnknownModelError, catalogue, publish, resolve, work_dir
@@ -59,3 +61,27 @@ def test_an_unfinished_training_is_no_version(tmp_path):
         resolve(tmp_path, "other", "latest")
     with pytest.raises(ValueError, match="not allowed"):
         resolve(tmp_path, "c", "../escape")
+
+
+def test_zsr_models_lists_versions_and_zsr_adapt_names_what_is_missing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.fakes import fake_workspace
+
+    runner = CliRunner()
+    with fake_workspace(tmp_path, monkeypatch) as ws:
+        assert "no adapted models yet" in runner.invoke(app, ["models"]).output
+        publish(
+            staged(ws.settings.home_dir, "mnrl-1"), manifest("mnrl-1", "2026-01-02"), ws.settings.home_dir
+        )
+
+        listed = runner.invoke(app, ["models", "c", "--json"])
+        table = runner.invoke(app, ["models"])
+        no_flag = runner.invoke(app, ["adapt", "c"])
+        bad_loss = runner.invoke(app, ["adapt", "c", "--from-synthetic", "--loss", "infonce"])
+
+    assert [row["version"] for row in json.loads(listed.output)] == ["mnrl-1"]
+    assert "mnrl-1" in table.output and "0.500 -> 0.600" in table.output
+    assert no_flag.exit_code == 2 and "--from-synthetic" in no_flag.output
+    assert bad_loss.exit_code == 2 and "--loss 'infonce'" in bad_loss.output
