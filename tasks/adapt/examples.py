@@ -217,10 +217,11 @@ def build_examples(
             rows.append([text, texts[source[qid]], *(texts[d] for d in negatives[: config.hard_negatives])])
         else:
             listed = candidates[qid]
-            labels = [graded.get(d) for d in listed]
-            labels[0] = SOURCE_GRADE if labels[0] is None else labels[0]
-            if len(listed) <= config.hard_negatives or None in labels:
-                reason = "ungraded candidates" if None in labels else "too few candidates"
+            source_grade = graded.get(listed[0])
+            labels = [SOURCE_GRADE if source_grade is None else source_grade]
+            labels += [g for g in (graded.get(d) for d in listed[1:]) if g is not None]
+            if len(labels) <= config.hard_negatives:
+                reason = "ungraded candidates" if len(listed) > len(labels) else "too few candidates"
                 examples.dropped[reason] = examples.dropped.get(reason, 0) + 1
                 continue
             rows.append([text, *(texts[d] for d in listed), [float(g) for g in labels]])
