@@ -82,6 +82,13 @@ def adapt(
         store.synthetic.rows(corpus), current, testset_queries, config.dev_share, config.seed
     )
 
+    if not train_rows:
+        raise ValueError(
+            f"corpus {corpus!r} has no synthetic query to train on ({len(dev_rows)} held out for dev, "
+            f"{in_test} left out as queries of its test sets, {stale} written from older documents); "
+            f"write some first: `zsr synthesize --corpus {corpus}` (--generator extractive needs no LLM)"
+        )
+
     def passages(doc_ids: set[str]) -> dict[str, str]:
         rows = store.documents.fetch(corpus, sorted(doc_ids), ["doc_id", "title", "text"])
         return {
