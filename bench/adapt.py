@@ -1,13 +1,15 @@
 """``zsr adapt`` on Cranfield and CISI: base against adapted model, dense and hybrid, human qrels, one run.
 
 Usage: python bench/adapt.py [DATA_DIR] [--datasets cranfield,cisi] [--max-steps N] [--max-minutes M]
-       [--batch-size B] [--hard-negatives K]
+       [--batch-size B] [--hard-negatives K] [--home DIR]
 
-For each dataset, in a temporary ZSR_HOME: ingest it with the default model, write one extractive (no LLM)
-query per document (``zsr synthesize --generator extractive``: round trip in the hybrid top 20), adapt the
-model on them (mnrl, hard negatives from the corpus's dense search), ingest the same documents again with
-the adapted model as a second corpus, and score dense and hybrid of both corpora on the human test set.
-Neither corpus refreshes its views, so both search the same views (chunks) and differ in the model alone.
+For each dataset, in a temporary ZSR_HOME (or ``DIR/<dataset>``, kept: a run stopped midway and started
+again skips what is done, since ingest, synthesis and adapt are idempotent): ingest it with the default
+model, write one extractive (no LLM) query per document (``zsr synthesize --generator extractive``: round
+trip in the hybrid top 20), adapt the model on them (mnrl, hard negatives from the corpus's dense search),
+ingest the same documents again with the adapted model as a second corpus, and score dense and hybrid of
+both corpora on the human test set. Neither corpus refreshes its views, so both search the same views
+(chunks) and differ in the model alone.
 Printed: nDCG@10 and R@100 of each, the paired t-test and Wilcoxon p of adapted against base per measure,
 training steps and seconds, and the dev figures the training reached on its held-out synthetic queries.
 """
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=10.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--hard-negatives", type=int, default=1)
+    parser.add_argument("--home", type=Path, help="Keep each dataset's home under this folder.")
     args = parser.parse_args()
     config = AdaptConfig(
         max_steps=args.max_steps,
@@ -44,8 +47,9 @@ def main() -> None:
         hard_negatives=args.hard_negatives,
     )
     for dataset in args.datasets.split(","):
-        with tempfile.TemporaryDirectory() as home:
-            run(Workspace.open(Settings(home=Path(home))), dataset, args.data / dataset, config)
+        with tempfile.TemporaryDirectory() as scratch:
+            home = args.home / dataset if args.home else Path(scratch)
+            run(Workspace.open(Settings(home=home)), dataset, args.data / dataset, config)
 
 
 def run(ws: Workspace, dataset: str, folder: Path, config: AdaptConfig) -> None:
@@ -60,7 +64,7 @@ def run(ws: Workspace, dataset: str, folder: Path, config: AdaptConfig) -> None:
     ws.testsets.register(adapted, "human", folder)
     base_runs = ws.evaluate(dataset, "human", METHODS, MEASURES).runs
     adapted_runs = ws.evaluate(adapted, "human", METHODS, MEASURES).runs
-    print(f"\n== {dataset}: {synthesis.kept} extractive queries kept of {synthesis.generated}")
+    print(f"\n== {dataset}: {synthesis.kept} extractive queries kept ({synthesis.already_done} done before)")
     print(
         f"adapt {m.version}: {m.loss}, {m.steps} steps ({m.stopped}) of batch {m.batch_size} with "
         f"{m.hard_negatives} hard negative(s) in {m.seconds:.0f} s on {m.train_queries} queries; "
