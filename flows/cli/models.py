@@ -95,7 +95,8 @@ def models(
         "dev nDCG@10 base -> adapted": "dev_figures",
         "created": "created_at",
     }
-    listing(rows if as_json else shown, columns, as_json, "no adapted models yet; `zsr adapt` trains one")
+    empty = "no adapted models yet; `zsr adapt` trains one"
+    listing(rows if as_json else shown, columns, as_json, empty, spare=("queries", "created"))
 
 
 def _dev(dev: dict[str, dict[str, float]]) -> str:
