@@ -560,12 +560,12 @@ class Workspace:
         """Fine-tune ``corpus``'s model on its synthetic queries (``zsr adapt``; see ``tasks.adapt.run``).
 
         Hard negatives come from the corpus's dense search; the queries of every registered test set of the
-        corpus are kept out of training (only their texts are read, never their qrels). ``judge``: ``"llm"``
+        corpus are kept out of training (their queries only go to it, never their qrels). ``judge``: ``"llm"``
         is the LLM judge (ReDE-RF's single-token grader), ``None`` judges nothing (mnrl only).
         """
         chosen = LLMJudge(self.llm) if judge == "llm" else judge
-        with self.lease(corpus, *self.testsets.names(corpus)):
-            names = self.testsets.names(corpus)
+        names = self.testsets.names(corpus)
+        with self.lease(corpus, *names):
             tests = [pair for n in names for pair in self.testsets.load(corpus, n).queries.items()]
             engine = self.searcher(corpus)
             return adapt_model(

@@ -87,6 +87,7 @@ def train(
     from transformers import PrinterCallback, TrainerCallback
 
     os.environ.setdefault("WANDB_DISABLED", "true")
+    model.model_card_data.generate_widget_examples = False  # a progress bar in the CLI, for a hub widget
     resume = last_checkpoint(work)
     clock = _read_clock(work)
     # A kill between a checkpoint and its clock entry leaves the entry before it: the nearest one counts.

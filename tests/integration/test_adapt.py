@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,10 @@ def test_the_same_adaptation_again_is_the_published_version(adapted):
 
     again = ws.adapt("c", CONFIG)
     assert again.reused and again.path == report.path
+
+
+def test_the_time_bound_stops_training_after_the_step_that_reached_it(adapted):
+    ws, _, _, _, _, _ = adapted
+
+    bounded = ws.adapt("c", replace(CONFIG, max_steps=50, max_minutes=1e-4))
+    assert bounded.manifest.stopped == "max-minutes" and bounded.manifest.steps == 1
