@@ -55,13 +55,13 @@ def main() -> None:
 def run(ws: Workspace, dataset: str, folder: Path, config: AdaptConfig) -> None:
     start = time.perf_counter()
     ws.ingest(folder, dataset, fmt="beir", skip_bad=True)
-    ws.testsets.register(dataset, "human", folder)
+    ws.testsets.register(dataset, "human", folder, replace=True)  # a resumed run registers again
     synthesis = ws.prepare_synthesis(dataset, SynthesisConfig(generator="extractive"))(None)
     trained = ws.adapt(dataset, config)
     m = trained.manifest
     adapted = f"{dataset}-adapted"
     ws.ingest(folder, adapted, fmt="beir", skip_bad=True, model=trained.path)
-    ws.testsets.register(adapted, "human", folder)
+    ws.testsets.register(adapted, "human", folder, replace=True)
     base_runs = ws.evaluate(dataset, "human", METHODS, MEASURES).runs
     adapted_runs = ws.evaluate(adapted, "human", METHODS, MEASURES).runs
     print(f"\n== {dataset}: {synthesis.kept} extractive queries kept ({synthesis.already_done} done before)")
