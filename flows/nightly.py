@@ -7,6 +7,8 @@ with ``ZSR_RAY_ADDRESS`` set, the test sets' evaluations are one task fanned out
 the same artifacts),
 plus the artifact ``<deployment>-<corpus>-comparison`` (paired comparison of every method with its run
 of the previous nightly evaluation). Storage upkeep (``zsr gc --apply``) runs right after the re-index.
+With ``adapt`` (off by default) the corpus's model is fine-tuned on its synthetic queries after synthesis,
+a new version under ``$ZSR_HOME/models/<corpus>/`` (``zsr adapt``; a rerun resumes or finds it).
 A significant drop (``tasks/evaluation/alerts.py``; thresholds
 ``ZSR_REGRESSION_P`` and ``ZSR_REGRESSION_MIN_DROP``) also emits the event ``zsr.evaluation.regressed``
 (resource ``zsr.corpus.<corpus>``) and ends the run in the failed state ``Regressed``, artifact written.
@@ -61,6 +63,8 @@ def nightly(
     metrics: list[MetricName] = DEFAULT_METRICS,
     measure: MetricName = "nDCG@10",
     promptreps: bool = False,
+    adapt: bool = False,
+    adapt_max_minutes: float = 60.0,
 ) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
@@ -74,6 +78,9 @@ def nightly(
         metrics: Measures of each evaluation.
         measure: Per-query measure of the comparison with the previous nightly run.
         promptreps: Also bring the corpus's PromptReps index up to date after re-indexing.
+        adapt: Fine-tune the corpus's model on its synthetic queries after synthesis (``zsr adapt``); the
+            corpus keeps searching with its own model until it is re-indexed with the new version.
+        adapt_max_minutes: Training minutes at most for ``adapt``.
 
     Returns:
         What each step did and the comparison rows; the same in the data of a failed state named
@@ -86,6 +93,7 @@ def nightly(
     )
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
+    adapted = steps.adapt_model(corpus, adapt_max_minutes) if adapt else None
     testsets = steps.find_testsets(corpus)
     if not testsets:
         log.warning("no test set is registered for %s: nothing to evaluate (`zsr testset add`)", corpus)
@@ -139,7 +147,13 @@ def nightly(
         synthesized["synthesis"]["generated"],
         len(evaluations),
     )
-    result = {"index": indexed, "synthesis": synthesized, "evaluations": evaluations, "comparison": rows}
+    result = {
+        "index": indexed,
+        "synthesis": synthesized,
+        "adapted": adapted,
+        "evaluations": evaluations,
+        "comparison": rows,
+    }
     if regressed:
         return alert(corpus, measure, label, key, regressed, result)
     return result

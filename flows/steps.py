@@ -33,6 +33,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
+from tasks.adapt.examples import AdaptConfig
 from tasks.evaluation.compare import Comparison
 from tasks.evaluation.runs import EvalRequest, Evaluation, Plan, RunResult, check
 from tasks.evaluation.testsets import TestSet
@@ -143,6 +144,20 @@ def generate_queries(corpus: str, synthesis: SynthesisConfig) -> dict[str, Any]:
     run = Workspace.open().prepare_synthesis(corpus, synthesis)
     progress = ProgressArtifact(slug("synthesize", corpus, "progress"), f"Queries generated for {corpus}")
     report = run(progress)
+    progress(1, 1)
+    return asdict(report)
+
+
+# -- adapted models ----------------------------------------------------------------------------------------
+@task(**_retrying(retries=1, timeout_seconds=12 * 3600, cache_policy=NO_CACHE))
+def adapt_model(corpus: str, max_minutes: float) -> dict[str, Any]:
+    """Fine-tune ``corpus``'s model on its synthetic queries (``zsr adapt --from-synthetic``, mnrl, no judge).
+
+    A retry resumes from the last checkpoint, and the same data and options again find the published
+    version: the version name is content-derived.
+    """
+    progress = ProgressArtifact(slug("adapt", corpus, "progress"), f"Training steps of {corpus}'s model")
+    report = Workspace.open().adapt(corpus, AdaptConfig(max_minutes=max_minutes), progress=progress)
     progress(1, 1)
     return asdict(report)
 

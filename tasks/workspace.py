@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
@@ -24,6 +24,7 @@ from storage.corpus_store import CorpusStore
 from storage.home import Home, MigrationReport, check_format
 from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
+from storage.models import catalogue
 from storage.object_store import explained, is_remote
 from storage.quantized import Quantization
 from storage.registry import UnknownCorpusError, check_name
@@ -31,6 +32,10 @@ from storage.upkeep import UpkeepReport, owner, recorded_versions, upkeep
 from storage.vector_space import VectorSpace
 from storage.views import views_table
 from storage.warehouse import Warehouse
+from tasks.adapt.examples import AdaptConfig
+from tasks.adapt.run import AdaptReport
+from tasks.adapt.run import adapt as adapt_model
+from tasks.adapt.train import StepProgress
 from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import (
     Comparison,
@@ -607,6 +612,42 @@ class Workspace:
             return agreement(
                 self.warehouse, self.searcher(corpus), human_set, synthetic_set, methods, measure=measure
             )
+
+    # -- adapted models ------------------------------------------------------------------------------------
+    def adapt(
+        self,
+        corpus: str,
+        config: AdaptConfig,
+        *,
+        judge: Judge | Literal["llm"] | None = None,
+        progress: StepProgress | None = None,
+    ) -> AdaptReport:
+        """Fine-tune ``corpus``'s model on its synthetic queries (``zsr adapt``; see ``tasks.adapt.run``).
+
+        Hard negatives come from the corpus's dense search; the queries of every registered test set of the
+        corpus are kept out of training (their queries only go to it, never their qrels). ``judge``: ``"llm"``
+        is the LLM judge (ReDE-RF's single-token grader), ``None`` judges nothing (mnrl only).
+        """
+        chosen = LLMJudge(self.llm) if judge == "llm" else judge
+        names = self.testsets.names(corpus)
+        with self.lease(corpus, *names):
+            tests = [pair for n in names for pair in self.testsets.load(corpus, n).queries.items()]
+            engine = self.searcher(corpus)
+            return adapt_model(
+                self.store,
+                corpus,
+                self.settings.home_dir,
+                config,
+                search=lambda queries, k: engine.search_batch(queries, "dense", k),
+                testset_queries=tests,
+                judge=chosen,
+                device=self.settings.device,
+                progress=progress,
+            )
+
+    def models(self, corpus: str | None = None) -> list[dict[str, Any]]:
+        """The published adapted models (of ``corpus``, or all), oldest first: their manifests' fields."""
+        return [m.as_row() for m in catalogue(self.settings.home_dir, corpus)]
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def evaluate(
