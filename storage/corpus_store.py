@@ -6,7 +6,8 @@
 - ``store.synthetic`` (``<corpus>__synthetic_queries``): generated queries and every filter decision;
 - ``store.cache`` (``embedcache__<space key>__<role>``): every vector computed, per vector space and role;
 - ``store.search`` (reads documents and views): dense and BM25 search;
-- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search.
+- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search;
+- ``store.drifts`` (``<corpus>__drift``): maps from a new model's space into the old (drift compensation).
 
 Each corpus gets tables of its own rather than one shared table with a ``corpus`` column: BM25 statistics
 must be per corpus, and corpora may use embedding models of different dimensions. Every write is one LanceDB
@@ -27,6 +28,7 @@ view, or a document and its views committed together.
 
 from __future__ import annotations
 
+from storage.compensation import Drifts, drift_table
 from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
 from storage.lance import Lance
@@ -51,6 +53,7 @@ class CorpusStore:
         self.cache = EmbeddingCache(self.lance)
         self.search = Search(self.lance, self.documents, self.views, quantization)
         self.whitening = Whitenings(self.lance, self.search)
+        self.drifts = Drifts(self.lance)
 
     @property
     def uri(self) -> str:
@@ -77,6 +80,7 @@ class CorpusStore:
         ordered = [
             synthetic_table(corpus),
             expanded_table(corpus),
+            drift_table(corpus),
             *whitening,
             *views,
             documents_table(corpus),

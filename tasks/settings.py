@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage.compensation import DriftFit
 from storage.quantized import Kind
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Refit a corpus's whitening at ingest once its chunk views changed by more than this "
         "share since the fit: (views added + views deleted) / views fit on.",
+    )
+    drift_fit: DriftFit = Field(
+        default="lstsq",
+        description="How a model upgrade fits its query drift map from the new model's space into the old: "
+        "least squares (any linear drift) or orthogonal Procrustes (a rotation).",
     )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from tasks.ingest.embed import Embedder, check_truncation, installed_space, load
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.onnx import QUANTISED, load_onnx_embedder
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
+from tasks.ingest.upgrade import upgrade_model
 from tasks.ingest.views import ViewsReport, build_views
 from tasks.leases import InUseError, exclusive, lock_path, shared
 from tasks.llm.client import LLMClient, LLMConfig
@@ -185,7 +186,13 @@ class Workspace:
         """
         check_truncation(self.store.registry.corpus(corpus).space.model, self.settings.truncate_dims)
         return Searcher(
-            self.store, corpus, self._embedder(corpus), judge=judge, llm_factory=lambda: self.llm, where=where
+            self.store,
+            corpus,
+            self._embedder(corpus),
+            judge=judge,
+            llm_factory=lambda: self.llm,
+            where=where,
+            embedder_for=lambda space: embedder_factory(space, self.settings)(),
         )
 
     def _embedder(self, corpus: str) -> Callable[[], Embedder]:
@@ -205,14 +212,23 @@ class Workspace:
         chunking: Chunking | None = None,
         progress: Progress | None = None,
         delimiter: str = ",",
+        compensate_only: bool = False,
     ) -> tuple[ReindexReport, SourceReport]:
         """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped.
 
         ``model`` and ``chunking`` (default: the settings') apply to a new corpus; a corpus keeps the vector
-        space it was indexed in, and asking for another one explicitly is an error.
+        space it was indexed in, and asking for another chunking or backend alone is an error. ``model``
+        (a name, a path, or a version of the corpus's adapted models) given for an indexed corpus in another
+        space moves it there without downtime (:mod:`tasks.ingest.upgrade`, its report in
+        ``report.upgrade``): the source is indexed in the current space first, then the new space is built
+        beside it and switched to; ``compensate_only`` stops after the query drift map.
+
+        Raises:
+            ValueError: ``compensate_only`` without a move to another model.
         """
         settings, store = self.settings, self.store
         check_name(corpus)
+        model = model and self._model_source(corpus, model)
         read = read_source(
             source,
             fmt=fmt,
@@ -230,8 +246,15 @@ class Workspace:
             backend=settings.embedding_backend,
             chunking=chunking or settings.chunking,
         )
+        registered = store.registry.get(corpus)
+        target = requested if model and registered and registered.space != requested else None
+        if compensate_only and target is None:
+            raise ValueError(
+                f"--compensate-only applies to moving indexed corpus {corpus!r} to another model: "
+                "add --model NEW (a model name, a path or an adapted version)"
+            )
         with self.lease(corpus):
-            space = resolve_corpus(store, corpus, requested, explicit)
+            space = resolve_corpus(store, corpus, requested, explicit and target is None)
             report = reindex(
                 store,
                 corpus,
@@ -248,7 +271,31 @@ class Workspace:
                 progress=progress,
             )
             store.whitening.refresh(corpus, space, settings.whiten_refit_share)
+            if target is not None:
+                moved = upgrade_model(
+                    store,
+                    corpus,
+                    target,
+                    embedder_factory(target, settings),
+                    method=settings.drift_fit,
+                    compensate_only=compensate_only,
+                    overlap=settings.chunk_overlap,
+                    batch_docs=settings.write_batch_size,
+                    ann_min_rows=settings.ann_min_rows,
+                    progress=progress,
+                )
+                if moved.switched:
+                    store.whitening.refresh(corpus, target, settings.whiten_refit_share)
+                report.upgrade = asdict(moved)
         return report, read
+
+    def _model_source(self, corpus: str, model: str) -> str:
+        """``model`` as given, or the folder of the corpus's adapted model of that version.
+
+        Adapted versions live in ``<home>/models/<corpus>/<version>`` (``zsr adapt``'s catalogue).
+        """
+        folder = self.settings.home_dir / "models" / corpus / model
+        return str(folder) if "/" not in model and folder.is_dir() else model
 
     def refresh_views(self, corpus: str) -> ViewsReport:
         """Bring title and query views and the expanded BM25 index in line with the corpus."""
