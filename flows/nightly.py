@@ -57,6 +57,7 @@ def nightly(
     methods: list[MethodName] = DEFAULT_METHODS,
     metrics: list[MetricName] = DEFAULT_METRICS,
     measure: MetricName = "nDCG@10",
+    model: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
@@ -69,13 +70,17 @@ def nightly(
         methods: Methods evaluated on every registered test set.
         metrics: Measures of each evaluation.
         measure: Per-query measure of the comparison with the previous nightly run.
+        model: Move the corpus to this model (name, path or a version of its adapted models) without
+            downtime during the re-index; empty (the default): keep its model.
 
     Returns:
         What each step did and the comparison rows; the same in the data of a failed state named
         ``Regressed`` when a method dropped significantly on ``measure`` (after the comparison artifact).
     """
     log = get_run_logger()
-    indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
+    indexed = reindex(
+        corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False, model=model
+    )
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
     testsets = steps.find_testsets(corpus)

@@ -29,6 +29,7 @@ def reindex(
     keep_deleted: bool = False,
     chunking: Chunking | None = None,
     refresh_views: bool = True,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Re-index ``corpus`` from ``source``: only new and changed documents are embedded.
 
@@ -42,9 +43,11 @@ def reindex(
         chunking: How chunk vectors of a new corpus are made: tokens (each chunk alone) or late (pooled from
             one pass over the whole document); empty: ZSR_CHUNKING. A corpus keeps its own.
         refresh_views: Also rebuild title and query views and the expanded BM25 index.
+        model: Move the corpus to this model (name, path or adapted version) without downtime: its vectors
+            are built beside the old ones and switched to when complete; empty: keep the corpus's model.
     """
     log = get_run_logger()
-    report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted, chunking)
+    report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted, chunking, model)
     log.info(
         "%s: %d added, %d changed, %d deleted, %d unchanged; %d chunks encoded, %d from cache",
         corpus,
@@ -55,6 +58,15 @@ def reindex(
         report["chunks_encoded"],
         report["chunks_cached"],
     )
+    moved = report["upgrade"]
+    if moved:
+        log.info(
+            "%s: model %s, drift map cosine %.3f; %s",
+            corpus,
+            moved["model"],
+            moved["cosine_after"],
+            f"switched to space {moved['new_space']}" if moved["switched"] else "not switched",
+        )
     for problem in report["skipped"]:
         log.warning("skipped %s", problem)
     views = steps.refresh_views(corpus) if refresh_views else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from storage.views import views_table
 from tasks.ingest.index import reindex, whole
 from tasks.ingest.upgrade import upgrade_model
 from tasks.methods.search import Searcher
+from tasks.settings import DEFAULT_MODEL
 from tests.fakes import FakeEmbedder, make_docs
 from tests.kill_target import instrument
 from tests.upgrade_kill_target import DriftedEmbedder, upgrade_corpus
@@ -214,3 +216,43 @@ def test_a_killed_upgrade_leaves_the_old_model_serving_and_resumes_from_the_cach
 def new_views(uri: str) -> list[dict]:
     table = CorpusStore(uri).views.table("c", DriftedEmbedder().space).to_arrow()
     return table.select(["view_id", "doc_id", "kind", "vector", "doc_hash"]).sort_by("view_id").to_pylist()
+
+
+def test_ingest_with_another_model_moves_an_indexed_corpus_from_the_cli(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.conftest import zsr_home_at
+
+    def load(space, *args):  # the corpus's first model is the fake, any other one the drifted fake
+        model = FakeEmbedder(space=space) if space.model == DEFAULT_MODEL else DriftedEmbedder()
+        model.space = space
+        return model
+
+    monkeypatch.setattr("tasks.workspace.load_embedder", load)
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"_id": d.doc_id, "text": d.text}) + "\n" for d in make_docs(N)))
+    version = tmp_path / "home" / "models" / "k" / "v1"  # a version of the corpus's adapted models
+    version.mkdir(parents=True)
+
+    def zsr(*args: str):
+        result = CliRunner().invoke(app, list(args))
+        return result, json.loads(result.stdout) if result.exit_code == 0 and "--json" in args else None
+
+    with zsr_home_at(tmp_path / "home"):
+        assert zsr("ingest", str(source), "--corpus", "k")[0].exit_code == 0
+        refused, _ = zsr("ingest", str(source), "--corpus", "k", "--compensate-only")
+        assert refused.exit_code != 0 and "add --model NEW" in refused.output
+        _, mapped = zsr(
+            "ingest", str(source), "--corpus", "k", "--model", "v1", "--compensate-only", "--json"
+        )
+        assert mapped["upgrade"]["switched"] is False and mapped["upgrade"]["cosine_after"] > 0.99
+        store = CorpusStore(str(tmp_path / "home" / "lancedb"))
+        assert store.registry.corpus("k").space.model == DEFAULT_MODEL
+        _, found = zsr("search", "term3 wing", "--corpus", "k", "-m", "dense(compensate=true)", "--json")
+        assert found["hits"][0]["doc_id"] == "d3"
+        _, moved = zsr("ingest", str(source), "--corpus", "k", "--model", "v1", "--json")
+        assert moved["upgrade"]["switched"] and moved["upgrade"]["fit_reused"]
+        assert store.registry.corpus("k").space.model == str(version)
+        _, again = zsr("ingest", str(source), "--corpus", "k", "--json")  # no --model: the corpus's new one
+        assert again["upgrade"] is None and again["unchanged"] == N
