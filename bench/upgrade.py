@@ -33,17 +33,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, get_args
 
 import numpy as np
 
 from tasks.evaluation.measures import evaluate, load_qrels, load_queries
 from tasks.ingest.embed import Embedder, resolve_model_path, vector_space
-from tasks.settings import DEFAULT_MODEL, Settings
+from tasks.settings import DEFAULT_MODEL, DriftFit, Settings
 from tasks.synthetic.config import SynthesisConfig
 from tasks.workspace import Workspace, embedder_factory
 
 MEASURES = ["nDCG@10", "R@100"]
-FITS = ("lstsq", "procrustes")
+FITS: tuple[DriftFit, ...] = get_args(DriftFit)
 
 
 def build_models(folder: Path, names: list[str]) -> dict[str, Path]:
@@ -61,7 +62,7 @@ def build_models(folder: Path, names: list[str]) -> dict[str, Path]:
             layer = Dense(384, 384, bias=False, activation_function=torch.nn.Identity(), init_weight=weight)
             model = SentenceTransformer(modules=[*base, layer], device="cpu")
         elif name == "minilm-l3":
-            encoder = base[0].auto_model
+            encoder: Any = base[0].auto_model
             encoder.encoder.layer = encoder.encoder.layer[:3]
             encoder.config.num_hidden_layers = 3
             model = base
