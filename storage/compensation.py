@@ -83,9 +83,14 @@ class DriftMap:
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """New-model ``vectors`` mapped into the old space, each of unit length."""
-        mapped = vectors.astype(np.float64) @ self.matrix
-        norms = np.linalg.norm(mapped, axis=1, keepdims=True)
-        return (mapped / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        return project(vectors, self.matrix)
+
+
+def project(vectors: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``vectors @ matrix``, each row of unit length (a zero row stays zero)."""
+    mapped = vectors.astype(np.float64) @ matrix
+    norms = np.linalg.norm(mapped, axis=1, keepdims=True)
+    return (mapped / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def fit_matrix(new: np.ndarray, old: np.ndarray, method: DriftFit = "lstsq") -> np.ndarray:
@@ -123,8 +128,8 @@ def fit(
     """
     held = np.arange(len(new)) % HELD_OUT == HELD_OUT - 1
     train = ~held if held.any() and (~held).sum() >= 2 else np.ones(len(new), bool)
-    trial = DriftMap(old_key, new_space, method, fit_matrix(new[train], old[train], method), 0, 0, 0, now())
-    before, after = _mean_cosine(new[held], old[held]), _mean_cosine(trial.apply(new[held]), old[held])
+    trial = fit_matrix(new[train], old[train], method)
+    before, after = _mean_cosine(new[held], old[held]), _mean_cosine(project(new[held], trial), old[held])
     return DriftMap(old_key, new_space, method, fit_matrix(new, old, method), len(new), before, after, now())
 
 

@@ -147,8 +147,8 @@ def upgrade_model(
         return report
     embedder = load_for(space, get_embedder)
     drift = store.drifts.get(corpus, info.space, space)
-    report.fit_reused = drift is not None
-    if drift is None or drift.method != method:
+    report.fit_reused = drift is not None and drift.method == method
+    if drift is None or not report.fit_reused:
         drift = drift_map(store, corpus, info.space, embedder, method)
         store.drifts.put(corpus, drift)
     report.method, report.pairs = drift.method, drift.pairs
