@@ -28,6 +28,8 @@ view, or a document and its views committed together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from storage.compensation import Drifts, drift_table
 from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
@@ -43,9 +45,14 @@ from storage.whitening import Whitenings, corpus_of_whitening_table
 class CorpusStore:
     """All LanceDB access for corpora; ``tasks`` never talk to LanceDB directly."""
 
-    def __init__(self, uri: str, quantization: Quantization = EXACT) -> None:
-        """Open the database at ``uri``; ``quantization``: how dense search holds tables in memory."""
-        self.lance = Lance(uri)
+    def __init__(
+        self, uri: str, quantization: Quantization = EXACT, storage_options: Mapping[str, str] | None = None
+    ) -> None:
+        """Open the database at ``uri``; ``quantization``: how dense search holds tables in memory.
+
+        ``storage_options``: an object store's endpoint, keys and retries (:mod:`storage.object_store`).
+        """
+        self.lance = Lance(uri, storage_options)
         self.documents = Documents(self.lance)
         self.views = Views(self.lance)
         self.registry = Registry(self.lance, self.documents, self.views)

@@ -42,7 +42,7 @@ class EmbeddingCache:
         name = cache_table(space, role)
         if not self.lance.exists(name):
             return {}
-        table = self.lance.db.open_table(name)
+        table = self.lance.open(name)
         out: dict[str, np.ndarray] = {}
         for part in batches(hashes):
             found = (

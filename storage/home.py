@@ -1,7 +1,8 @@
 """The on-disk format of a zsr home (LanceDB tables, warehouse, test sets): its version, and migrating to it.
 
 A home written by an older zsr is migrated (``zsr migrate``, which calls :func:`migrate`) or refused with the
-command that migrates it; it is never read as if it were current. ``<home>/format.json`` records the version.
+command that migrates it; it is never read as if it were current. ``<home>/format.json`` records the version;
+with the LanceDB on object storage, ``<LanceDB URI>/format.json`` does, where every machine using it reads it.
 
 Versions:
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from storage.lance import Lance
 from storage.migrations import Progress, SpaceOf, v1_layout, v1_to_v2, v2_to_v3
+from storage.object_store import is_remote, read_object, write_object
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,16 @@ class Home:
     lancedb: str  # any LanceDB URI
     warehouse: Path
     testsets: Path
+    storage_options: dict[str, str] = field(default_factory=dict)  # of an object store (storage.object_store)
+
+    def lance(self) -> Lance:
+        """A connection to the home's LanceDB."""
+        return Lance(self.lancedb, self.storage_options)
+
+    @property
+    def record(self) -> str:
+        """Where the format record is: beside a LanceDB on object storage, else in the home folder."""
+        return f"{self.lancedb.rstrip('/')}/{RECORD}" if is_remote(self.lancedb) else str(self.root / RECORD)
 
 
 @dataclass
@@ -60,10 +72,12 @@ class HomeFormatError(ValueError):
 
 def recorded_format(home: Home) -> int | None:
     """The version ``format.json`` records; ``None`` where there is no record (format 1 kept none)."""
-    path = home.root / RECORD
-    if not path.exists():
-        return None
-    return int(json.loads(path.read_text(encoding="utf-8"))["format"])
+    if is_remote(home.lancedb):
+        data = read_object(home.record, home.storage_options)
+    else:
+        path = Path(home.record)
+        data = path.read_bytes() if path.exists() else None
+    return None if data is None else int(json.loads(data)["format"])
 
 
 def check_format(home: Home) -> None:
@@ -77,13 +91,13 @@ def check_format(home: Home) -> None:
         HomeFormatError: an older zsr wrote the home (``zsr migrate`` upgrades it), or a newer one did.
     """
     found = recorded_format(home)
-    if found is None and v1_layout(Lance(home.lancedb)):
+    if found is None and v1_layout(home.lance()):
         found = 1
     if found is None:
         _record(home)
     elif found < FORMAT_VERSION:
         raise HomeFormatError(
-            f"the zsr home {home.root} was written by zsr format {found}; this zsr reads format "
+            f"{_name(home)} was written by zsr format {found}; this zsr reads format "
             f"{FORMAT_VERSION}. Run `zsr migrate` to upgrade it (a backup first: "
             f"`cp -a {home.root} {home.root}.format{found}`{_remote_note(home)})"
         )
@@ -109,7 +123,7 @@ def migrate(home: Home, *, space_of: SpaceOf, progress: Progress | None = None) 
     recorded = recorded_format(home)
     if recorded is not None and recorded > FORMAT_VERSION:
         raise HomeFormatError(_newer(home, recorded))
-    lance = Lance(home.lancedb)
+    lance = home.lance()
     found = 1 if v1_layout(lance) else recorded
     report = MigrationReport(found)
     if found == FORMAT_VERSION:
@@ -124,7 +138,10 @@ def migrate(home: Home, *, space_of: SpaceOf, progress: Progress | None = None) 
 
 
 def _record(home: Home) -> None:
-    """Write the current format to ``format.json`` atomically (a temporary file renamed into place)."""
+    """Write the current format to ``format.json`` atomically (a rename; on object storage, one PUT)."""
+    if is_remote(home.lancedb):
+        write_object(home.record, home.storage_options, json.dumps({"format": FORMAT_VERSION}).encode())
+        return
     home.root.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=home.root, prefix=".format-", suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -136,12 +153,17 @@ def _record(home: Home) -> None:
 
 def _remote_note(home: Home) -> str:
     """The backup hint's word on a LanceDB outside the home folder, which ``cp`` of the home misses."""
-    inside = "://" not in home.lancedb and Path(home.lancedb).resolve().is_relative_to(home.root.resolve())
+    inside = not is_remote(home.lancedb) and Path(home.lancedb).resolve().is_relative_to(home.root.resolve())
     return "" if inside else f", and of the LanceDB at {home.lancedb}"
+
+
+def _name(home: Home) -> str:
+    """The home as messages name it: the store holding its record (on object storage), or its folder."""
+    return f"the zsr store {home.lancedb}" if is_remote(home.lancedb) else f"the zsr home {home.root}"
 
 
 def _newer(home: Home, found: int) -> str:
     return (
-        f"the zsr home {home.root} was written by zsr format {found}, newer than the format {FORMAT_VERSION} "
+        f"{_name(home)} was written by zsr format {found}, newer than the format {FORMAT_VERSION} "
         "this zsr reads; upgrade zsr to use it"
     )

@@ -6,7 +6,8 @@ commit rules on that (see :mod:`storage.corpus_store`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import lance
@@ -14,16 +15,31 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
+from storage.object_store import is_remote
+
 # LanceDB's filter strings are SQL: long IN lists are split so each statement stays small.
 IN_BATCH = 2_000
+# Seconds between tries to open a table another writer is creating (3 s in all).
+_CREATION_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 class Lance:
     """A LanceDB database at ``uri`` (a path or any LanceDB URI such as ``s3://...``)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+        """Connect to ``uri``; ``storage_options`` (endpoint, keys...) reach every table opened through it."""
         self.uri = uri
-        self.db = lancedb.connect(uri)
+        self.storage_options = dict(storage_options or {})
+        self.db = lancedb.connect(uri, storage_options=self.storage_options or None)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the database is on object storage (see :mod:`storage.object_store`)."""
+        return is_remote(self.uri)
+
+    def dataset(self, uri: str) -> lance.LanceDataset:
+        """The Lance dataset at ``uri`` (a table's), latest version, opened with this database's options."""
+        return lance.dataset(uri, storage_options=self.storage_options or None)
 
     def names(self) -> list[str]:
         """Every table name, over all pages of the listing."""
@@ -47,15 +63,49 @@ class Lance:
             if not token:
                 return False
 
+    def open(self, name: str) -> lancedb.table.Table:
+        """Table ``name``, waiting out its creation by another writer.
+
+        A table being created is listed before its first version is committed (its files come first), so
+        another machine's first ingest can find a shared table (the registry, an embedding cache) that
+        cannot be opened yet; it can a moment later.
+        """
+        for wait in (*_CREATION_WAITS, None):
+            try:
+                return self.db.open_table(name)
+            except ValueError as error:
+                if wait is None or "was not found" not in str(error):
+                    raise
+                time.sleep(wait)
+        raise AssertionError("unreachable")  # the last pass returns or raises
+
     def open_or_create(self, name: str, schema: pa.Schema) -> lancedb.table.Table:
-        """Table ``name``, created empty with ``schema`` on first use."""
+        """Table ``name``, created empty with ``schema`` on first use.
+
+        Two writers may both find it missing (two machines' first ingests into one store). LanceDB's own
+        create would let the loser's commit, retried on the conflict, land as an overwrite of the winner's
+        table at version 2 (losing what the winner wrote meanwhile); so the table is created by one commit of
+        version 1 that is never retried, and the loser opens what the winner created.
+        """
         if not self.exists(name):
-            return self.db.create_table(name, schema=schema)
-        return self.db.open_table(name)
+            try:
+                lance.LanceDataset.commit(
+                    f"{self.uri.rstrip('/')}/{name}.lance",
+                    lance.LanceOperation.Overwrite(schema, []),
+                    max_retries=0,
+                    enable_v2_manifest_paths=True,  # as LanceDB creates tables
+                    storage_options=self.storage_options or None,
+                )
+            except (OSError, RuntimeError, ValueError) as error:
+                try:
+                    return self.open(name)
+                except ValueError:
+                    raise error from None  # no one else created it: the create itself failed
+        return self.open(name)
 
     def version(self, name: str) -> int:
         """The table's current version; 0 where it does not exist."""
-        return self.db.open_table(name).version if self.exists(name) else 0
+        return self.open(name).version if self.exists(name) else 0
 
     def drop(self, name: str) -> bool:
         """Drop table ``name``; whether it existed (a second drop is a no-op, so deletes can be re-run)."""
@@ -66,7 +116,7 @@ class Lance:
 
     def count(self, name: str) -> int:
         """Rows in the table; 0 where it does not exist."""
-        return self.db.open_table(name).count_rows() if self.exists(name) else 0
+        return self.open(name).count_rows() if self.exists(name) else 0
 
 
 def fold(table: lancedb.table.Table) -> None:

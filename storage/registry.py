@@ -99,7 +99,7 @@ class Registry:
         """
         if not self.lance.exists(REGISTRY):
             return []
-        table = self.lance.db.open_table(REGISTRY)
+        table = self.lance.open(REGISTRY)
         if "space" not in table.schema.names:
             raise OutdatedRegistryError(
                 f"the corpora registry in {self.lance.uri} was written by zsr format 1; {MIGRATE_HINT}"
@@ -144,7 +144,7 @@ class Registry:
     def unregister(self, name: str) -> None:
         """Delete the registry row of ``name`` (one commit; nothing when there is none)."""
         if self.lance.exists(REGISTRY):
-            self.lance.db.open_table(REGISTRY).delete(f"name = {sql_list([name])}")
+            self.lance.open(REGISTRY).delete(f"name = {sql_list([name])}")
 
     def incomplete(self, name: str) -> str | None:
         """Why the first ingest of ``name`` looks unfinished, or ``None``.

@@ -172,7 +172,7 @@ def _one(
     if not apply:
         if doomed:
             explained = dataset.explain_cleanup_old_versions(
-                versions=doomed, delete_unverified=True, error_if_tagged_old_versions=False
+                versions=doomed, delete_unverified=not db.remote, error_if_tagged_old_versions=False
             )
             result.bytes_reclaimed = explained.stats.bytes_removed
         result.versions_removed = len(doomed)
@@ -180,15 +180,16 @@ def _one(
         return result
     _retag(dataset, keep)
     dataset.optimize.compact_files(target_rows_per_fragment=_largest(dataset))
-    dataset = lance.dataset(dataset.uri)  # the compacted version is the latest now
+    dataset = db.dataset(dataset.uri)  # the compacted version is the latest now
     doomed = sorted({v["version"] for v in dataset.versions()} - set(keep) - {dataset.version})
     if doomed:
         # delete_unverified: no one holds the table (see the module docstring), so files of a transaction
-        # that never committed are leftovers of a killed writer, not work in progress.
+        # that never committed are leftovers of a killed writer, not work in progress. Not on object
+        # storage, where a writer on another machine holds no lease here (storage.object_store).
         stats = dataset.cleanup_old_versions(
             older_than=timedelta(0),
             versions=doomed,
-            delete_unverified=True,
+            delete_unverified=not db.remote,
             error_if_tagged_old_versions=False,
         )
         log.debug("cleanup of %s: %s", name, stats)
@@ -224,7 +225,7 @@ def _retag(dataset: lance.LanceDataset, keep: Collection[int]) -> None:
 
 
 def _local_path(db: Lance, name: str) -> Path | None:
-    return None if "://" in db.uri else Path(db.uri) / f"{name}.lance"
+    return None if db.remote else Path(db.uri) / f"{name}.lance"
 
 
 def _size(path: Path | None) -> int | None:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from storage.compensation import DriftFit
@@ -27,7 +27,34 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path("~/.zsr"), description="Root folder for the index and the warehouse.")
     lancedb_uri: str | None = Field(
-        default=None, description="Any LanceDB URI (path, s3://...); defaults to <home>/lancedb."
+        default=None,
+        description="Any LanceDB URI: a path, or s3://bucket/prefix on any S3-compatible store (with the "
+        "ZSR_S3_* settings); defaults to <home>/lancedb.",
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="URL of an S3-compatible server (SeaweedFS, MinIO...); unset: AWS S3."
+    )
+    s3_region: str | None = Field(default=None, description="The bucket's region; unset: the AWS default.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key; unset: the AWS_* variables or instance credentials."
+    )
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_allow_http: bool = Field(default=False, description="Allow a plain-http ZSR_S3_ENDPOINT.")
+    s3_retries: int = Field(
+        default=10, ge=0, description="Times one S3 request is retried before the command fails."
+    )
+    s3_retry_seconds: float = Field(
+        default=180.0, gt=0, description="Most seconds one S3 request spends retrying before it fails."
+    )
+    warehouse: Path | None = Field(
+        default=None,
+        description="Folder of the results warehouse; defaults to <home>/warehouse. With several machines: "
+        "a path every worker mounts (a shared file system), see README 'Object storage'.",
+    )
+    testsets: Path | None = Field(
+        default=None,
+        description="Folder of the registered test sets; defaults to <home>/testsets. With several machines: "
+        "a shared path, like ZSR_WAREHOUSE.",
     )
     embedding_model: str = Field(
         default=DEFAULT_MODEL,
@@ -136,6 +163,13 @@ class Settings(BaseSettings):
         "automation's firing is recorded in the event feed and the nightly run logs the regressions.",
     )
 
+    prefect_database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database `zsr serve` runs the Prefect server on, e.g. "
+        "postgresql+asyncpg://prefect:PASSWORD@db-host:5432/prefect for workers on several machines "
+        "(`zsr serve --database` wins); unset: SQLite under PREFECT_HOME. Kept secret: it holds a password.",
+    )
+
     @field_validator("llm_fallbacks", mode="before")
     @classmethod
     def _json_list_or_as_read(cls, value: Any) -> Any:
@@ -156,12 +190,12 @@ class Settings(BaseSettings):
     @property
     def warehouse_dir(self) -> Path:
         """Where evaluation results live (Parquet files and ``catalog.duckdb``)."""
-        return self.home_dir / "warehouse"
+        return self.warehouse.expanduser() if self.warehouse else self.home_dir / "warehouse"
 
     @property
     def testsets_dir(self) -> Path:
         """Where registered test sets are kept (validated copies, BEIR layout)."""
-        return self.home_dir / "testsets"
+        return self.testsets.expanduser() if self.testsets else self.home_dir / "testsets"
 
     @property
     def llm_cache_path(self) -> Path:
@@ -172,6 +206,27 @@ class Settings(BaseSettings):
     def lancedb(self) -> str:
         """The LanceDB URI in effect."""
         return self.lancedb_uri or str(self.home_dir / "lancedb")
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Lance's storage options for an ``s3://`` LanceDB URI from the ``ZSR_S3_*`` settings; else none.
+
+        Options left unset are left out, so Lance falls back to the ``AWS_*`` variables and instance
+        credentials as usual.
+        """
+        if not self.lancedb.startswith("s3://"):
+            return {}
+        secret = self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None
+        options = {
+            "endpoint": self.s3_endpoint,
+            "region": self.s3_region,
+            "aws_access_key_id": self.s3_access_key_id,
+            "aws_secret_access_key": secret,
+            "allow_http": "true" if self.s3_allow_http else None,
+            "client_max_retries": str(self.s3_retries),
+            "client_retry_timeout": str(round(self.s3_retry_seconds)),
+        }
+        return {key: value for key, value in options.items() if value is not None}
 
 
 @lru_cache(maxsize=1)

@@ -24,6 +24,7 @@ from storage.corpus_store import CorpusStore
 from storage.home import Home, MigrationReport, check_format
 from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
+from storage.object_store import explained, is_remote
 from storage.quantized import Quantization
 from storage.registry import UnknownCorpusError, check_name
 from storage.upkeep import UpkeepReport, owner, recorded_versions, upkeep
@@ -104,7 +105,13 @@ def embedder_factory(space: VectorSpace, settings: Settings) -> Callable[[], Emb
 
 def home_of(settings: Settings) -> Home:
     """The paths of a home, as storage takes them (storage reads no settings)."""
-    return Home(settings.home_dir, settings.lancedb, settings.warehouse_dir, settings.testsets_dir)
+    return Home(
+        settings.home_dir,
+        settings.lancedb,
+        settings.warehouse_dir,
+        settings.testsets_dir,
+        settings.storage_options,
+    )
 
 
 class Workspace:
@@ -115,9 +122,11 @@ class Workspace:
 
         Raises:
             HomeFormatError: an older zsr wrote the home (``zsr migrate`` upgrades it), or a newer one did.
+            ObjectStoreError: the object store holding the LanceDB did not answer.
         """
         self.settings = settings
-        check_format(home_of(settings))
+        with explained(settings.lancedb, settings.storage_options):
+            check_format(home_of(settings))
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Workspace:
@@ -136,16 +145,19 @@ class Workspace:
         settings: Settings | None = None, progress: Callable[[str], None] | None = None
     ) -> MigrationReport:
         """Upgrade a home an older zsr wrote to this zsr's format (``zsr migrate``); a current one is kept."""
-        return upgrade(home_of(settings or get_settings()), space_of=installed_space, progress=progress)
+        settings = settings or get_settings()
+        with explained(settings.lancedb, settings.storage_options):
+            return upgrade(home_of(settings), space_of=installed_space, progress=progress)
 
     # -- what it holds -------------------------------------------------------------------------------------
     @cached_property
     def store(self) -> CorpusStore:
         """The LanceDB store at the configured URI (a local folder is created on first use)."""
-        if "://" not in self.settings.lancedb:
-            Path(self.settings.lancedb).mkdir(parents=True, exist_ok=True)
         s = self.settings
-        return CorpusStore(s.lancedb, Quantization(s.quantization, s.rescore, s.truncate_dims))
+        if not is_remote(s.lancedb):
+            Path(s.lancedb).mkdir(parents=True, exist_ok=True)
+        quantization = Quantization(s.quantization, s.rescore, s.truncate_dims)
+        return CorpusStore(s.lancedb, quantization, s.storage_options)
 
     @cached_property
     def warehouse(self) -> Warehouse:
@@ -225,6 +237,8 @@ class Workspace:
 
         Raises:
             ValueError: ``compensate_only`` without a move to another model.
+            ObjectStoreError: the object store holding the LanceDB failed a request after its retries (what
+                was committed stays; the same ingest run again resumes).
         """
         settings, store = self.settings, self.store
         check_name(corpus)
@@ -253,7 +267,7 @@ class Workspace:
                 f"--compensate-only applies to moving indexed corpus {corpus!r} to another model: "
                 "add --model NEW (a model name, a path or an adapted version)"
             )
-        with self.lease(corpus):
+        with self.lease(corpus), explained(store.uri, settings.storage_options):
             space = resolve_corpus(store, corpus, requested, explicit and target is None)
             report = reindex(
                 store,

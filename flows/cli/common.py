@@ -52,15 +52,16 @@ def main(
 def user_errors() -> Iterator[None]:
     """Turn errors a user can act on into one clear message and exit status 2 (no traceback).
 
-    Bad input, an unknown corpus, run or test set, and an LLM that failed for good (the message names the
-    model, its endpoint, the HTTP status and the fix) are such errors; the message stays on one line.
+    Bad input, an unknown corpus, run or test set, an LLM that failed for good (the message names the
+    model, its endpoint, the HTTP status and the fix) and an object store that did not answer
+    (``ConnectionError``, naming the store and the fix) are such errors; the message stays on one line.
     """
     from tasks.leases import InUseError
     from tasks.llm.client import LLMError
 
     try:
         yield
-    except (ValueError, LookupError, FileNotFoundError, LLMError, InUseError) as error:
+    except (ValueError, LookupError, FileNotFoundError, ConnectionError, LLMError, InUseError) as error:
         # The message as written: "[...]" is not markup to it, nor ":question:" (a purpose) an emoji.
         err.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, emoji=False, soft_wrap=True)
         raise typer.Exit(2) from None

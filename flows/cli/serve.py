@@ -1,6 +1,7 @@
 """``zsr serve``: a local Prefect server, the zsr deployments and a process worker, run and stopped as one.
 
-Order of start: server (SQLite under ``$PREFECT_HOME`` unless ``--database``), wait for ``/api/health``,
+Order of start: server (SQLite under ``$PREFECT_HOME`` unless ``--database`` or ``ZSR_PREFECT_DATABASE_URL``
+names another database, PostgreSQL for workers on several machines), wait for ``/api/health``,
 process work pool, the ``llm`` tag concurrency limit, an automation that marks runs whose heartbeats stop
 ``Crashed``, the regression automation (``flows/cli/alerts.py``), ``prefect deploy --all`` from
 ``deployments/prefect.yaml``, then a worker. A worker that dies is started again. On Ctrl-C or SIGTERM
@@ -69,12 +70,14 @@ class Stack:
         database: str | None = None,
         prefect_file: Path = PREFECT_FILE,
         llm_limit: int = 2,
+        worker_limit: int | None = None,
         grace: float = 30.0,
         zombie_after: int = ZOMBIE_SECONDS,
         startup_timeout: float = 300.0,
     ) -> None:
         self.port, self.pool, self.host = port, pool, host
         self.prefect_file, self.llm_limit, self.grace = prefect_file.resolve(), llm_limit, grace
+        self.worker_limit = worker_limit
         self.startup_timeout, self.zombie_after = startup_timeout, zombie_after
         client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         self.url = f"http://{client_host}:{port}"
@@ -88,7 +91,9 @@ class Stack:
         # `server start --port` alone leaves the UI calling the default port: say where the API is.
         self.env.update(PREFECT_SERVER_API_HOST=host, PREFECT_SERVER_API_PORT=str(port))
         self.env.setdefault("PREFECT_UI_API_URL", self.api_url)
-        if database:
+        secret = get_settings().prefect_database_url
+        database = database or (secret.get_secret_value() if secret else None)
+        if database:  # else the server's own setting, if any in the environment, or SQLite
             self.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
         self.home = Path(self.env["PREFECT_HOME"]).expanduser()
         self.logs = self.home / "logs"
@@ -242,6 +247,8 @@ class Stack:
         self._workers_started += 1
         name = f"{self._worker_prefix}{self._workers_started}"
         args = ["--pool", self.pool, "--type", "process", "--name", name, "--install-policy", "never"]
+        if self.worker_limit:
+            args += ["--limit", str(self.worker_limit)]
         self.worker = self._spawn("worker", "worker", "start", *args)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -462,12 +469,20 @@ def serve(
         str | None,
         typer.Option(
             help="SQLAlchemy URL of the Prefect database, e.g. postgresql+asyncpg://user:pw@host/prefect "
-            "for several workers (default: SQLite under PREFECT_HOME)."
+            "for several workers (default: ZSR_PREFECT_DATABASE_URL, else SQLite under PREFECT_HOME)."
         ),
     ] = None,
     llm_limit: Annotated[
         int, typer.Option(min=1, help="Tasks calling the LLM at once, across all flows (tag 'llm').")
     ] = 2,
+    worker_limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Flow runs the worker runs at once (default: no limit); with workers on other machines, "
+            "a limit leaves the next runs to them.",
+        ),
+    ] = None,
     prefect_file: Annotated[Path, typer.Option(help="Deployments to apply.")] = PREFECT_FILE,
     grace: Annotated[
         float, typer.Option(min=0, help="Seconds each process gets to stop on Ctrl-C before it is killed.")
@@ -493,6 +508,7 @@ def serve(
         database=database,
         prefect_file=prefect_file,
         llm_limit=llm_limit,
+        worker_limit=worker_limit,
         grace=grace,
         zombie_after=zombie_after,
     )
