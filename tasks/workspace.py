@@ -260,14 +260,14 @@ class Workspace:
             backend=settings.embedding_backend,
             chunking=chunking or settings.chunking,
         )
-        registered = store.registry.get(corpus)
-        target = requested if model and registered and registered.space != requested else None
-        if compensate_only and target is None:
-            raise ValueError(
-                f"--compensate-only applies to moving indexed corpus {corpus!r} to another model: "
-                "add --model NEW (a model name, a path or an adapted version)"
-            )
         with self.lease(corpus), explained(store.uri, settings.storage_options):
+            registered = store.registry.get(corpus)
+            target = requested if model and registered and registered.space != requested else None
+            if compensate_only and target is None:
+                raise ValueError(
+                    f"--compensate-only applies to moving indexed corpus {corpus!r} to another model: "
+                    "add --model NEW (a model name, a path or an adapted version)"
+                )
             space = resolve_corpus(store, corpus, requested, explicit and target is None)
             report = reindex(
                 store,
