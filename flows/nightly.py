@@ -65,6 +65,7 @@ def nightly(
     promptreps: bool = False,
     adapt: bool = False,
     adapt_max_minutes: float = 60.0,
+    model: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
@@ -81,6 +82,8 @@ def nightly(
         adapt: Fine-tune the corpus's model on its synthetic queries after synthesis (``zsr adapt``); the
             corpus keeps searching with its own model until it is re-indexed with the new version.
         adapt_max_minutes: Training minutes at most for ``adapt``.
+        model: Move the corpus to this model (name, path or a version of its adapted models) without
+            downtime during the re-index; empty (the default): keep its model.
 
     Returns:
         What each step did and the comparison rows; the same in the data of a failed state named
@@ -89,7 +92,13 @@ def nightly(
     log = get_run_logger()
     settings = get_settings()
     indexed = reindex(
-        corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False, promptreps=promptreps
+        corpus=corpus,
+        source=source,
+        fmt=fmt,
+        skip_bad=skip_bad,
+        refresh_views=False,
+        promptreps=promptreps,
+        model=model,
     )
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)

@@ -30,6 +30,7 @@ def reindex(
     chunking: Chunking | None = None,
     refresh_views: bool = True,
     promptreps: bool = False,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Re-index ``corpus`` from ``source``: only new and changed documents are embedded.
 
@@ -45,9 +46,11 @@ def reindex(
         refresh_views: Also rebuild title and query views and the expanded BM25 index.
         promptreps: Also bring the corpus's PromptReps index up to date (ZSR_PROMPTREPS_MODEL; slow: an LM
             reads every new or changed chunk).
+        model: Move the corpus to this model (name, path or adapted version) without downtime: its vectors
+            are built beside the old ones and switched to when complete; empty: keep the corpus's model.
     """
     log = get_run_logger()
-    report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted, chunking)
+    report = steps.index_source(source, corpus, fmt, skip_bad, keep_deleted, chunking, model)
     log.info(
         "%s: %d added, %d changed, %d deleted, %d unchanged; %d chunks encoded, %d from cache",
         corpus,
@@ -58,6 +61,15 @@ def reindex(
         report["chunks_encoded"],
         report["chunks_cached"],
     )
+    moved = report["upgrade"]
+    if moved:
+        log.info(
+            "%s: model %s, drift map cosine %.3f; %s",
+            corpus,
+            moved["model"],
+            moved["cosine_after"],
+            f"switched to space {moved['new_space']}" if moved["switched"] else "not switched",
+        )
     for problem in report["skipped"]:
         log.warning("skipped %s", problem)
     views = steps.refresh_views(corpus) if refresh_views else None

@@ -95,8 +95,12 @@ def index_source(
     skip_bad: bool,
     keep_deleted: bool,
     chunking: Chunking | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """Re-index ``corpus`` from ``source``; only new and changed documents are embedded (idempotent)."""
+    """Re-index ``corpus`` from ``source``; only new and changed documents are embedded (idempotent).
+
+    ``model`` other than the corpus's moves it to that model without downtime (resumable).
+    """
     progress = ProgressArtifact(slug("reindex", corpus, "progress"), f"Documents of {corpus} indexed")
     report, read = Workspace.open().ingest(
         Path(source).expanduser(),
@@ -105,6 +109,7 @@ def index_source(
         skip_bad=skip_bad,
         keep_deleted=keep_deleted,
         chunking=chunking,
+        model=model,
         progress=progress,
     )
     progress(1, 1)

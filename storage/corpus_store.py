@@ -8,6 +8,7 @@
 - ``store.search`` (reads documents and views): dense and BM25 search;
 - ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search;
 - ``store.sparse`` (views tables with ``terms``/``weights``, e.g. PromptReps'): exact sparse search.
+- ``store.drifts`` (``<corpus>__drift``): maps from a new model's space into the old (drift compensation).
 
 Each corpus gets tables of its own rather than one shared table with a ``corpus`` column: BM25 statistics
 must be per corpus, and corpora may use embedding models of different dimensions. Every write is one LanceDB
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from storage.compensation import Drifts, drift_table
 from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
 from storage.lance import Lance
@@ -61,6 +63,7 @@ class CorpusStore:
         self.search = Search(self.lance, self.documents, self.views, quantization)
         self.whitening = Whitenings(self.lance, self.search)
         self.sparse = SparseSearch(self.lance)
+        self.drifts = Drifts(self.lance)
 
     @property
     def uri(self) -> str:
@@ -87,6 +90,7 @@ class CorpusStore:
         ordered = [
             synthetic_table(corpus),
             expanded_table(corpus),
+            drift_table(corpus),
             *whitening,
             *views,
             documents_table(corpus),

@@ -39,6 +39,7 @@ from typing import Any
 
 import lance
 
+from storage.compensation import drift_table
 from storage.documents import documents_table, expanded_table
 from storage.lance import Lance
 from storage.packs import FolderCompaction
@@ -112,7 +113,7 @@ def owner(table: str) -> str | None:
     corpus = corpus_of_views_table(table) or corpus_of_whitening_table(table)
     if corpus is not None or table.startswith("embedcache__"):
         return corpus
-    for name in (documents_table, expanded_table, synthetic_table):
+    for name in (documents_table, expanded_table, synthetic_table, drift_table):
         suffix = name("")  # "__documents", ...
         if table.endswith(suffix) and table != suffix:
             return table.removesuffix(suffix)

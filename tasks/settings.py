@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage.compensation import DriftFit
 from storage.quantized import Kind
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -122,6 +123,11 @@ class Settings(BaseSettings):
         default=0, ge=0, description="PromptReps sparse expansion: the top n tokens from outside the text."
     )
     promptreps_batch_size: int = Field(default=8, ge=1, description="Texts per PromptReps forward pass.")
+    drift_fit: DriftFit = Field(
+        default="lstsq",
+        description="How a model upgrade fits its query drift map from the new model's space into the old: "
+        "least squares (any linear drift) or orthogonal Procrustes (a rotation).",
+    )
     max_doc_bytes: int = Field(
         default=5_000_000, ge=1, description="Documents larger than this are rejected as bad input."
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,7 +24,7 @@ from storage.corpus_store import CorpusStore
 from storage.home import Home, MigrationReport, check_format
 from storage.home import migrate as upgrade
 from storage.llm_cache import ResponseCache
-from storage.models import catalogue
+from storage.models import LATEST, ModelManifest, UnknownModelError, catalogue, read_manifest, resolve
 from storage.object_store import explained, is_remote
 from storage.quantized import Quantization
 from storage.registry import UnknownCorpusError, check_name
@@ -54,6 +54,7 @@ from tasks.ingest.embed import Embedder, check_truncation, installed_space, load
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
 from tasks.ingest.onnx import QUANTISED, load_onnx_embedder
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
+from tasks.ingest.upgrade import upgrade_model
 from tasks.ingest.views import ViewsReport, build_views
 from tasks.leases import InUseError, exclusive, lock_path, shared
 from tasks.llm.client import LLMClient, LLMConfig
@@ -220,6 +221,7 @@ class Workspace:
             llm_factory=lambda: self.llm,
             where=where,
             promptreps_factory=lambda: self.promptreps,
+            embedder_for=lambda space: embedder_factory(space, self.settings)(),
         )
 
     @cached_property
@@ -271,18 +273,25 @@ class Workspace:
         chunking: Chunking | None = None,
         progress: Progress | None = None,
         delimiter: str = ",",
+        compensate_only: bool = False,
     ) -> tuple[ReindexReport, SourceReport]:
         """Read ``source`` and (re-)index it as ``corpus``; returns what was indexed and what was skipped.
 
         ``model`` and ``chunking`` (default: the settings') apply to a new corpus; a corpus keeps the vector
-        space it was indexed in, and asking for another one explicitly is an error.
+        space it was indexed in, and asking for another chunking or backend alone is an error. ``model``
+        (a name, a path, or a version of the corpus's adapted models) given for an indexed corpus in another
+        space moves it there without downtime (:mod:`tasks.ingest.upgrade`, its report in
+        ``report.upgrade``): the source is indexed in the current space first, then the new space is built
+        beside it and switched to; ``compensate_only`` stops after the query drift map.
 
         Raises:
+            ValueError: ``compensate_only`` without a move to another model.
             ObjectStoreError: the object store holding the LanceDB failed a request after its retries (what
                 was committed stays; the same ingest run again resumes).
         """
         settings, store = self.settings, self.store
         check_name(corpus)
+        model, adapted = self._adapted(corpus, model) if model else (None, None)
         read = read_source(
             source,
             fmt=fmt,
@@ -295,13 +304,20 @@ class Workspace:
         explicit = model is not None or chunking is not None or bool(asked)
         requested = vector_space(
             model or settings.embedding_model,
-            settings.query_prefix,
-            settings.passage_prefix,
+            adapted.query_prefix if adapted else settings.query_prefix,  # the prefixes it was trained with
+            adapted.passage_prefix if adapted else settings.passage_prefix,
             backend=settings.embedding_backend,
             chunking=chunking or settings.chunking,
         )
         with self.lease(corpus), explained(store.uri, settings.storage_options):
-            space = resolve_corpus(store, corpus, requested, explicit)
+            registered = store.registry.get(corpus)
+            target = requested if model and registered and registered.space != requested else None
+            if compensate_only and target is None:
+                raise ValueError(
+                    f"--compensate-only applies to moving indexed corpus {corpus!r} to another model: "
+                    "add --model NEW (a model name, a path or an adapted version)"
+                )
+            space = resolve_corpus(store, corpus, requested, explicit and target is None)
             report = reindex(
                 store,
                 corpus,
@@ -318,7 +334,42 @@ class Workspace:
                 progress=progress,
             )
             store.whitening.refresh(corpus, space, settings.whiten_refit_share)
+            if target is not None:
+                moved = upgrade_model(
+                    store,
+                    corpus,
+                    target,
+                    embedder_factory(target, settings),
+                    method=settings.drift_fit,
+                    compensate_only=compensate_only,
+                    overlap=settings.chunk_overlap,
+                    batch_docs=settings.write_batch_size,
+                    ann_min_rows=settings.ann_min_rows,
+                    progress=progress,
+                )
+                if moved.switched:
+                    store.whitening.refresh(corpus, target, settings.whiten_refit_share)
+                report.upgrade = asdict(moved)
         return report, read
+
+    def _adapted(self, corpus: str, model: str) -> tuple[str, ModelManifest | None]:
+        """``model`` as given, or the folder and manifest of the corpus's adapted model of that version.
+
+        Adapted versions live in ``<home>/models/<corpus>/<version>`` (``zsr adapt``'s catalogue); ``latest``
+        is the newest. A name that is no version is a model name or path, as given.
+
+        Raises:
+            UnknownModelError: ``latest`` and the corpus has no adapted model.
+        """
+        if "/" in model:
+            return model, None
+        try:
+            folder = resolve(self.settings.home_dir, corpus, model)
+        except UnknownModelError:
+            if model == LATEST:
+                raise
+            return model, None
+        return str(folder), read_manifest(folder)
 
     def refresh_views(self, corpus: str) -> ViewsReport:
         """Bring title and query views and the expanded BM25 index in line with the corpus."""

@@ -25,7 +25,7 @@ from tasks.ingest.sources import read_source
 from tests.fakes import FakeEmbedder
 
 Hook = Callable[[int, str, str], None]  # (call number, "part.method", "before" | "after")
-PARTS = ("registry", "documents", "views", "synthetic", "cache", "search")
+PARTS = ("registry", "documents", "views", "synthetic", "cache", "search", "drifts")
 
 
 def instrument(store: CorpusStore, hook: Hook) -> CorpusStore:

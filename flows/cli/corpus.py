@@ -51,8 +51,19 @@ def ingest(
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter, e.g. ';' or '|' (default ',').")] = ",",
     model: Annotated[
         str | None,
-        typer.Option(help="sentence-transformers model for a new corpus (default: ZSR_EMBEDDING_MODEL)."),
+        typer.Option(
+            help="sentence-transformers model (name, path, or a version of the corpus's adapted models) for "
+            "a new corpus (default: ZSR_EMBEDDING_MODEL); for an indexed corpus, move it to this model "
+            "without downtime: its vectors are built beside the old ones, then switched to at once."
+        ),
     ] = None,
+    compensate_only: Annotated[
+        bool,
+        typer.Option(
+            help="With --model on an indexed corpus: learn the query drift map into the old model's space "
+            "and stop; search with 'dense(compensate=true)' until an upgrade without it completes."
+        ),
+    ] = False,
     chunking: Annotated[
         Chunking | None,
         typer.Option(
@@ -85,6 +96,7 @@ def ingest(
             chunking=chunking,
             progress=progress,
             delimiter="\t" if delimiter == "\\t" else delimiter,  # as the hint prints it: '\t'
+            compensate_only=compensate_only,
         )
     skipped = [asdict(p) for p in read.skipped]
     reps = _index_promptreps(corpus, as_json) if promptreps else None
@@ -104,6 +116,8 @@ def ingest(
         f"table versions: documents {report.versions['documents']}, views {report.versions['views']}; "
         f"{report.seconds:.1f}s"
     )
+    if report.upgrade:
+        out.print(upgrade_line(report.upgrade))
     for problem in read.skipped:
         err.print(f"[yellow]skipped[/] {problem}", highlight=False)
     if report.kept_unverified:
@@ -148,6 +162,23 @@ def search(
     show(
         ["rank", "doc_id", "score", "document"],
         [[h.rank, h.doc_id, h.score, hit_text(h)] for h in found.hits],
+    )
+
+
+def upgrade_line(moved: dict[str, Any]) -> str:
+    """What a move to another model did (``tasks.ingest.upgrade.UpgradeReport`` as a dict)."""
+    fit = (
+        f"drift map ({moved['method']}, {moved['pairs']} pairs{', reused' if moved['fit_reused'] else ''}): "
+        f"held-out cosine {moved['cosine_before']:.3f} -> {moved['cosine_after']:.3f}"
+    )
+    if not moved["switched"]:
+        return (
+            f"model {moved['model']}: {fit}; the corpus still searches space {moved['old_space']}, "
+            "use 'dense(compensate=true)' for the new model"
+        )
+    return (
+        f"model {moved['model']}: {fit}; {moved['rebuilt']} documents embedded, {moved['resumed']} done "
+        f"before; switched from space {moved['old_space']} to {moved['new_space']}"
     )
 
 

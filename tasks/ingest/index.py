@@ -5,7 +5,7 @@ that carry its hash in ``views.doc_hash`` (in the corpus's vector space); :mod:`
 the rules that keep it checkable. Documents are processed in batches; each batch commits its embeddings to the
 cache, then the views of the new versions (one commit), then the document rows, and only then deletes the
 views of older versions. Gone documents lose their views, then their rows. Every run starts by checking each
-stored document against its views (:func:`_whole`): a document whose views are not exactly those of its row's
+stored document against its views (:func:`whole`): a document whose views are not exactly those of its row's
 hash (a run killed between those writes left it so), and views whose document has no row, are repaired in the
 same run, whatever the source now says. A run killed at any point and followed by a run over any source
 therefore ends with exactly the tables an uninterrupted run over that source gives. A new way of writing views
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -70,6 +70,7 @@ class ReindexReport:
     chunks_cached: int = 0
     versions: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    upgrade: dict[str, Any] | None = None  # a move to another model's space (tasks.ingest.upgrade's report)
 
 
 def resolve_corpus(store: CorpusStore, corpus: str, requested: VectorSpace, explicit: bool) -> VectorSpace:
@@ -153,7 +154,7 @@ def reindex(
     exists = store.documents.exists(corpus)
     stored = store.documents.hashes(corpus) if exists else {}
     views = store.views.hashes(corpus, space)
-    broken = {doc_id for doc_id, h in stored.items() if not _whole(views.get(doc_id, set()), h)}
+    broken = {doc_id for doc_id, h in stored.items() if not whole(views.get(doc_id, set()), h)}
     plan = plan_documents(documents, stored, broken)
     orphans = sorted(doc_id for doc_id in views if doc_id not in stored and doc_id not in plan.present)
     missing = _split_gone(
@@ -164,7 +165,7 @@ def reindex(
     )
     gone = missing.delete
     kept = [*missing.kept_skipped, *missing.kept_deleted, *missing.kept_unverified]
-    repairs = _stored_documents(store, corpus, sorted(broken.intersection(kept)))
+    repairs = stored_documents(store, corpus, sorted(broken.intersection(kept)))
     todo = len(plan.todo) + len(repairs)
     report.added = sum(doc_id not in stored for doc_id in plan.todo)
     report.changed = plan.changed
@@ -210,7 +211,7 @@ def reindex(
     planned = (d for d in documents if d.doc_id in plan.todo)
     done = 0
     for batch in batches(chain(planned, repairs), batch_docs):
-        _write_batch(store, corpus, space, embedder, batch, stored, fields, overlap, report)
+        write_batch(store, corpus, space, embedder, batch, stored, fields, overlap, report)
         done += len(batch)
         if progress:
             progress(done, todo)
@@ -230,7 +231,7 @@ def reindex(
     return report
 
 
-def _write_batch(
+def write_batch(
     store: CorpusStore,
     corpus: str,
     space: VectorSpace,
@@ -301,7 +302,7 @@ def load_for(space: VectorSpace, get_embedder: Callable[[], Embedder]) -> Embedd
     return embedder
 
 
-def _whole(views: set[tuple[str, str | None]], doc_hash: str) -> bool:
+def whole(views: set[tuple[str, str | None]], doc_hash: str) -> bool:
     """Whether a document's views are exactly those of its stored version.
 
     A version's views are written in one commit and deleted either all at once or, as stale, only after the
@@ -335,7 +336,7 @@ def _split_gone(gone: list[str], keep_deleted: bool, skipped_ids: Collection[str
     return _Gone(rest, skipped, [], [])
 
 
-def _stored_documents(store: CorpusStore, corpus: str, doc_ids: Sequence[str]) -> list[Document]:
+def stored_documents(store: CorpusStore, corpus: str, doc_ids: Sequence[str]) -> list[Document]:
     """Stored documents rebuilt from their rows: how a kept document no longer in the source is repaired."""
     if not doc_ids:
         return []

@@ -20,6 +20,7 @@ import pyarrow as pa
 from storage.corpus_store import CorpusStore
 from storage.ids import content_hash
 from storage.metadata import with_metadata
+from storage.vector_space import VectorSpace
 from tasks.ingest.chunking import join_title
 from tasks.ingest.embed import Embedder
 from tasks.ingest.index import embed_cached, load_for, view_rows
@@ -52,17 +53,27 @@ def kept_queries(store: CorpusStore, corpus: str) -> dict[str, list[tuple[str, s
     return {d: sorted(qs) for d, qs in out.items()}
 
 
-def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embedder]) -> ViewsReport:
-    """Bring title and query views, and the expanded BM25 index, in line with the corpus."""
+def build_views(
+    store: CorpusStore,
+    corpus: str,
+    get_embedder: Callable[[], Embedder],
+    space: VectorSpace | None = None,
+) -> ViewsReport:
+    """Bring title and query views, and the expanded BM25 index, in line with the corpus.
+
+    ``space``: build the views of that vector space only, as a model upgrade does for the space it moves to
+    (:mod:`tasks.ingest.upgrade`); the expanded index belongs to no space and the active space's searches
+    read it, so it is left as it is.
+    """
     report = ViewsReport(corpus)
-    space = store.registry.corpus(corpus).space
+    active = store.registry.corpus(corpus).space
     columns = ["doc_id", "title", "text", "content_hash", "metadata"]
     docs = store.documents.table(corpus).to_arrow().select(columns).to_pylist()
     doc_hashes = {d["doc_id"]: d["content_hash"] for d in docs}  # each view is tagged with its version
     metadata = {d["doc_id"]: json.loads(d["metadata"] or "{}") for d in docs}  # copied onto each view
     fields = store.documents.metadata_fields(corpus)
     queries = kept_queries(store, corpus)
-    embedder = load_for(space, get_embedder)
+    embedder = load_for(space or active, get_embedder)
     titles = [
         (content_hash(d["doc_id"], TITLE, d["title"]), d["doc_id"], TITLE, 0, d["title"])
         for d in docs
@@ -77,13 +88,15 @@ def build_views(store: CorpusStore, corpus: str, get_embedder: Callable[[], Embe
         vectors, encoded = embed_cached(
             store, embedder, {content_hash(v[4]): v[4] for v in views}, queries=as_query
         )
-        rows = view_rows(views, vectors, space.model, embedder.dim, doc_hashes)
+        rows = view_rows(views, vectors, embedder.space.model, embedder.dim, doc_hashes)
         rows = with_metadata(rows, [metadata[v[1]] for v in views], fields)
-        added, deleted = store.views.sync(corpus, space, [kind], rows)
+        added, deleted = store.views.sync(corpus, embedder.space, [kind], rows)
         report.encoded += encoded
         report.added += added
         report.deleted += deleted
     report.title_views, report.query_views = len(titles), len(query_views)
+    if space is not None:
+        return report
     expanded = [
         {
             "doc_id": d["doc_id"],

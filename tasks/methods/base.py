@@ -142,6 +142,10 @@ class Retriever(Protocol):
         """Texts embedded with the corpus's model, as queries or as passages."""
         ...
 
+    def compensated(self, texts: list[str]) -> np.ndarray:
+        """Query texts embedded by the model of the corpus's pending upgrade, mapped into its active space."""
+        ...
+
     def search_vectors(
         self,
         vectors: np.ndarray,

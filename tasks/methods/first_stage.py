@@ -21,13 +21,18 @@ class DenseParams(BaseModel):
     """Bi-encoder cosine similarity over chunk vectors; a document scores as its best chunk.
 
     ``whiten``: the cosine after whitening queries and chunks alike with the corpus's fit (WhiteningBERT,
-    :mod:`storage.whitening`), keeping the ``dims`` directions of most variance.
+    :mod:`storage.whitening`), keeping the ``dims`` directions of most variance. ``compensate``: the query
+    encoded by the model of the corpus's pending upgrade and mapped into its index's space (query drift
+    compensation, :mod:`storage.compensation`).
     """
 
     model_config = FROZEN
     whiten: bool = Field(default=False, description="whiten queries and chunks with the corpus's fit")
     dims: int | None = Field(
         default=None, ge=1, description="whitened dimensions kept, most variance first (default: all)"
+    )
+    compensate: bool = Field(
+        default=False, description="encode with the pending upgrade's new model, mapped into the old index"
     )
 
     @model_validator(mode="after")
@@ -153,7 +158,7 @@ def dense(
     """Top ``k`` documents of each text by its query embedding, over the views of ``kinds``."""
     if not texts:
         return []
-    vectors = retriever.encode(texts, queries=True)
+    vectors = retriever.compensated(texts) if params.compensate else retriever.encode(texts, queries=True)
     return retriever.search_vectors(vectors, k, kinds, whiten=params.whiten, dims=params.dims)
 
 

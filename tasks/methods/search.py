@@ -20,6 +20,7 @@ import numpy as np
 
 from storage.corpus_store import CorpusStore
 from storage.matrix import Hits
+from storage.vector_space import VectorSpace
 from tasks.ingest.embed import Embedder
 from tasks.llm.judge import Completer, Judge, JudgementMemo
 from tasks.methods.base import LLMUnavailableError, Meter, QueryTrace, Ranking, rank
@@ -87,6 +88,9 @@ class Searcher:
     filter syntax over the corpus's metadata keys). It is checked here, before any search, and applied to
     each dense and bm25 search before its top k (see :mod:`storage.search`), so every method built on
     them (hybrid, multiview, HyDE, RM3, ...) ranks only matching documents.
+
+    ``embedder_for`` loads the embedder of another vector space: ``dense(compensate=true)`` encodes with the
+    model of the corpus's pending upgrade (see :meth:`compensated`).
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Searcher:
         llm_factory: Callable[[], Completer] | None = None,
         where: str | None = None,
         promptreps_factory: Callable[[], PromptReps] | None = None,
+        embedder_for: Callable[[VectorSpace], Embedder] | None = None,
     ) -> None:
         """Open the corpus, and check ``where`` against its metadata.
 
@@ -112,6 +117,7 @@ class Searcher:
         self.corpus = corpus
         self.info = store.registry.corpus(corpus)
         self.embedder_factory = get_embedder
+        self.embedder_for = embedder_for
         self.llm_factory = llm_factory if llm is None else lambda: llm
         self.judge = judge
         self.promptreps_factory = promptreps_factory
@@ -189,6 +195,18 @@ class Searcher:
             vectors = self.embedder_factory().encode(missing, queries=True)
             self._query_vectors.update(zip(missing, vectors, strict=True))
         return np.vstack([self._query_vectors[t] for t in texts])
+
+    def compensated(self, texts: list[str]) -> np.ndarray:
+        """Query texts encoded by the pending upgrade's new model and mapped into the corpus's active space.
+
+        Raises:
+            LookupError: the corpus has no upgrade in progress (no drift map into its space).
+            ValueError: the searcher was built without ``embedder_for``.
+        """
+        drift = self.store.drifts.pending(self.corpus, self.info.space)
+        if self.embedder_for is None:
+            raise ValueError("compensate=true needs the new model: build the Searcher with embedder_for=")
+        return drift.apply(self.embedder_for(drift.new_space).encode(texts, queries=True))
 
     def search_vectors(
         self,
