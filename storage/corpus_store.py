@@ -6,7 +6,8 @@
 - ``store.synthetic`` (``<corpus>__synthetic_queries``): generated queries and every filter decision;
 - ``store.cache`` (``embedcache__<space key>__<role>``): every vector computed, per vector space and role;
 - ``store.search`` (reads documents and views): dense and BM25 search;
-- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search.
+- ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search;
+- ``store.lattices`` (``<corpus>__lattice__<space key>``): LATTICE's semantic tree and its node summaries.
 
 Each corpus gets tables of its own rather than one shared table with a ``corpus`` column: BM25 statistics
 must be per corpus, and corpora may use embedding models of different dimensions. Every write is one LanceDB
@@ -30,6 +31,7 @@ from __future__ import annotations
 from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
 from storage.lance import Lance
+from storage.lattice import Lattices, corpus_of_lattice_table
 from storage.quantized import EXACT, Quantization
 from storage.registry import Registry
 from storage.search import Search
@@ -51,6 +53,7 @@ class CorpusStore:
         self.cache = EmbeddingCache(self.lance)
         self.search = Search(self.lance, self.documents, self.views, quantization)
         self.whitening = Whitenings(self.lance, self.search)
+        self.lattices = Lattices(self.lance)
 
     @property
     def uri(self) -> str:
@@ -74,10 +77,12 @@ class CorpusStore:
         names = set(self.lance.names())
         views = sorted(t for t in names if corpus_of_views_table(t) == corpus)
         whitening = sorted(t for t in names if corpus_of_whitening_table(t) == corpus)
+        lattices = sorted(t for t in names if corpus_of_lattice_table(t) == corpus)
         ordered = [
             synthetic_table(corpus),
             expanded_table(corpus),
             *whitening,
+            *lattices,
             *views,
             documents_table(corpus),
         ]

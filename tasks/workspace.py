@@ -46,6 +46,7 @@ from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_
 from tasks.evaluation.testsets import TestSet, TestSets
 from tasks.ingest.embed import Embedder, check_truncation, installed_space, load_embedder, vector_space
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.ingest.lattice import BRANCHING, LatticeReport, build_lattice
 from tasks.ingest.onnx import QUANTISED, load_onnx_embedder
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.views import ViewsReport, build_views
@@ -254,6 +255,19 @@ class Workspace:
         """Bring title and query views and the expanded BM25 index in line with the corpus."""
         with self.lease(corpus):
             return build_views(self.store, corpus, self._embedder(corpus))
+
+    def build_lattice(
+        self, corpus: str, *, branching: int = BRANCHING, llm: bool = True, rebuild: bool = False
+    ) -> LatticeReport:
+        """Build or refresh ``corpus``'s LATTICE tree: the paths over changed documents are re-summarised.
+
+        ``llm``: summaries written by the LLM (cached); without, extractive ones (enough for a simulation
+        judge). ``rebuild``: cluster anew (the LLM cache answers the summaries of unchanged nodes).
+        """
+        with self.lease(corpus):
+            return build_lattice(
+                self.store, corpus, self.llm if llm else None, branching=branching, rebuild=rebuild
+            )
 
     def corpora(self) -> list[dict[str, Any]]:
         """Every corpus by name: its registry entry, row counts, table versions and why it is incomplete."""

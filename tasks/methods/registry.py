@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from tasks.methods import feedback, first_stage, generative, judged
+from tasks.methods import feedback, first_stage, generative, judged, lattice
 from tasks.methods.base import Ranking, Retriever, method_fields
 from tasks.methods.grammar import Arg, Call, MethodSpecError, column, fault, parse_call, split_methods
 
@@ -69,6 +69,7 @@ REGISTRY: Mapping[str, MethodEntry[Any]] = {
         MethodEntry("rede-rf", judged.RedeRfParams, judged.retrieve_rede_rf, calls_llm=True),
         MethodEntry("expand", generative.ExpandParams, generative.retrieve_expand, calls_llm=True),
         MethodEntry("rerank", judged.RerankParams, judged.retrieve_rerank, calls_llm=True),
+        MethodEntry("lattice", lattice.LatticeParams, lattice.retrieve_lattice, calls_llm=True),
     )
 }
 
