@@ -26,7 +26,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.query_methods import subset
+from query_methods import subset  # bench/ is on the path of a bench script
+
 from storage.lattice import Tree
 from storage.types import Qrels
 from tasks.llm.judge import Judgement, OracleJudge, Pair

@@ -33,8 +33,11 @@ from storage.warehouse import Warehouse
 from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import (
     Comparison,
+    Cost,
+    FrontierPoint,
     compare_runs,
     eval_frames,
+    frontier,
     list_runs,
     resolve_run_id,
     run_row,
@@ -614,6 +617,10 @@ class Workspace:
         texts = self._query_texts(run_row(self.warehouse, run_a))
         return compare_runs(self.warehouse, run_a, run_b, measure, top, texts)
 
+    def frontier(self, run_id: str, measure: str = "nDCG@10", cost: Cost = "calls") -> list[FrontierPoint]:
+        """The methods of ``run_id``'s evaluation by LLM ``cost`` per query, the Pareto frontier marked."""
+        return frontier(self.warehouse, resolve_run_id(self.warehouse, run_id), measure, cost)
+
     def export_trec(self, run_id: str) -> list[str]:
         """The run's ranking as TREC run lines."""
         run_id = resolve_run_id(self.warehouse, run_id)
@@ -633,6 +640,7 @@ class Workspace:
             measure=measure,
             queries=self._query_texts(first),
             warn_share=self.settings.fallback_warn_share,
+            frontier=frontier(self.warehouse, run_id, measure),
         )
 
     def sql(self, statements: str, params: Sequence[Any] | None = None) -> pl.DataFrame | None:
