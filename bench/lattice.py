@@ -28,10 +28,8 @@ from pathlib import Path
 
 from query_methods import subset  # bench/ is on the path of a bench script
 
-from storage.lattice import Tree
-from storage.types import Qrels
 from tasks.llm.judge import Judgement, OracleJudge, Pair
-from tasks.methods.lattice import subtree_qrels
+from tasks.methods.lattice import Tree, subtree_qrels
 from tasks.settings import Settings
 from tasks.workspace import Workspace
 
@@ -47,7 +45,14 @@ class SimulationJudge(OracleJudge):
     Counts the pairs judged per query in ``calls``.
     """
 
-    def __init__(self, tree: Tree, qrels: Qrels, accuracy: float, shared: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        tree: Tree,
+        qrels: dict[str, dict[str, int]],
+        accuracy: float,
+        shared: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(subtree_qrels(tree, qrels))
         self.tree, self.seed = tree, seed
         self.slate = (1 - accuracy) * shared  # P(a slate errs together)

@@ -57,6 +57,7 @@ def nightly(
     methods: list[MethodName] = DEFAULT_METHODS,
     metrics: list[MetricName] = DEFAULT_METRICS,
     measure: MetricName = "nDCG@10",
+    lattice: bool = False,
 ) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
@@ -69,6 +70,8 @@ def nightly(
         methods: Methods evaluated on every registered test set.
         metrics: Measures of each evaluation.
         measure: Per-query measure of the comparison with the previous nightly run.
+        lattice: Refresh the LATTICE tree (LLM summaries of the paths over changed documents) before
+            evaluating; off by default, as a first build summarises every node.
 
     Returns:
         What each step did and the comparison rows; the same in the data of a failed state named
@@ -78,6 +81,7 @@ def nightly(
     indexed = reindex(corpus=corpus, source=source, fmt=fmt, skip_bad=skip_bad, refresh_views=False)
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
+    tree = steps.refresh_lattice(corpus) if lattice else None
     testsets = steps.find_testsets(corpus)
     if not testsets:
         log.warning("no test set is registered for %s: nothing to evaluate (`zsr testset add`)", corpus)
@@ -126,7 +130,13 @@ def nightly(
         synthesized["synthesis"]["generated"],
         len(evaluations),
     )
-    result = {"index": indexed, "synthesis": synthesized, "evaluations": evaluations, "comparison": rows}
+    result = {
+        "index": indexed,
+        "synthesis": synthesized,
+        "lattice": tree,
+        "evaluations": evaluations,
+        "comparison": rows,
+    }
     if regressed:
         return alert(corpus, measure, label, key, regressed, result)
     return result

@@ -1,0 +1,31 @@
+"""LATTICE end to end with the bundled LLM: it writes every node's summary, a rebuild is answered from the
+LLM cache, and the lattice method walks the tree with the LLM judge, its calls counted per query."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import fake_workspace
+
+pytestmark = pytest.mark.slow
+
+
+def test_bundled_llm_summarises_the_tree_and_judges_the_walk(tmp_path, monkeypatch):
+    with fake_workspace(tmp_path, monkeypatch) as ws:
+        assert ws.llm.config.model == "zsr-local/smollm2"
+        built = ws.build_lattice("c", branching=6)
+        tree = ws.searcher("c").lattice()
+        assert built.rebuilt and built.failed == 0 and built.summarised == built.nodes == len(tree.nodes)
+        assert all(n.summary.strip() and n.input_hash for n in tree.nodes.values())  # none extractive
+        summaries = [u for u in ws.llm.usage if u["purpose"] == "lattice-summary"]
+        assert len(summaries) == built.nodes and not any(u["cache_hit"] for u in summaries)
+
+        again = ws.build_lattice("c", branching=6, rebuild=True)  # same clusters, same prompts
+        cached = [u for u in ws.llm.usage if u["purpose"] == "lattice-summary"][built.nodes :]
+        assert again.summarised == built.nodes and all(u["cache_hit"] for u in cached)
+
+        engine = ws.searcher("c")
+        ranking = engine.search("term3 wing", "lattice(max_calls=12)", k=12)
+        trace = engine.last_trace["q"]
+        assert sorted(d for d, _ in ranking) == sorted(f"d{i}" for i in range(12))
+        assert 0 < trace.llm_calls <= 12 and trace.judge.startswith("llm:zsr-local/smollm2")
