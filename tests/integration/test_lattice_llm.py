@@ -13,14 +13,14 @@ pytestmark = pytest.mark.slow
 def test_bundled_llm_summarises_the_tree_and_judges_the_walk(tmp_path, monkeypatch):
     with fake_workspace(tmp_path, monkeypatch) as ws:
         assert ws.llm.config.model == "zsr-local/smollm2"
-        built = ws.build_lattice("c", branching=6)
+        built = ws.build_lattice("c", branching=10)  # 3 nodes: the root and two below it
         tree = ws.searcher("c").lattice()
         assert built.rebuilt and built.failed == 0 and built.summarised == built.nodes == len(tree.nodes)
         assert all(n.summary.strip() and n.input_hash for n in tree.nodes.values())  # none extractive
         summaries = [u for u in ws.llm.usage if u["purpose"] == "lattice-summary"]
         assert len(summaries) == built.nodes and not any(u["cache_hit"] for u in summaries)
 
-        again = ws.build_lattice("c", branching=6, rebuild=True)  # same clusters, same prompts
+        again = ws.build_lattice("c", branching=10, rebuild=True)  # same clusters, same prompts
         cached = [u for u in ws.llm.usage if u["purpose"] == "lattice-summary"][built.nodes :]
         assert again.summarised == built.nodes and all(u["cache_hit"] for u in cached)
 

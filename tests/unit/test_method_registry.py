@@ -19,7 +19,20 @@ from tasks.methods.search import Searcher
 from tests.fakes import make_docs
 
 QUERY = "term3 wing"
-ORDER = ["dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"]
+ORDER = [
+    "dense",
+    "bm25",
+    "hybrid",
+    "multiview",
+    "d2q",
+    "prf",
+    "rm3",
+    "hyde",
+    "rede-rf",
+    "expand",
+    "rerank",
+    "lattice",
+]
 
 
 @pytest.fixture
@@ -64,6 +77,7 @@ def test_the_registry_lists_every_method_in_order():
         "rede-rf",
         "expand",
         "rerank",
+        "lattice",
     }
     assert REGISTRY["hybrid"].summary == "Fusion of dense and bm25 rankings, each cut at ``depth``."
     assert all(e.summary and "\n" not in e.summary for e in REGISTRY.values())
@@ -186,7 +200,7 @@ def test_split_methods_keeps_nested_commas():
         # a missing '=', at the top or nested
         ("rerank(first=hybrid(depth))", r"parameter 'depth' \(column 21\) must be written key=value"),
         # unknown methods, nested too: the path, the column, the list and `zsr methods`
-        ("colbert", r"^unknown method 'colbert'; available: dense, bm25, .*rerank \(see `zsr methods`\)$"),
+        ("colbert", r"^unknown method 'colbert'; available: dense, bm25, .*lattice \(see `zsr methods`\)$"),
         (
             "rede-rf(first=colbert)",
             r"first: unknown method 'colbert' \(column 15\); available: dense, .*zsr methods",
