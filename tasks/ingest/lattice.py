@@ -77,15 +77,15 @@ def build_lattice(
     if not ids:
         raise ValueError(f"corpus {corpus!r} has no documents: ingest some before building its LATTICE tree")
     before = None if rebuild else store.lattices.get(corpus, space)
-    kept = [d for d in before.doc_ids()] if before else []
+    kept = set(before.doc_ids()) if before else set()
     current = set(ids)
-    survivors = [d for d in kept if d in current]
+    survivors = [d for d in ids if d in kept]
     if before is None or not survivors:
         tree, added, deleted = cluster(ids, vectors, branching), 0, 0
     else:
         row = {d: i for i, d in enumerate(ids)}
-        new = [d for d in ids if d not in set(kept)]
-        gone = set(kept) - current
+        new = [d for d in ids if d not in kept]
+        gone = kept - current
         tree = attach(before, _nearest_parents(before, survivors, new, vectors, row), gone)
         added, deleted = len(new), len(gone)
     texts = _texts(store, corpus, ids)

@@ -10,6 +10,13 @@ from tests.fakes import fake_workspace
 pytestmark = pytest.mark.slow
 
 
+def calls(ws) -> list[bool]:
+    """Whether each summary request so far was answered from the LLM cache, oldest first."""
+    ws.llm.flush()  # usage rows go to the warehouse in batches
+    frame = ws.sql("SELECT cache_hit FROM llm_calls WHERE purpose = 'lattice-summary' ORDER BY created_at")
+    return frame["cache_hit"].to_list()
+
+
 def test_bundled_llm_summarises_the_tree_and_judges_the_walk(tmp_path, monkeypatch):
     with fake_workspace(tmp_path, monkeypatch) as ws:
         assert ws.llm.config.model == "zsr-local/smollm2"
@@ -17,12 +24,10 @@ def test_bundled_llm_summarises_the_tree_and_judges_the_walk(tmp_path, monkeypat
         tree = ws.searcher("c").lattice()
         assert built.rebuilt and built.failed == 0 and built.summarised == built.nodes == len(tree.nodes)
         assert all(n.summary.strip() and n.input_hash for n in tree.nodes.values())  # none extractive
-        summaries = [u for u in ws.llm.usage if u["purpose"] == "lattice-summary"]
-        assert len(summaries) == built.nodes and not any(u["cache_hit"] for u in summaries)
+        assert calls(ws) == [False] * built.nodes  # each asked once, none from the cache
 
         again = ws.build_lattice("c", branching=10, rebuild=True)  # same clusters, same prompts
-        cached = [u for u in ws.llm.usage if u["purpose"] == "lattice-summary"][built.nodes :]
-        assert again.summarised == built.nodes and all(u["cache_hit"] for u in cached)
+        assert again.summarised == built.nodes and calls(ws) == [False] * built.nodes + [True] * built.nodes
 
         engine = ws.searcher("c")
         ranking = engine.search("term3 wing", "lattice(max_calls=12)", k=12)
