@@ -64,6 +64,8 @@ def test_frontier_reads_llm_calls_per_query_and_marks_the_optimal(evaluated):
     expected |= {m for m in runs if m.startswith("rerank") and quality[m] > free}
     assert {m for m, p in points.items() if p.on_frontier} == expected
     assert {m: p.quality for m, p in points.items()} == pytest.approx(quality)
+    report = ws.report(runs["bm25"].run_id)  # the report asks the warehouse for the same points
+    assert (report.parent / "frontier.png").is_file() and "<h2>Cost and quality</h2>" in report.read_text()
 
 
 def test_compare_frontier_in_the_terminal_and_as_json(evaluated, monkeypatch):
