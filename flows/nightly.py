@@ -66,6 +66,7 @@ def nightly(
     adapt: bool = False,
     adapt_max_minutes: float = 60.0,
     model: str | None = None,
+    lattice: bool = False,
 ) -> dict[str, Any] | State[Any]:
     """Keep one corpus fresh and measured: re-index, synthesize, evaluate, compare with the previous night.
 
@@ -84,6 +85,8 @@ def nightly(
         adapt_max_minutes: Training minutes at most for ``adapt``.
         model: Move the corpus to this model (name, path or a version of its adapted models) without
             downtime during the re-index; empty (the default): keep its model.
+        lattice: Refresh the LATTICE tree (LLM summaries of the paths over changed documents) before
+            evaluating; off by default, as a first build summarises every node.
 
     Returns:
         What each step did and the comparison rows; the same in the data of a failed state named
@@ -103,6 +106,7 @@ def nightly(
     steps.collect_garbage()  # the versions this re-index left behind; recorded runs' versions stay
     synthesized = synthesize(corpus=corpus, synthesis=synthesis)
     adapted = steps.adapt_model(corpus, adapt_max_minutes) if adapt else None
+    tree = steps.refresh_lattice(corpus) if lattice else None
     testsets = steps.find_testsets(corpus)
     if not testsets:
         log.warning("no test set is registered for %s: nothing to evaluate (`zsr testset add`)", corpus)
@@ -160,6 +164,7 @@ def nightly(
         "index": indexed,
         "synthesis": synthesized,
         "adapted": adapted,
+        "lattice": tree,
         "evaluations": evaluations,
         "comparison": rows,
     }

@@ -130,6 +130,12 @@ def refresh_views(corpus: str) -> dict[str, Any]:
     return asdict(Workspace.open().refresh_views(corpus))
 
 
+@task(**_retrying(retries=2, timeout_seconds=6 * 3600, cache_policy=NO_CACHE, tags=[LLM_TAG]))
+def refresh_lattice(corpus: str) -> dict[str, Any]:
+    """Refresh the corpus's LATTICE tree: the LLM re-summarises only the paths over changed documents."""
+    return asdict(Workspace.open().build_lattice(corpus))
+
+
 @task(**_retrying(retries=1, timeout_seconds=3600, cache_policy=NO_CACHE))
 def collect_garbage() -> dict[str, Any]:
     """Storage upkeep (``zsr gc --apply``): compact, and delete table versions no recorded run points at."""

@@ -9,6 +9,7 @@
 - ``store.whitening`` (``<corpus>__whitening__<space key>``): each space's whitening fit, and whitened search;
 - ``store.sparse`` (views tables with ``terms``/``weights``, e.g. PromptReps'): exact sparse search.
 - ``store.drifts`` (``<corpus>__drift``): maps from a new model's space into the old (drift compensation).
+- ``store.lattices`` (``<corpus>__lattice__<space key>``): LATTICE's semantic tree and its node summaries.
 
 Each corpus gets tables of its own rather than one shared table with a ``corpus`` column: BM25 statistics
 must be per corpus, and corpora may use embedding models of different dimensions. Every write is one LanceDB
@@ -35,6 +36,7 @@ from storage.compensation import Drifts, drift_table
 from storage.documents import Documents, documents_table, expanded_table
 from storage.embedding_cache import EmbeddingCache
 from storage.lance import Lance
+from storage.lattice import Lattices, corpus_of_lattice_table
 from storage.quantized import EXACT, Quantization
 from storage.registry import Registry
 from storage.search import Search
@@ -64,6 +66,7 @@ class CorpusStore:
         self.whitening = Whitenings(self.lance, self.search)
         self.sparse = SparseSearch(self.lance)
         self.drifts = Drifts(self.lance)
+        self.lattices = Lattices(self.lance)
 
     @property
     def uri(self) -> str:
@@ -87,11 +90,13 @@ class CorpusStore:
         names = set(self.lance.names())
         views = sorted(t for t in names if corpus_of_views_table(t) == corpus)
         whitening = sorted(t for t in names if corpus_of_whitening_table(t) == corpus)
+        lattices = sorted(t for t in names if corpus_of_lattice_table(t) == corpus)
         ordered = [
             synthetic_table(corpus),
             expanded_table(corpus),
             drift_table(corpus),
             *whitening,
+            *lattices,
             *views,
             documents_table(corpus),
         ]

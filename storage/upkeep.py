@@ -42,6 +42,7 @@ import lance
 from storage.compensation import drift_table
 from storage.documents import documents_table, expanded_table
 from storage.lance import Lance
+from storage.lattice import corpus_of_lattice_table
 from storage.packs import FolderCompaction
 from storage.synthetic import synthetic_table
 from storage.views import corpus_of_views_table, views_table_of_key
@@ -110,7 +111,9 @@ def recorded_versions(runs: Iterable[Mapping[str, Any]]) -> dict[str, dict[int, 
 
 def owner(table: str) -> str | None:
     """The corpus a table belongs to; ``None`` for a table every corpus shares (registry, caches)."""
-    corpus = corpus_of_views_table(table) or corpus_of_whitening_table(table)
+    corpus = (
+        corpus_of_views_table(table) or corpus_of_whitening_table(table) or corpus_of_lattice_table(table)
+    )
     if corpus is not None or table.startswith("embedcache__"):
         return corpus
     for name in (documents_table, expanded_table, synthetic_table, drift_table):

@@ -39,8 +39,11 @@ from tasks.adapt.train import StepProgress
 from tasks.evaluation import runs as sequence
 from tasks.evaluation.compare import (
     Comparison,
+    Cost,
+    FrontierPoint,
     compare_runs,
     eval_frames,
+    frontier,
     list_runs,
     resolve_run_id,
     run_row,
@@ -52,6 +55,7 @@ from tasks.evaluation.runs import Direct, Evaluation, Plan, RunResult, previous_
 from tasks.evaluation.testsets import TestSet, TestSets
 from tasks.ingest.embed import Embedder, check_truncation, installed_space, load_embedder, vector_space
 from tasks.ingest.index import Progress, ReindexReport, reindex, resolve_corpus
+from tasks.ingest.lattice import BRANCHING, LatticeReport, build_lattice
 from tasks.ingest.onnx import QUANTISED, load_onnx_embedder
 from tasks.ingest.sources import FieldMap, SourceFormat, SourceReport, read_source
 from tasks.ingest.upgrade import upgrade_model
@@ -375,6 +379,19 @@ class Workspace:
         """Bring title and query views and the expanded BM25 index in line with the corpus."""
         with self.lease(corpus):
             return build_views(self.store, corpus, self._embedder(corpus))
+
+    def build_lattice(
+        self, corpus: str, *, branching: int = BRANCHING, llm: bool = True, rebuild: bool = False
+    ) -> LatticeReport:
+        """Build or refresh ``corpus``'s LATTICE tree: the paths over changed documents are re-summarised.
+
+        ``llm``: summaries written by the LLM (cached); without, extractive ones (enough for a simulation
+        judge). ``rebuild``: cluster anew (the LLM cache answers the summaries of unchanged nodes).
+        """
+        with self.lease(corpus):
+            return build_lattice(
+                self.store, corpus, self.llm if llm else None, branching=branching, rebuild=rebuild
+            )
 
     def corpora(self) -> list[dict[str, Any]]:
         """Every corpus by name: its registry entry, row counts, table versions and why it is incomplete."""
@@ -817,6 +834,10 @@ class Workspace:
         texts = self._query_texts(run_row(self.warehouse, run_a))
         return compare_runs(self.warehouse, run_a, run_b, measure, top, texts)
 
+    def frontier(self, run_id: str, measure: str = "nDCG@10", cost: Cost = "calls") -> list[FrontierPoint]:
+        """The methods of ``run_id``'s evaluation by LLM ``cost`` per query, the Pareto frontier marked."""
+        return frontier(self.warehouse, resolve_run_id(self.warehouse, run_id), measure, cost)
+
     def export_trec(self, run_id: str) -> list[str]:
         """The run's ranking as TREC run lines."""
         run_id = resolve_run_id(self.warehouse, run_id)
@@ -836,6 +857,7 @@ class Workspace:
             measure=measure,
             queries=self._query_texts(first),
             warn_share=self.settings.fallback_warn_share,
+            frontier=frontier(self.warehouse, run_id, measure),
         )
 
     def sql(self, statements: str, params: Sequence[Any] | None = None) -> pl.DataFrame | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from storage.models import ModelManifest
 from storage.types import Document
 from storage.vector_space import VectorSpace
 
@@ -106,3 +107,27 @@ def fake_workspace(tmp_path: Path, monkeypatch: Any, corpora: Sequence[str] = ("
             reindex(ws.store, corpus, make_docs(12), fake.space, lambda: fake)
             ws.testsets.register(corpus, "t", beir)
         yield ws
+
+
+def model_manifest(version: str, created_at: str, corpus: str = "c") -> ModelManifest:
+    """A published adapted model's manifest with made-up training figures (catalogue tests)."""
+    return ModelManifest(
+        corpus=corpus,
+        version=version,
+        base_model="base",
+        base_revision="r",
+        query_prefix="",
+        passage_prefix="",
+        loss="mnrl",
+        data_hash="h",
+        train_queries=3,
+        dev_queries=1,
+        batch_size=2,
+        hard_negatives=1,
+        steps=4,
+        max_steps=4,
+        seconds=1.0,
+        stopped="max-steps",
+        dev={"base": {"nDCG@10": 0.5}, "adapted": {"nDCG@10": 0.6}},
+        created_at=created_at,
+    )

@@ -1,4 +1,4 @@
-"""Corpus commands: ``ingest``, ``search``, ``corpora``, ``methods`` and ``demo``."""
+"""Corpus commands: ``ingest``, ``search``, ``corpora``, ``lattice``, ``methods`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -209,6 +209,32 @@ def corpora(as_json: JsonOpt = False) -> None:
     }
     spare = ("documents version", "views version")  # left out on a narrow terminal; in --json
     listing(rows, columns, as_json, "no corpora yet: run `zsr ingest SOURCE --corpus NAME`", spare)
+
+
+@app.command()
+def lattice(
+    corpus: Annotated[str, typer.Argument(help="The corpus whose LATTICE tree is built or refreshed.")],
+    branching: Annotated[int, typer.Option(min=2, help="Children per node, at most (a new tree's).")] = 10,
+    llm: Annotated[
+        bool, typer.Option("--llm/--no-llm", help="Node summaries by the LLM, or extractive (free).")
+    ] = True,
+    rebuild: Annotated[
+        bool, typer.Option(help="Cluster anew; the LLM cache answers unchanged nodes.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build or refresh the semantic tree the lattice method walks; only changed paths are re-summarised."""
+    with user_errors():
+        report = workspace().build_lattice(corpus, branching=branching, llm=llm, rebuild=rebuild)
+    if as_json:
+        emit_json(asdict(report))
+        return
+    out.print(
+        f"{corpus}: {'built' if report.rebuilt else 'refreshed'} a tree of {report.nodes} nodes over "
+        f"{report.documents} documents ({report.added} added, {report.deleted} deleted); "
+        f"{report.summarised} summaries written, {report.kept} kept, {report.failed} failed",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -33,6 +33,8 @@ from flows.cli.common import (
 if TYPE_CHECKING:
     import polars as pl
 
+    from tasks.evaluation.compare import Cost
+
 
 @app.command("eval")
 def eval_(
@@ -110,14 +112,30 @@ def runs(
 
 @app.command()
 def compare(
-    run_a: Annotated[str, typer.Argument(help="Baseline run id.")],
-    run_b: Annotated[str, typer.Argument(help="Run compared against the baseline.")],
+    run_a: Annotated[
+        str, typer.Argument(help="Baseline run id (with --frontier: any run of the evaluation).")
+    ],
+    run_b: Annotated[str | None, typer.Argument(help="Run compared against the baseline.")] = None,
     measure: Annotated[str, typer.Option(help="Per-query measure to compare.")] = "nDCG@10",
     top: Annotated[int, typer.Option(min=0, help="How many biggest movers to show each way.")] = 5,
+    frontier: Annotated[
+        bool, typer.Option("--frontier", help="Every method of RUN_A's evaluation: quality against LLM cost.")
+    ] = False,
+    cost: Annotated[
+        str, typer.Option(help="With --frontier: the cost axis, calls or tokens per query.")
+    ] = "calls",
+    target: Annotated[
+        float | None, typer.Option(help="With --frontier: name the cheapest method reaching this quality.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare two runs query by query: paired significance tests, wins/ties/losses, biggest movers."""
+    """Compare two runs query by query (paired tests, movers), or with --frontier: quality against cost."""
+    if frontier:
+        _frontier(run_a, measure, cost, target, as_json)
+        return
     with user_errors():
+        if run_b is None:
+            raise ValueError("compare takes two runs (`zsr compare A B`), or one with --frontier")
         result = workspace().compare(run_a, run_b, measure, top)
     if as_json:
         emit_json(asdict(result))
@@ -145,6 +163,30 @@ def compare(
                 ],
                 title=title,
             )
+
+
+def _frontier(run_id: str, measure: str, cost: str, target: float | None, as_json: bool) -> None:
+    """The cost-quality table of ``run_id``'s evaluation, cheapest first, the Pareto frontier starred."""
+    from tasks.evaluation.compare import cheapest
+
+    with user_errors():
+        if cost not in ("calls", "tokens"):
+            raise ValueError(f"--cost must be calls or tokens, got {cost!r}")
+        axis: Cost = "tokens" if cost == "tokens" else "calls"
+        points = workspace().frontier(run_id, measure, axis)
+    pick = cheapest(points, target, axis) if target is not None else None
+    if as_json:
+        emit_json({"points": [asdict(p) for p in points], "cheapest": asdict(pick) if pick else None})
+        return
+    show(
+        ["method", measure, "LLM calls/query", "LLM tokens/query", "frontier"],
+        [[p.method, p.quality, p.calls, p.tokens, "*" if p.on_frontier else ""] for p in points],
+    )
+    if target is not None:
+        found = (
+            f"{pick.method} ({pick.quality:.3f}, {getattr(pick, axis):.1f} {axis}/query)" if pick else "none"
+        )
+        out.print(escape(f"cheapest with {measure} >= {target:g}: {found}"), highlight=False)
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from scipy import stats
@@ -185,3 +185,78 @@ def eval_frames(warehouse: Warehouse, run_id: str) -> tuple[pl.DataFrame, pl.Dat
         assert isinstance(frame, pl.DataFrame)
         frames.append(frame)
     return frames[0], frames[1], frames[2]
+
+
+Cost = Literal["calls", "tokens"]
+_FRONTIER = """
+    SELECT r.run_id, r.method, max(m.value) AS quality,
+           (SELECT avg(llm_calls) FROM queries q WHERE q.run_id = r.run_id) AS calls,
+           (SELECT avg(tokens_in + tokens_out) FROM queries q WHERE q.run_id = r.run_id) AS tokens
+    FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id AND m.measure = ?
+    WHERE r.eval_id = ? GROUP BY r.run_id, r.method, r.created_at ORDER BY r.created_at, r.run_id"""
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One method of an evaluation: quality on a measure, LLM cost per query, and Pareto-optimality.
+
+    ``on_frontier``: no other method of the evaluation is at least as good for at most its cost.
+    """
+
+    run_id: str
+    method: str
+    quality: float | None  # None: the measure was not computed for this run
+    calls: float  # LLM calls per query
+    tokens: float  # LLM tokens (in + out) per query
+    on_frontier: bool
+
+
+def pareto(points: list[tuple[float, float]]) -> list[bool]:
+    """Which ``(cost, quality)`` points no other point dominates: cost as low, quality as high, one strictly.
+
+    Equal points both stay: neither is better than the other.
+    """
+    return [
+        not any(c <= cost and q >= quality and (c, q) != (cost, quality) for c, q in points)
+        for cost, quality in points
+    ]
+
+
+def frontier(
+    warehouse: Warehouse, run_id: str, measure: str = "nDCG@10", cost: Cost = "calls"
+) -> list[FrontierPoint]:
+    """The methods of ``run_id``'s evaluation by ``cost`` per query (cheapest first), the frontier marked.
+
+    A run without ``measure`` is listed but never on the frontier; runs stored before their cost was
+    recorded count as free.
+    """
+    eval_id = run_row(warehouse, run_id)["eval_id"]
+    rows = warehouse.query(_FRONTIER, [measure, eval_id]).to_pylist()
+    if all(r["quality"] is None for r in rows):
+        raise ValueError(f"no run of evaluation {eval_id} has {measure!r}; pick a measure it computed")
+    scored = [r for r in rows if r["quality"] is not None and not math.isnan(r["quality"])]
+    marks = dict(
+        zip(
+            (r["run_id"] for r in scored),
+            pareto([(r[cost] or 0.0, r["quality"]) for r in scored]),
+            strict=True,
+        )
+    )
+    points = [
+        FrontierPoint(
+            r["run_id"],
+            r["method"],
+            r["quality"] if r["run_id"] in marks else None,
+            r["calls"] or 0.0,
+            r["tokens"] or 0.0,
+            marks.get(r["run_id"], False),
+        )
+        for r in rows
+    ]
+    return sorted(points, key=lambda p: (getattr(p, cost), -(p.quality or 0.0), p.method))
+
+
+def cheapest(points: list[FrontierPoint], target: float, cost: Cost = "calls") -> FrontierPoint | None:
+    """The cheapest method whose quality reaches ``target`` (best quality among equally cheap ones)."""
+    reaching = [p for p in points if p.quality is not None and p.quality >= target]
+    return min(reaching, key=lambda p: (getattr(p, cost), -(p.quality or 0.0)), default=None)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from tasks.evaluation.compare import FrontierPoint
+
 DASH = "–"
 HARDEST = 10
 _CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -154,6 +156,62 @@ def per_query_distribution_chart(
     return _write_atomic(path, lambda f: figure.savefig(f, format="png"))
 
 
+def frontier_chart(runs: pl.DataFrame, points: list[FrontierPoint], measure: str, path: Path) -> Path:
+    """``measure`` against LLM calls per query as PNG, one dot a method, the Pareto frontier joined.
+
+    A method keeps its colour from the other charts; frontier methods are ringed and joined by a step line
+    (from each frontier method, quality holds until the next one costs more and gives more).
+    """
+    labels = _labels(runs)
+    colour = {run_id: f"C{i % 10}" for i, run_id in enumerate(labels)}
+    figure, ax = _axes(9.0, 5.0, grid="y")
+    ax.grid(axis="x", alpha=0.3)
+    shown = {p.run_id: (p, p.quality) for p in points if p.quality is not None}
+    best = sorted((p.calls, q) for p, q in shown.values() if p.on_frontier)
+    if best:
+        xs = [c for c, _ in best] + [max(p.calls for p, _ in shown.values())]
+        ys = [q for _, q in best] + [best[-1][1]]
+        ax.step(xs, ys, where="post", color="black", alpha=0.5, linewidth=1, label="Pareto frontier")
+    for p, quality in shown.values():
+        ax.scatter(
+            [p.calls],
+            [quality],
+            s=90 if p.on_frontier else 45,
+            color=colour[p.run_id],
+            edgecolors="black" if p.on_frontier else "none",
+            linewidths=1.5,
+            zorder=3,
+            label=_wrap(labels[p.run_id]) + (" (frontier)" if p.on_frontier else ""),
+        )
+    ax.set_xlabel("LLM calls per query (lower is cheaper)")
+    ax.set_ylabel(f"{measure} (higher is better)")
+    ax.set_title(f"{measure} against LLM calls per query: ringed = on the cost-quality frontier", fontsize=10)
+    figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=9)
+    return _write_atomic(path, lambda f: figure.savefig(f, format="png"))
+
+
+def _frontier_section(runs: pl.DataFrame, points: list[FrontierPoint], measure: str, out_dir: Path) -> str:
+    """The frontier chart and its table: each method's quality and LLM cost, the frontier marked."""
+    e = html.escape
+    labels = _labels(runs)
+    chart = frontier_chart(runs, points, measure, out_dir / "frontier.png")
+    alt = f"Scatter plot of {measure} against LLM calls per query, the Pareto frontier joined"
+    rows = [
+        _td(labels[p.run_id])
+        + _num(p.quality)
+        + f"<td class=n>{p.calls:.1f}</td>"
+        + f"<td class=n>{p.tokens:.0f}</td>"
+        + f"<td>{'on the frontier' if p.on_frontier else DASH}</td>"
+        for p in points
+    ]
+    return f"""<h2>Cost and quality</h2>
+<p class=note>Cheapest first. A method is on the frontier when no other is at least as good on
+{e(measure)} for as few LLM calls per query: pick the cheapest frontier method that meets your target.</p>
+{_table(["Method", measure, "LLM calls/query", "LLM tokens/query", "Frontier"], rows)}
+<figure><img src="{e(chart.name)}" alt="{e(alt)}"><figcaption>{e(alt)}</figcaption></figure>
+"""
+
+
 def _td(text: str, limit: int = 160) -> str:
     """An escaped cell; text past ``limit`` (ArguAna's queries are essays) is cut and shown in a tooltip."""
     if len(text) <= limit:
@@ -202,13 +260,15 @@ def write_report(
     measure: str = "nDCG@10",
     queries: dict[str, str] | None = None,
     warn_share: float | None = None,
+    frontier: list[FrontierPoint] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` with its two PNGs beside it and return the HTML path.
 
     The page needs no network: provenance, scores (best per measure in bold) with the share of queries that
     fell back and the LLM errors, a warning above them for each run whose share passes ``warn_share``, both
-    charts and the ``HARDEST`` queries with the lowest mean ``measure`` across methods. The HTML goes last,
-    so its charts are in place.
+    charts and the ``HARDEST`` queries with the lowest mean ``measure`` across methods. With ``frontier``
+    (:func:`tasks.evaluation.compare.frontier` on ``measure``), a third chart and table: quality against
+    LLM calls per query, the Pareto frontier marked. The HTML goes last, so its charts are in place.
     """
     e = html.escape
     labels = _labels(runs)
@@ -270,7 +330,7 @@ queries the method's fallback answered (its LLM failed, answered junk, or judged
 {warnings}{_table(["Method", *measures, "Fell back", "LLM errors", "Retrieval (s)"], scores)}
 <h2>Charts</h2>
 {figures}
-<h2>Hardest queries</h2>
+{_frontier_section(runs, frontier, measure, out_dir) if frontier else ""}<h2>Hardest queries</h2>
 <p class=note>The {HARDEST} queries with the lowest {e(measure)} averaged over methods, hardest first.</p>
 {_table(["Query", *(["Text"] if queries is not None else []), *labels.values(), "Mean"], hard)}
 </body></html>

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from storage.lattice import Tree
 from tasks.llm.client import Completion, LLMConfig, LLMError, Request
 from tasks.llm.judge import Completer, Judge, JudgementMemo
 
@@ -181,6 +182,10 @@ class Retriever(Protocol):
 
     def document_texts(self, doc_ids: Sequence[str]) -> dict[str, str]:
         """Title and text of each document, as a judge reads them."""
+        ...
+
+    def lattice(self) -> Tree:
+        """The corpus's LATTICE tree; raises :class:`LookupError` when none was built."""
         ...
 
 

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from tasks.methods import feedback, first_stage, generative, judged, promptreps
+from tasks.methods import feedback, first_stage, generative, judged, lattice, promptreps
 from tasks.methods.base import Ranking, Retriever, method_fields
 from tasks.methods.grammar import Arg, Call, MethodSpecError, column, fault, parse_call, split_methods
 
@@ -73,6 +73,7 @@ REGISTRY: Mapping[str, MethodEntry[Any]] = {
         MethodEntry(
             "promptreps", promptreps.PromptRepsParams, promptreps.retrieve_promptreps, calls_llm=False
         ),
+        MethodEntry("lattice", lattice.LatticeParams, lattice.retrieve_lattice, calls_llm=True),
     )
 }
 

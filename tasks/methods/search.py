@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from storage.corpus_store import CorpusStore
+from storage.lattice import Tree
 from storage.matrix import Hits
 from storage.vector_space import VectorSpace
 from tasks.ingest.embed import Embedder
@@ -282,6 +283,20 @@ class Searcher:
             self.store.documents.fetch(self.corpus, doc_ids, ["doc_id", "title", "text"]) if doc_ids else []
         )
         return {r["doc_id"]: "\n".join(filter(None, (r["title"], r["text"]))) for r in rows}
+
+    def lattice(self) -> Tree:
+        """The corpus's LATTICE tree (built by ``Workspace.build_lattice``).
+
+        Raises:
+            LookupError: none was built for the corpus's vector space; the message gives the command.
+        """
+        tree = self.store.lattices.get(self.corpus, self.info.space)
+        if tree is None:
+            raise LookupError(
+                f"corpus {self.corpus!r} has no LATTICE tree: build it with `zsr lattice {self.corpus}` "
+                "(Workspace.build_lattice) before searching with lattice"
+            )
+        return tree
 
     def chunks(self, doc_ids: Sequence[str]) -> dict[str, list[tuple[str, np.ndarray]]]:
         """Each document's chunks, ``(text, vector)`` in document order."""

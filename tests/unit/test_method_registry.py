@@ -22,6 +22,7 @@ QUERY = "term3 wing"
 ORDER = [
     *("dense", "bm25", "hybrid", "multiview", "d2q", "prf", "rm3", "hyde", "rede-rf", "expand", "rerank"),
     "promptreps",
+    "lattice",
 ]
 
 
@@ -67,6 +68,7 @@ def test_the_registry_lists_every_method_in_order():
         "rede-rf",
         "expand",
         "rerank",
+        "lattice",
     }
     assert REGISTRY["hybrid"].summary == "Fusion of dense and bm25 rankings, each cut at ``depth``."
     assert all(e.summary and "\n" not in e.summary for e in REGISTRY.values())
@@ -191,7 +193,8 @@ def test_split_methods_keeps_nested_commas():
         # unknown methods, nested too: the path, the column, the list and `zsr methods`
         (
             "colbert",
-            r"^unknown method 'colbert'; available: dense, bm25, .*rerank, promptreps \(see `zsr methods`\)$",
+            r"^unknown method 'colbert'; available: dense, bm25, .*promptreps, lattice "
+            r"\(see `zsr methods`\)$",
         ),
         (
             "rede-rf(first=colbert)",

@@ -6,30 +6,8 @@ import json
 
 import pytest
 
-from storage.models import MANIFEST, ModelManifest, UnknownModelError, catalogue, publish, resolve, work_dir
-
-
-def manifest(version: str, created_at: str, corpus: str = "c") -> ModelManifest:
-    return ModelManifest(
-        corpus=corpus,
-        version=version,
-        base_model="base",
-        base_revision="r",
-        query_prefix="",
-        passage_prefix="",
-        loss="mnrl",
-        data_hash="h",
-        train_queries=3,
-        dev_queries=1,
-        batch_size=2,
-        hard_negatives=1,
-        steps=4,
-        max_steps=4,
-        seconds=1.0,
-        stopped="max-steps",
-        dev={"base": {"nDCG@10": 0.5}, "adapted": {"nDCG@10": 0.6}},
-        created_at=created_at,
-    )
+from storage.models import MANIFEST, UnknownModelError, catalogue, publish, resolve, work_dir
+from tests.fakes import model_manifest as manifest
 
 
 def staged(tmp_path, version):

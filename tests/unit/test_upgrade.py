@@ -15,12 +15,13 @@ import pytest
 
 from storage.compensation import fit, fit_matrix
 from storage.corpus_store import CorpusStore
+from storage.models import publish
 from storage.views import views_table
 from tasks.ingest.index import reindex, whole
 from tasks.ingest.upgrade import upgrade_model
 from tasks.methods.search import Searcher
 from tasks.settings import DEFAULT_MODEL
-from tests.fakes import FakeEmbedder, make_docs
+from tests.fakes import FakeEmbedder, make_docs, model_manifest
 from tests.kill_target import instrument
 from tests.upgrade_kill_target import DriftedEmbedder, upgrade_corpus
 
@@ -232,8 +233,9 @@ def test_ingest_with_another_model_moves_an_indexed_corpus_from_the_cli(tmp_path
     monkeypatch.setattr("tasks.workspace.load_embedder", load)
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"_id": d.doc_id, "text": d.text}) + "\n" for d in make_docs(N)))
-    version = tmp_path / "home" / "models" / "k" / "v1"  # a version of the corpus's adapted models
-    version.mkdir(parents=True)
+    staged = tmp_path / "staged"  # a version of the corpus's adapted models, published as `zsr adapt` does
+    staged.mkdir()
+    version = publish(staged, model_manifest("v1", "2026-01-01", corpus="k"), tmp_path / "home")
 
     def zsr(*args: str):
         result = CliRunner().invoke(app, list(args))
