@@ -122,7 +122,7 @@ def compare(
         bool, typer.Option("--frontier", help="Every method of RUN_A's evaluation: quality against LLM cost.")
     ] = False,
     cost: Annotated[
-        str, typer.Option(help="With --frontier: the cost axis, calls or tokens per query.")
+        str, typer.Option(help="With --frontier: the cost axis, calls, tokens or judge (calls) per query.")
     ] = "calls",
     target: Annotated[
         float | None, typer.Option(help="With --frontier: name the cheapest method reaching this quality.")
@@ -170,17 +170,21 @@ def _frontier(run_id: str, measure: str, cost: str, target: float | None, as_jso
     from tasks.evaluation.compare import cheapest
 
     with user_errors():
-        if cost not in ("calls", "tokens"):
-            raise ValueError(f"--cost must be calls or tokens, got {cost!r}")
-        axis: Cost = "tokens" if cost == "tokens" else "calls"
+        axes: dict[str, Cost] = {"calls": "calls", "tokens": "tokens", "judge": "judge_calls"}
+        if cost not in axes:
+            raise ValueError(f"--cost must be calls, tokens or judge, got {cost!r}")
+        axis = axes[cost]
         points = workspace().frontier(run_id, measure, axis)
     pick = cheapest(points, target, axis) if target is not None else None
     if as_json:
         emit_json({"points": [asdict(p) for p in points], "cheapest": asdict(pick) if pick else None})
         return
     show(
-        ["method", measure, "LLM calls/query", "LLM tokens/query", "frontier"],
-        [[p.method, p.quality, p.calls, p.tokens, "*" if p.on_frontier else ""] for p in points],
+        ["method", measure, "LLM calls/query", "LLM tokens/query", "judge calls/query", "frontier"],
+        [
+            [p.method, p.quality, p.calls, p.tokens, p.judge_calls, "*" if p.on_frontier else ""]
+            for p in points
+        ],
     )
     if target is not None:
         found = (

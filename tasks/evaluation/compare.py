@@ -187,18 +187,19 @@ def eval_frames(warehouse: Warehouse, run_id: str) -> tuple[pl.DataFrame, pl.Dat
     return frames[0], frames[1], frames[2]
 
 
-Cost = Literal["calls", "tokens"]
+Cost = Literal["calls", "tokens", "judge_calls"]
 _FRONTIER = """
     SELECT r.run_id, r.method, max(m.value) AS quality,
            (SELECT avg(llm_calls) FROM queries q WHERE q.run_id = r.run_id) AS calls,
-           (SELECT avg(tokens_in + tokens_out) FROM queries q WHERE q.run_id = r.run_id) AS tokens
+           (SELECT avg(tokens_in + tokens_out) FROM queries q WHERE q.run_id = r.run_id) AS tokens,
+           (SELECT avg(judge_calls) FROM queries q WHERE q.run_id = r.run_id) AS judge_calls
     FROM runs r LEFT JOIN metrics m ON m.run_id = r.run_id AND m.measure = ?
     WHERE r.eval_id = ? GROUP BY r.run_id, r.method, r.created_at ORDER BY r.created_at, r.run_id"""
 
 
 @dataclass(frozen=True)
 class FrontierPoint:
-    """One method of an evaluation: quality on a measure, LLM cost per query, and Pareto-optimality.
+    """One method of an evaluation: quality on a measure, LLM and judge cost per query, Pareto-optimality.
 
     ``on_frontier``: no other method of the evaluation is at least as good for at most its cost.
     """
@@ -209,6 +210,8 @@ class FrontierPoint:
     calls: float  # LLM calls per query
     tokens: float  # LLM tokens (in + out) per query
     on_frontier: bool
+    # Judge calls per query: LLM calls of an LLM judge, and the only cost of a simulated (oracle) judge.
+    judge_calls: float = 0.0
 
 
 def pareto(points: list[tuple[float, float]]) -> list[bool]:
@@ -250,6 +253,7 @@ def frontier(
             r["calls"] or 0.0,
             r["tokens"] or 0.0,
             marks.get(r["run_id"], False),
+            r["judge_calls"] or 0.0,
         )
         for r in rows
     ]

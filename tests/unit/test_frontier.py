@@ -85,6 +85,19 @@ def test_compare_frontier_in_the_terminal_and_as_json(evaluated, monkeypatch):
     assert alone.exit_code != 0 and "--frontier" in alone.output
 
 
+def test_frontier_by_judge_calls_counts_a_simulated_judge_that_calls_no_llm(tmp_path, monkeypatch):
+    from tasks.llm.judge import OracleJudge
+
+    with fake_workspace(tmp_path, monkeypatch) as ws:
+        qrels = ws.testsets.load("c", "t").qrels
+        methods = ["bm25", "rerank(depth=3, first=bm25)", "rerank(depth=6, first=bm25)"]
+        runs = ws.evaluate("c", "t", methods, ["nDCG@10"], judge=OracleJudge(qrels)).runs
+        by_calls = {p.method: p for p in ws.frontier(runs[0].run_id)}
+        by_judge = {p.method: p for p in ws.frontier(runs[0].run_id, cost="judge_calls")}
+    assert {p.calls for p in by_calls.values()} == {0.0}  # the oracle calls no LLM: all free by LLM calls
+    assert [p.judge_calls for p in by_judge.values()] == [0.0, 3.0, 6.0]  # cheapest first by judge calls
+
+
 def test_report_draws_the_frontier_and_marks_it_in_its_table(tmp_path):
     runs, metrics, query_metrics = frames(METHODS)
     ids = runs["run_id"].to_list()
