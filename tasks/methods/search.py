@@ -253,12 +253,12 @@ class Searcher:
             raise ValueError("promptreps does not filter on metadata (--where): search without --where")
         encoder = self.promptreps_factory()
         space, store = encoder.space, self.store
-        views = store.sparse.count(self.corpus, space)
         if not store.sparse.exists(self.corpus, space):
             raise LookupError(
                 f"corpus {self.corpus!r} has no PromptReps index for {space.model!r} (space {space.key}): "
                 f"build it with `zsr promptreps index {self.corpus}`"
             )
+        views = store.sparse.count(self.corpus, space)
         reps = encoder.represent(texts, queries=True)
         per_doc = views / max(store.counts(self.corpus)["documents"], 1)
 
